@@ -1,0 +1,176 @@
+//! CGI gateway (RFC 3875): the process environment and stdin become a `Request`; the
+//! response goes to stdout. fd 1 is moved aside first so nothing the app prints (Python's
+//! `print`, a C extension, a subprocess) can corrupt the response.
+
+use crate::config::Config;
+use crate::request::{BodyLength, Request};
+use crate::response::{ResponseHead, ResponseSink};
+use crate::wsgi::{self, call, environ, streams};
+use pyo3::prelude::*;
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
+use std::os::fd::FromRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+
+/// The response channel: the original stdout, written without buffering so every chunk
+/// reaches the server as soon as the app produces it. The head waits for the first chunk
+/// so the two leave in one write.
+pub struct CgiSink {
+    out: File,
+    pending: Vec<u8>,
+}
+
+impl CgiSink {
+    pub fn new(out: File) -> CgiSink {
+        CgiSink { out, pending: Vec::new() }
+    }
+}
+
+impl ResponseSink for CgiSink {
+    fn send_head(&mut self, head: &ResponseHead) -> io::Result<()> {
+        self.pending = head.to_cgi_bytes();
+        Ok(())
+    }
+
+    fn send_body(&mut self, chunk: &[u8]) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return self.out.write_all(chunk);
+        }
+        let mut head = std::mem::take(&mut self.pending);
+        if chunk.len() <= 64 * 1024 {
+            head.extend_from_slice(chunk);
+            self.out.write_all(&head)
+        } else {
+            self.out.write_all(&head)?;
+            self.out.write_all(chunk)
+        }
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        let head = std::mem::take(&mut self.pending);
+        if !head.is_empty() {
+            self.out.write_all(&head)?;
+        }
+        self.out.flush()
+    }
+}
+
+/// Take fd 1 for the response and point fd 1 at stderr, so stray output lands in the error log.
+fn claim_stdout() -> io::Result<File> {
+    // SAFETY: plain fd syscalls on fds 1 and 2; the duplicate is owned by the File we return.
+    unsafe {
+        let fd = libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::dup2(2, 1) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(File::from_raw_fd(fd))
+    }
+}
+
+fn respond_error(sink: &mut dyn ResponseSink, status: &str, detail: &str) -> i32 {
+    if let Err(e) = call::send_error(sink, status, detail) {
+        log::warn!("could not send the error response: {e}");
+    }
+    0
+}
+
+/// The request body as the app may read it: bounded by CONTENT_LENGTH, or to EOF for a
+/// chunked body, or nothing at all (stdin is then never touched).
+fn body_reader(body: BodyLength) -> streams::Body {
+    const BUF: usize = 64 * 1024;
+    match body {
+        BodyLength::None => Box::new(io::empty()),
+        BodyLength::Exact(n) => Box::new(BufReader::with_capacity(BUF, io::stdin().take(n))),
+        BodyLength::UntilEof => Box::new(BufReader::with_capacity(BUF, io::stdin())),
+    }
+}
+
+fn stderr_sink() -> streams::ErrorSink {
+    Arc::new(|text: &str| {
+        let _ = io::stderr().write_all(text.as_bytes());
+    })
+}
+
+/// The environment variables the request carries (all of them, as wsgiref does).
+pub fn process_params() -> Vec<(Vec<u8>, Vec<u8>)> {
+    std::env::vars_os().map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec())).collect()
+}
+
+/// Serve one CGI request. Returns the process exit status.
+pub fn run(config: &Config) -> i32 {
+    let params = process_params();
+    let mut sink = match claim_stdout() {
+        Ok(out) => CgiSink::new(out),
+        Err(e) => {
+            log::error!("cannot set up stdout: {e}");
+            return 1;
+        }
+    };
+    // httpoxy: the Proxy request header arrives as HTTP_PROXY, which HTTP libraries read as
+    // a proxy setting. It stays in the environ as the header it is, never in os.environ.
+    std::env::remove_var("HTTP_PROXY");
+    for (k, v) in &config.env {
+        std::env::set_var(k, v);
+    }
+    let request = match Request::from_params(params, config.max_body) {
+        Ok(r) => r,
+        Err(e) => {
+            log::warn!("refused: {e}");
+            return respond_error(&mut sink, e.status(), &e.to_string());
+        }
+    };
+    let Some(spec) = &config.app else {
+        let e = crate::error::ConfigError::NoApp;
+        log::error!("{e}");
+        return respond_error(&mut sink, "500 Internal Server Error", &e.to_string());
+    };
+    if let Some(dir) = &config.chdir {
+        if let Err(e) = std::env::set_current_dir(dir) {
+            log::error!("--chdir {}: {e}", dir.display());
+            return respond_error(&mut sink, "500 Internal Server Error", "cgi2wsgi is misconfigured; the details are in the server's error log.");
+        }
+    }
+    if let Err(e) = wsgi::interp::initialize(config.venv.as_deref()) {
+        log::error!("{e}");
+        return respond_error(&mut sink, "500 Internal Server Error", "cgi2wsgi could not start Python; the details are in the server's error log.");
+    }
+    let policy = call::ErrorPolicy { show_traceback: config.debug };
+    let model = environ::ProcessModel { multithread: false, multiprocess: true, run_once: true };
+    let mut search_path = config.pythonpath.clone();
+    if let Some(dir) = spec.file().and_then(|f| f.parent()).filter(|d| !d.as_os_str().is_empty()) {
+        search_path.push(dir.to_owned());
+    }
+    let outcome = Python::attach(|py| {
+        let app = wsgi::interp::prepend_sys_path(py, &search_path).and_then(|()| wsgi::app::load(py, spec));
+        let app = match app {
+            Ok(app) => app,
+            Err(e) => {
+                let tb = wsgi::format_exception(py, &e);
+                log::error!("cannot load the app {spec:?}:\n{tb}");
+                let detail = if config.debug { tb } else { "The application could not be loaded; the details are in the server's error log.".into() };
+                respond_error(&mut sink, "500 Internal Server Error", &detail);
+                return None;
+            }
+        };
+        let input = Bound::new(py, streams::Input::new(body_reader(request.body)));
+        let errors = Bound::new(py, streams::Errors::new(stderr_sink()));
+        let env = input.and_then(|i| errors.and_then(|e| environ::build(py, &request, i, e, model)));
+        match env {
+            Ok(env) => Some(call::serve(py, &app, env, Box::new(sink), policy)),
+            Err(e) => {
+                log::error!("cannot build the environ: {}", wsgi::format_exception(py, &e));
+                respond_error(&mut sink, "500 Internal Server Error", "cgi2wsgi failed to build the request; see the error log.");
+                None
+            }
+        }
+    });
+    if let Some(o) = &outcome {
+        log::info!("{} {} -> {} ({} bytes)", request.get("REQUEST_METHOD").unwrap_or("?"), request.get("REQUEST_URI").or(request.get("PATH_INFO")).unwrap_or(""), o.status, o.body_bytes);
+    }
+    // Unread body bytes are left to the server, which discards them.
+    0
+}

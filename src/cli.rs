@@ -1,0 +1,63 @@
+//! The command line as typed: clap derive, every option also read from `CGI2WSGI_<NAME>`
+//! (a `#!` line or `FcgidWrapper` passes few arguments). Validation lives in `config`.
+
+use clap::{Parser, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// FastCGI if fd 0 is a listening socket, else CGI if GATEWAY_INTERFACE is set.
+    Auto,
+    Cgi,
+    Fastcgi,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cgi2wsgi",
+    about = "Host a Python WSGI app as a CGI program or FastCGI responder",
+    after_help = "APP is pkg.module, pkg.module:callable, pkg.module:factory() or path/to/file.py[:callable];\n\
+                  the callable defaults to `application`, then `app`. `builtin:doctor` shows the environ.\n\
+                  A cgi-bin drop-in starts with `#!/path/to/cgi2wsgi` and may hold `# cgi2wsgi: key = value` lines."
+)]
+pub struct Cli {
+    /// The WSGI app (see below)
+    #[arg(value_name = "APP")]
+    pub app_arg: Option<String>,
+
+    /// The WSGI app, as an option
+    #[arg(long = "app", value_name = "APP", env = "CGI2WSGI_APP")]
+    pub app: Option<String>,
+
+    /// How the web server talks to us
+    #[arg(long, value_enum, env = "CGI2WSGI_MODE")]
+    pub mode: Option<Mode>,
+
+    /// A virtualenv whose packages the app uses (made with the Python cgi2wsgi is linked against)
+    #[arg(long, value_name = "DIR", env = "CGI2WSGI_VENV")]
+    pub venv: Option<PathBuf>,
+
+    /// A directory put at the front of sys.path (repeatable; ':'-separated in the variable)
+    #[arg(long, value_name = "DIR", env = "CGI2WSGI_PYTHONPATH", value_delimiter = ':')]
+    pub pythonpath: Vec<PathBuf>,
+
+    /// Change to this directory before loading the app
+    #[arg(long, value_name = "DIR", env = "CGI2WSGI_CHDIR")]
+    pub chdir: Option<PathBuf>,
+
+    /// Set an environment variable for the app, e.g. DJANGO_SETTINGS_MODULE=site.settings (repeatable)
+    #[arg(long = "env", value_name = "KEY=VALUE", env = "CGI2WSGI_ENV")]
+    pub env: Vec<String>,
+
+    /// Refuse request bodies larger than this with 413 (bytes; K, M, G suffixes)
+    #[arg(long, value_name = "SIZE", env = "CGI2WSGI_MAX_BODY")]
+    pub max_body: Option<String>,
+
+    /// Log level on stderr: error, warn, info, debug or trace
+    #[arg(long, value_name = "LEVEL", env = "CGI2WSGI_LOG_LEVEL")]
+    pub log_level: Option<String>,
+
+    /// Put tracebacks in 500 responses (never in production)
+    #[arg(long, env = "CGI2WSGI_DEBUG")]
+    pub debug: bool,
+}

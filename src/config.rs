@@ -1,0 +1,155 @@
+//! Raw `Cli` + environment + drop-in settings → a validated `Config`, including mode detection.
+//! Precedence: command-line flag > `CGI2WSGI_*` variable > drop-in setting > default.
+
+use crate::appspec::{AppSpec, AppTarget};
+use crate::cli::{Cli, Mode};
+use crate::dropin::DropIn;
+use crate::error::ConfigError;
+use std::path::PathBuf;
+
+/// The resolved way this process serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gateway {
+    Cgi,
+    FastCgi,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub gateway: Gateway,
+    /// `None`: nothing configured; CGI mode answers with an error page saying how to configure one.
+    pub app: Option<AppSpec>,
+    pub venv: Option<PathBuf>,
+    pub pythonpath: Vec<PathBuf>,
+    pub chdir: Option<PathBuf>,
+    pub env: Vec<(String, String)>,
+    pub max_body: Option<u64>,
+    pub log_level: String,
+    pub debug: bool,
+}
+
+/// Words that are (or will be) subcommands and so cannot name an app in the first position.
+pub const RESERVED: [&str; 1] = ["bench"];
+
+/// Parse `10`, `64K`, `1M`, `2G` (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, ConfigError> {
+    let t = s.trim();
+    let (digits, mult) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 1u64 << 10),
+        Some((i, 'm' | 'M')) => (&t[..i], 1 << 20),
+        Some((i, 'g' | 'G')) => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    digits.parse::<u64>().ok().and_then(|n| n.checked_mul(mult)).ok_or_else(|| ConfigError::BadSize(s.to_owned()))
+}
+
+fn parse_env(pair: &str) -> Result<(String, String), ConfigError> {
+    match pair.split_once('=') {
+        Some((k, v)) if !k.is_empty() && !k.contains('\0') && !v.contains('\0') => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(ConfigError::BadEnv(pair.to_owned())),
+    }
+}
+
+/// Is fd 0 a listening socket (FCGI_LISTENSOCK_FILENO)? A connected socket or a pipe is not.
+pub fn stdin_is_listening_socket() -> bool {
+    let mut val: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `val`, which is that large.
+    let rc = unsafe { libc::getsockopt(0, libc::SOL_SOCKET, libc::SO_ACCEPTCONN, (&mut val as *mut libc::c_int).cast(), &mut len) };
+    rc == 0 && val != 0
+}
+
+impl Config {
+    /// Validate the parsed command line. `gateway_interface` is whether GATEWAY_INTERFACE is set.
+    pub fn from_cli(cli: Cli, gateway_interface: bool) -> Result<Config, ConfigError> {
+        if let Some(word) = cli.app_arg.as_deref().filter(|w| RESERVED.contains(w)) {
+            return Err(ConfigError::ReservedWord(word.to_owned()));
+        }
+        let gateway = match cli.mode.unwrap_or(Mode::Auto) {
+            Mode::Cgi => Gateway::Cgi,
+            Mode::Fastcgi => Gateway::FastCgi,
+            Mode::Auto if stdin_is_listening_socket() => Gateway::FastCgi,
+            Mode::Auto if gateway_interface => Gateway::Cgi,
+            Mode::Auto => return Err(ConfigError::NoGateway),
+        };
+        if gateway == Gateway::FastCgi {
+            return Err(ConfigError::FastCgiUnavailable);
+        }
+        // The positional APP is a command-line flag in rank; --app/CGI2WSGI_APP come next.
+        let mut app = match cli.app_arg.as_deref().or(cli.app.as_deref()) {
+            Some(spec) => Some(AppSpec::parse(spec)?),
+            None => None,
+        };
+        let dropin = match app.as_ref().and_then(AppSpec::file) {
+            Some(path) if path.is_file() => DropIn::read(path)?,
+            _ => DropIn::default(),
+        };
+        if let (Some(spec), Some(callable)) = (app.as_mut(), &dropin.callable) {
+            if spec.callable.is_none() && matches!(spec.target, AppTarget::File(_)) {
+                spec.factory = callable.ends_with("()");
+                spec.callable = Some(callable.trim_end_matches("()").to_owned());
+            }
+        }
+        let mut env = dropin.env.iter().map(|p| parse_env(p)).collect::<Result<Vec<_>, _>>()?;
+        for pair in &cli.env {
+            let (k, v) = parse_env(pair)?;
+            env.retain(|(old, _)| *old != k);
+            env.push((k, v));
+        }
+        let max_body = match cli.max_body.or(dropin.max_body) {
+            Some(s) => Some(parse_size(&s)?),
+            None => None,
+        };
+        let mut pythonpath = cli.pythonpath;
+        pythonpath.extend(dropin.pythonpath);
+        Ok(Config {
+            gateway,
+            app,
+            venv: cli.venv.or(dropin.venv),
+            pythonpath,
+            chdir: cli.chdir.or(dropin.chdir),
+            env,
+            max_body,
+            log_level: cli.log_level.or(dropin.log_level).unwrap_or_else(|| "warn".into()),
+            debug: cli.debug || dropin.debug.unwrap_or(false),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("10").unwrap(), 10);
+        assert_eq!(parse_size("64K").unwrap(), 65536);
+        assert_eq!(parse_size("1m").unwrap(), 1 << 20);
+        assert_eq!(parse_size("2G").unwrap(), 2 << 30);
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("99999999999G").is_err());
+    }
+
+    #[test]
+    fn flags_beat_drop_in_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("app.cgi");
+        std::fs::write(&file, "#!/x\n# cgi2wsgi: venv = /from-file\n# cgi2wsgi: env = A=file\n# cgi2wsgi: env = B=file\n").unwrap();
+        let cli = Cli::try_parse_from(["cgi2wsgi", "--mode", "cgi", "--venv", "/from-flag", "--env", "A=flag", file.to_str().unwrap()]).unwrap();
+        let cfg = Config::from_cli(cli, true).unwrap();
+        assert_eq!(cfg.venv, Some(PathBuf::from("/from-flag")));
+        assert_eq!(cfg.env, vec![("B".into(), "file".into()), ("A".into(), "flag".into())]);
+        let cli = Cli::try_parse_from(["cgi2wsgi", "--mode", "cgi", file.to_str().unwrap()]).unwrap();
+        assert_eq!(Config::from_cli(cli, true).unwrap().venv, Some(PathBuf::from("/from-file")));
+    }
+
+    #[test]
+    fn reserved_word_and_bad_env() {
+        let cli = Cli::try_parse_from(["cgi2wsgi", "bench"]).unwrap();
+        assert!(matches!(Config::from_cli(cli, true), Err(ConfigError::ReservedWord(_))));
+        let cli = Cli::try_parse_from(["cgi2wsgi", "--mode", "cgi", "--env", "NOEQUALS", "m:app"]).unwrap();
+        assert!(matches!(Config::from_cli(cli, true), Err(ConfigError::BadEnv(_))));
+    }
+}

@@ -1,0 +1,61 @@
+//! Domain errors, one enum per layer; `main` turns them into one-line messages.
+
+use std::path::PathBuf;
+use thiserror::Error;
+
+/// Problems with the command line, the environment variables or a drop-in file's settings.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("no WSGI app configured: give APP (module, module:callable or path/to/file.py), --app or CGI2WSGI_APP (try --app builtin:doctor to see what the server sends)")]
+    NoApp,
+    #[error("invalid app {spec:?}: {why}")]
+    BadAppSpec { spec: String, why: String },
+    #[error("not started by a web server: fd 0 is not a listening socket and GATEWAY_INTERFACE is unset; run cgi2wsgi as a CGI program (cgi-bin or a '#!' drop-in) or a FastCGI responder, or force --mode cgi|fastcgi")]
+    NoGateway,
+    #[error("--mode fastcgi is not available in this build yet (only CGI mode is)")]
+    FastCgiUnavailable,
+    #[error("'{0}' is a reserved subcommand that this build does not have yet; an app module with that name is written ./{0}.py or {0}:application")]
+    ReservedWord(String),
+    #[error("--env {0:?}: expected KEY=VALUE")]
+    BadEnv(String),
+    #[error("{file}:{line}: {why}")]
+    DropIn { file: PathBuf, line: usize, why: String },
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("--chdir {path}: {source}")]
+    Chdir { path: PathBuf, source: std::io::Error },
+    #[error("invalid size {0:?}: expected a number of bytes with an optional K, M or G suffix")]
+    BadSize(String),
+}
+
+/// Problems bringing up the embedded interpreter or loading the app.
+#[derive(Debug, Error)]
+pub enum EmbedError {
+    #[error("venv {path}: {why}")]
+    Venv { path: PathBuf, why: String },
+    #[error("the venv {path} is for Python {venv}, but cgi2wsgi is linked against Python {linked}; recreate the venv with that Python or rebuild cgi2wsgi with PYO3_PYTHON set to the venv's interpreter")]
+    VersionMismatch { path: PathBuf, venv: String, linked: String },
+    #[error("Python initialization failed: {0}")]
+    Init(String),
+    #[error("cannot load the app: {0}")]
+    Load(String),
+}
+
+/// A request the gateway must refuse before the app sees it.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum RequestError {
+    #[error("invalid CONTENT_LENGTH {0:?}")]
+    BadContentLength(String),
+    #[error("request body of {length} bytes is over the limit of {limit} bytes (--max-body)")]
+    BodyTooLarge { length: u64, limit: u64 },
+}
+
+impl RequestError {
+    /// The HTTP status that answers this error.
+    pub fn status(&self) -> &'static str {
+        match self {
+            RequestError::BadContentLength(_) => "400 Bad Request",
+            RequestError::BodyTooLarge { .. } => "413 Content Too Large",
+        }
+    }
+}

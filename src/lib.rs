@@ -1,0 +1,88 @@
+//! cgi2wsgi: host a Python WSGI app as a CGI program (and, later, a FastCGI responder).
+//!
+//! Data flows one way: CGI environment / FastCGI records → `request::Request` → WSGI
+//! environ → the app → `response` → CGI stdout / FastCGI records.
+
+pub mod appspec;
+pub mod argv;
+pub mod cgi;
+pub mod cli;
+pub mod config;
+pub mod doctor;
+pub mod dropin;
+pub mod error;
+pub mod request;
+pub mod response;
+pub mod wsgi;
+
+use clap::{CommandFactory, FromArgMatches};
+use std::io::Write;
+
+/// `--version`: ours and the Python actually linked (with the interpreter it was built for).
+pub fn version_string() -> String {
+    let built_for = option_env!("PYO3_PYTHON").unwrap_or("the default python3");
+    format!("{} (Python {}, built for {built_for})", env!("CARGO_PKG_VERSION"), wsgi::interp::linked_version())
+}
+
+fn init_logging(level: &str) {
+    let pid = std::process::id();
+    env_logger::Builder::new()
+        .parse_filters(level)
+        .format(move |buf, record| writeln!(buf, "cgi2wsgi[{pid}]: {}: {}", record.level(), record.args()))
+        .target(env_logger::Target::Stderr)
+        .init();
+}
+
+/// Answer a configuration error: one line on stderr, and a 500 on stdout when a CGI server
+/// is waiting for a response (so it logs our reason, not "malformed header").
+fn config_failure(message: &str, in_cgi: bool) -> i32 {
+    eprintln!("cgi2wsgi: {message}");
+    if in_cgi {
+        let body = "500 Internal Server Error\n\ncgi2wsgi is misconfigured; the reason is in the server's error log.\n";
+        print!("Status: 500 Internal Server Error\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        let _ = std::io::stdout().flush();
+    }
+    2
+}
+
+/// The whole program; returns the exit status.
+pub fn run() -> i32 {
+    let in_cgi = std::env::var_os("GATEWAY_INTERFACE").is_some();
+    let env = |k: &str| std::env::var_os(k);
+    let exe = std::env::current_exe().ok();
+    let args = argv::strip_server_words(std::env::args_os().collect(), &env, exe.as_deref());
+    let matches = match cli::Cli::command().version(version_string()).try_get_matches_from(args) {
+        Ok(m) => m,
+        Err(e) if !e.use_stderr() => {
+            // --help / --version
+            let _ = e.print();
+            return 0;
+        }
+        Err(e) => {
+            let text = e.to_string();
+            let line = text.lines().next().unwrap_or("bad arguments").trim_start_matches("error: ");
+            return config_failure(&format!("{line} (see cgi2wsgi --help)"), in_cgi);
+        }
+    };
+    let cli = match cli::Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => return config_failure(&e.to_string(), in_cgi),
+    };
+    let config = match config::Config::from_cli(cli, in_cgi) {
+        Ok(c) => c,
+        Err(e) => return config_failure(&e.to_string(), in_cgi),
+    };
+    init_logging(&config.log_level);
+    match config.gateway {
+        config::Gateway::Cgi => cgi::run(&config),
+        config::Gateway::FastCgi => config_failure(&error::ConfigError::FastCgiUnavailable.to_string(), false),
+    }
+}
+
+/// Leave the process: run the app's atexit handlers, flush, and `_exit` without Py_Finalize.
+pub fn exit(code: i32) -> ! {
+    wsgi::interp::shutdown();
+    let _ = std::io::stderr().flush();
+    // SAFETY: _exit ends the process at once; everything worth keeping was flushed above.
+    unsafe { libc::_exit(code) }
+}

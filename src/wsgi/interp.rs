@@ -1,0 +1,129 @@
+//! Bringing up the embedded CPython: isolated configuration, UTF-8 mode, explicit venv
+//! (PyConfig.executable, so `pyvenv.cfg` is honoured), and a fast exit without Py_Finalize.
+
+use crate::error::EmbedError;
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+use std::ffi::{CStr, CString};
+use std::mem::MaybeUninit;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// The version of the libpython actually loaded, e.g. "3.11.2".
+pub fn linked_version() -> String {
+    // SAFETY: Py_GetVersion returns a static NUL-terminated string and needs no interpreter.
+    let full = unsafe { CStr::from_ptr(ffi::Py_GetVersion()) }.to_string_lossy().into_owned();
+    full.split_whitespace().next().unwrap_or_default().to_owned()
+}
+
+fn major_minor(v: &str) -> String {
+    v.split('.').take(2).collect::<Vec<_>>().join(".")
+}
+
+/// Check that `venv` is a venv made with the linked Python; return its interpreter path.
+fn check_venv(venv: &Path) -> Result<PathBuf, EmbedError> {
+    let err = |why: String| EmbedError::Venv { path: venv.to_owned(), why };
+    let cfg = std::fs::read_to_string(venv.join("pyvenv.cfg")).map_err(|e| err(format!("no readable pyvenv.cfg ({e}); is this a venv?")))?;
+    let version = cfg.lines().find_map(|line| {
+        let (k, v) = line.split_once('=')?;
+        matches!(k.trim(), "version" | "version_info").then(|| v.trim().to_owned())
+    });
+    let linked = linked_version();
+    if let Some(venv_version) = version {
+        if major_minor(&venv_version) != major_minor(&linked) {
+            return Err(EmbedError::VersionMismatch { path: venv.to_owned(), venv: venv_version, linked });
+        }
+    }
+    let exe = ["python3", "python"].iter().map(|n| venv.join("bin").join(n)).find(|p| p.exists());
+    exe.ok_or_else(|| err("no bin/python3 in it".into()))
+}
+
+fn status_error(status: ffi::PyStatus) -> Option<EmbedError> {
+    // SAFETY: PyStatus_Exception only reads the struct; err_msg is NULL or a static C string.
+    unsafe {
+        if ffi::PyStatus_Exception(status) == 0 {
+            return None;
+        }
+        let msg = if status.err_msg.is_null() { "unknown error".into() } else { CStr::from_ptr(status.err_msg).to_string_lossy().into_owned() };
+        Some(EmbedError::Init(msg))
+    }
+}
+
+/// Initialize CPython once for this process, then release the GIL so `Python::attach` works.
+pub fn initialize(venv: Option<&Path>) -> Result<(), EmbedError> {
+    let executable = venv.map(check_venv).transpose()?;
+    let executable = executable.map(|p| CString::new(p.as_os_str().as_bytes()).expect("paths hold no NUL"));
+    // SAFETY: the standard embedding sequence (PEP 587), run once on this thread before any
+    // other Python call; the config structs are initialised by CPython before use and cleared after.
+    unsafe {
+        let mut pre = MaybeUninit::<ffi::PyPreConfig>::zeroed();
+        ffi::PyPreConfig_InitIsolatedConfig(pre.as_mut_ptr());
+        let mut pre = pre.assume_init();
+        // Apache gives CGI programs an empty environment: without this the locale is ASCII.
+        pre.utf8_mode = 1;
+        if let Some(e) = status_error(ffi::Py_PreInitialize(&pre)) {
+            return Err(e);
+        }
+        let mut cfg = MaybeUninit::<ffi::PyConfig>::zeroed();
+        ffi::PyConfig_InitIsolatedConfig(cfg.as_mut_ptr());
+        let cfg = cfg.as_mut_ptr();
+        (*cfg).install_signal_handlers = 0;
+        (*cfg).parse_argv = 0;
+        // `site` adds the venv's (or the system's) site-packages and runs their .pth files.
+        (*cfg).site_import = 1;
+        if let Some(exe) = &executable {
+            for field in [std::ptr::addr_of_mut!((*cfg).executable), std::ptr::addr_of_mut!((*cfg).program_name)] {
+                if let Some(e) = status_error(ffi::PyConfig_SetBytesString(cfg, field, exe.as_ptr())) {
+                    ffi::PyConfig_Clear(cfg);
+                    return Err(e);
+                }
+            }
+        }
+        let status = ffi::Py_InitializeFromConfig(cfg);
+        ffi::PyConfig_Clear(cfg);
+        if let Some(e) = status_error(status) {
+            return Err(e);
+        }
+        ffi::PyEval_SaveThread();
+    }
+    Ok(())
+}
+
+/// Put directories at the front of `sys.path`, first one first.
+pub fn prepend_sys_path(py: Python<'_>, dirs: &[PathBuf]) -> PyResult<()> {
+    let path = py.import("sys")?.getattr("path")?.cast_into::<PyList>()?;
+    for dir in dirs.iter().rev() {
+        let dir = dir.to_string_lossy();
+        if !path.contains(dir.as_ref())? {
+            path.insert(0, dir.as_ref())?;
+        }
+    }
+    Ok(())
+}
+
+/// Run the app's `atexit` handlers and flush Python's stdio; the caller then `_exit`s,
+/// skipping Py_Finalize (slow, and it waits for the app's non-daemon threads).
+pub fn shutdown() {
+    // SAFETY: Py_IsInitialized only reads a flag.
+    if unsafe { ffi::Py_IsInitialized() } == 0 {
+        return;
+    }
+    Python::attach(|py| {
+        let run = || -> PyResult<()> {
+            py.import("atexit")?.call_method0("_run_exitfuncs")?;
+            let sys = py.import("sys")?;
+            for stream in ["stdout", "stderr"] {
+                if let Ok(s) = sys.getattr(stream) {
+                    if !s.is_none() {
+                        s.call_method0("flush")?;
+                    }
+                }
+            }
+            Ok(())
+        };
+        if let Err(e) = run() {
+            log::warn!("at exit: {}", super::format_exception(py, &e));
+        }
+    });
+}

@@ -11,6 +11,7 @@ pub mod config;
 pub mod doctor;
 pub mod dropin;
 pub mod error;
+pub mod fastcgi;
 pub mod request;
 pub mod response;
 pub mod wsgi;

@@ -84,6 +84,9 @@ impl Config {
             Some(path) if path.is_file() => DropIn::read(path)?,
             _ => DropIn::default(),
         };
+        if let Some(inner) = &dropin.app {
+            app = Some(AppSpec::parse(inner)?);
+        }
         if let (Some(spec), Some(callable)) = (app.as_mut(), &dropin.callable) {
             if spec.callable.is_none() && matches!(spec.target, AppTarget::File(_)) {
                 spec.factory = callable.ends_with("()");

@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct DropIn {
+    /// `app = module:callable` (or `builtin:doctor`): the file is then only configuration.
+    pub app: Option<String>,
     pub venv: Option<PathBuf>,
     pub pythonpath: Vec<PathBuf>,
     pub chdir: Option<PathBuf>,
@@ -57,6 +59,7 @@ impl DropIn {
         let (key, value) = (key.trim(), value.trim().to_owned());
         let path = |v: &str| base.join(v);
         match key {
+            "app" => self.app = Some(value),
             "venv" => self.venv = Some(path(&value)),
             "pythonpath" => self.pythonpath.push(path(&value)),
             "chdir" => self.chdir = Some(path(&value)),
@@ -65,7 +68,7 @@ impl DropIn {
             "max-body" | "max_body" => self.max_body = Some(value),
             "log-level" | "log_level" => self.log_level = Some(value),
             "debug" => self.debug = Some(matches!(value.to_ascii_lowercase().as_str(), "1" | "on" | "yes" | "true")),
-            _ => return Err(format!("unknown setting {key:?} (known: venv, pythonpath, chdir, env, callable, max-body, log-level, debug)")),
+            _ => return Err(format!("unknown setting {key:?} (known: app, venv, pythonpath, chdir, env, callable, max-body, log-level, debug)")),
         }
         Ok(())
     }

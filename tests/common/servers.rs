@@ -1,0 +1,176 @@
+//! Starting real web servers (Apache, lighttpd) on free loopback ports with configs rendered
+//! from the repo's `apache/` and `lighttpd/` snippets into the fixture directory; each is
+//! stopped by PID when dropped.
+
+use super::Fixture;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A running server; killed (SIGTERM, then SIGKILL) and reaped when dropped.
+pub struct Server {
+    pub name: String,
+    pub port: u16,
+    /// The logs where the server writes its own errors and its programs' stderr.
+    pub logs: Vec<PathBuf>,
+    child: Child,
+}
+
+impl Server {
+    pub fn start(name: &str, mut cmd: Command, port: u16, logs: Vec<PathBuf>) -> Server {
+        // Its own process group: Apache signals its whole group when it shuts down.
+        let child = cmd.stdin(Stdio::null()).process_group(0).spawn().unwrap_or_else(|e| panic!("{name}: cannot start {cmd:?}: {e} (is it installed? .ci/run installs it)"));
+        let mut server = Server { name: name.to_owned(), port, logs, child };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("{name} exited at start ({status}); its log:\n{}", server.log());
+            }
+            assert!(Instant::now() < deadline, "{name} did not listen on {port} within 20 s; its log:\n{}", server.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    pub fn log(&self) -> String {
+        self.logs.iter().map(|p| std::fs::read_to_string(p).unwrap_or_default()).collect::<Vec<_>>().join("")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let pid = self.child.id() as i32;
+        // SAFETY: signalling our own child by PID.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Read a config snippet from the repo and point its example paths into the fixture.
+pub fn render_snippet(repo_file: &str, replacements: &[(&str, String)]) -> String {
+    let mut text = std::fs::read_to_string(super::repo().join(repo_file)).unwrap();
+    for (from, to) in replacements {
+        assert!(text.contains(from), "{repo_file} no longer mentions {from}");
+        text = text.replace(from, to);
+    }
+    text
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApacheMpm {
+    /// mpm_event + mod_cgid (Debian's default)
+    EventCgid,
+    /// mpm_prefork + mod_cgi
+    PreforkCgi,
+}
+
+const APACHE_MODULES: &str = "/usr/lib/apache2/modules";
+
+/// Start Apache in the foreground with `site` (a rendered snippet) included; the document
+/// root is `htdocs` under the fixture with `AllowOverride All`, as on a shared host.
+pub fn apache(fx: &Fixture, mpm: ApacheMpm, site: &str) -> Server {
+    let port = free_port();
+    let dir = fx.path();
+    let (mpm_module, cgi_module) = match mpm {
+        ApacheMpm::EventCgid => ("mpm_event_module mod_mpm_event.so", "cgid_module mod_cgid.so"),
+        ApacheMpm::PreforkCgi => ("mpm_prefork_module mod_mpm_prefork.so", "cgi_module mod_cgi.so"),
+    };
+    let mut modules = vec![mpm_module, cgi_module, "authz_core_module mod_authz_core.so", "alias_module mod_alias.so", "mime_module mod_mime.so", "env_module mod_env.so", "rewrite_module mod_rewrite.so", "dir_module mod_dir.so"];
+    modules.dedup();
+    let load: String = modules
+        .iter()
+        .map(|m| {
+            let (name, file) = m.split_once(' ').unwrap();
+            format!("LoadModule {name} {APACHE_MODULES}/{file}\n")
+        })
+        .collect();
+    let user = if is_root() { "User www-data\nGroup www-data\n" } else { "" };
+    let htdocs = dir.join("htdocs");
+    std::fs::create_dir_all(&htdocs).unwrap();
+    let conf = format!(
+        "ServerRoot {dir}\nDefaultRuntimeDir {dir}/run\nPidFile {dir}/run/httpd.pid\nMutex file:{dir}/run default\n\
+         Listen 127.0.0.1:{port}\nServerName 127.0.0.1\n{load}{user}\
+         ErrorLog {dir}/logs/error.log\nLogLevel warn\nTypesConfig /etc/mime.types\n\
+         ScriptSock {dir}/run/cgid.sock\nTimeout 60\n\
+         <Directory />\n  AllowOverride None\n  Require all denied\n</Directory>\n\
+         DocumentRoot {htdocs}\n<Directory {htdocs}>\n  AllowOverride All\n  Require all granted\n</Directory>\n\
+         {site}\n",
+        dir = dir.display(),
+        htdocs = htdocs.display(),
+    );
+    let conf_path = dir.join("apache.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    if mpm == ApacheMpm::PreforkCgi {
+        // mod_cgi does not know ScriptSock.
+        let text = std::fs::read_to_string(&conf_path).unwrap().replace(&format!("ScriptSock {}/run/cgid.sock\n", dir.display()), "");
+        std::fs::write(&conf_path, text).unwrap();
+    }
+    let mut cmd = Command::new("/usr/sbin/apache2");
+    cmd.arg("-f").arg(&conf_path).arg("-DFOREGROUND");
+    Server::start(&format!("apache {mpm:?}"), cmd, port, vec![dir.join("logs/error.log")])
+}
+
+/// Start lighttpd in the foreground with `site` (a rendered snippet) included.
+pub fn lighttpd(fx: &Fixture, site: &str) -> Server {
+    let port = free_port();
+    let dir = fx.path();
+    let htdocs = dir.join("htdocs");
+    std::fs::create_dir_all(&htdocs).unwrap();
+    let user = if is_root() { "server.username = \"www-data\"\nserver.groupname = \"www-data\"\n" } else { "" };
+    let conf = format!(
+        "server.document-root = \"{htdocs}\"\nserver.bind = \"127.0.0.1\"\nserver.port = {port}\n\
+         server.errorlog = \"{dir}/logs/error.log\"\nserver.breakagelog = \"{dir}/logs/breakage.log\"\nserver.upload-dirs = ( \"{dir}/tmp\" )\n{user}\
+         server.max-request-size = 65536\n\
+         mimetype.assign = ( \".txt\" => \"text/plain\", \".html\" => \"text/html\" )\n{site}\n",
+        dir = dir.display(),
+        htdocs = htdocs.display(),
+    );
+    let conf_path = dir.join("lighttpd.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    // lighttpd opens its error log after dropping root: let www-data write there.
+    if is_root() {
+        let status = Command::new("chown").arg("www-data:www-data").arg(dir.join("logs")).status().unwrap();
+        assert!(status.success(), "chown logs failed");
+    }
+    let mut cmd = Command::new("/usr/sbin/lighttpd");
+    cmd.arg("-D").arg("-f").arg(&conf_path);
+    Server::start("lighttpd", cmd, port, vec![dir.join("logs/error.log"), dir.join("logs/breakage.log")])
+}
+
+pub fn wait_for_log(server: &Server, needle: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if server.log().contains(needle) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}

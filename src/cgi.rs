@@ -16,14 +16,17 @@ use std::sync::Arc;
 /// The response channel: the original stdout, written without buffering so every chunk
 /// reaches the server as soon as the app produces it. The head waits for the first chunk
 /// so the two leave in one write.
+///
+/// The fd is never closed before the process exits: some servers (lighttpd) kill the CGI
+/// program once its stdout reaches EOF, which would skip the app's atexit handlers.
 pub struct CgiSink {
-    out: File,
+    out: std::mem::ManuallyDrop<File>,
     pending: Vec<u8>,
 }
 
 impl CgiSink {
     pub fn new(out: File) -> CgiSink {
-        CgiSink { out, pending: Vec::new() }
+        CgiSink { out: std::mem::ManuallyDrop::new(out), pending: Vec::new() }
     }
 }
 
@@ -145,7 +148,9 @@ pub fn run(config: &Config) -> i32 {
         search_path.push(dir.to_owned());
     }
     let outcome = Python::attach(|py| {
-        let app = wsgi::interp::prepend_sys_path(py, &search_path).and_then(|()| wsgi::app::load(py, spec));
+        let app = wsgi::interp::add_site_packages(py, config.venv.as_deref())
+            .and_then(|()| wsgi::interp::prepend_sys_path(py, &search_path))
+            .and_then(|()| wsgi::app::load(py, spec));
         let app = match app {
             Ok(app) => app,
             Err(e) => {

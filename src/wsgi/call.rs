@@ -285,7 +285,9 @@ fn fail(py: Python<'_>, state: &Shared, err: PyErr, policy: ErrorPolicy) -> Outc
     };
     if head_sent {
         log::error!("the response head was already sent: the response is cut short");
-        return outcome(state, true, false);
+        // The head may still sit in the sink (a write(b"") sends it, with no body yet).
+        let disconnected = sink.is_some_and(|mut sink| py.detach(move || sink.finish()).is_err());
+        return outcome(state, true, disconnected);
     }
     let status = "500 Internal Server Error";
     let detail = if policy.show_traceback { traceback } else { "The application failed; the details are in the server's error log.".to_owned() };

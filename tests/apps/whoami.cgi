@@ -1,6 +1,7 @@
 #!/usr/local/bin/cgi2wsgi
 # A cgi-bin drop-in whose app answers with the name its module runs under.
 # A drop-in runs as a module that is not __main__, so the guard below stays inert.
+"""A drop-in that reports its own module name (__name__)."""
 
 
 def application(environ, start_response):

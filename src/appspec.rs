@@ -42,6 +42,21 @@ fn is_dotted(s: &str) -> bool {
     !s.is_empty() && s.split('.').all(is_identifier)
 }
 
+impl std::fmt::Display for AppSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.target {
+            AppTarget::Module(m) => write!(f, "{m}")?,
+            AppTarget::File(p) => write!(f, "{}", p.display())?,
+            AppTarget::Builtin(Builtin::Doctor) => return write!(f, "builtin:doctor"),
+        }
+        match (&self.callable, self.factory) {
+            (Some(c), true) => write!(f, ":{c}()"),
+            (Some(c), false) => write!(f, ":{c}"),
+            (None, _) => Ok(()),
+        }
+    }
+}
+
 impl AppSpec {
     pub fn parse(spec: &str) -> Result<AppSpec, ConfigError> {
         let bad = |why: &str| ConfigError::BadAppSpec { spec: spec.to_owned(), why: why.to_owned() };

@@ -155,7 +155,7 @@ pub fn run(config: &Config) -> i32 {
             Ok(app) => app,
             Err(e) => {
                 let tb = wsgi::format_exception(py, &e);
-                log::error!("cannot load the app {spec:?}:\n{tb}");
+                log::error!("cannot load the app {spec}:\n{tb}");
                 let detail = if config.debug { tb } else { "The application could not be loaded; the details are in the server's error log.".into() };
                 respond_error(&mut sink, "500 Internal Server Error", &detail);
                 return None;

@@ -57,6 +57,30 @@ pub struct Cli {
     #[arg(long, value_name = "LEVEL", env = "CGI2WSGI_LOG_LEVEL")]
     pub log_level: Option<String>,
 
+    /// FastCGI: listen on unix:/path/to.sock (or /path) or HOST:PORT ([::1]:9000 for IPv6)
+    #[arg(long, value_name = "ADDR", env = "CGI2WSGI_BIND")]
+    pub bind: Option<String>,
+
+    /// Mode of a unix socket we create, in octal (default 0660: owner and group only)
+    #[arg(long, value_name = "OCTAL", env = "CGI2WSGI_SOCKET_MODE")]
+    pub socket_mode: Option<String>,
+
+    /// Owner (user name or uid) to give a unix socket we create, so the web server can use it
+    #[arg(long, value_name = "USER", env = "CGI2WSGI_SOCKET_OWNER")]
+    pub socket_owner: Option<String>,
+
+    /// Group (name or gid) to give a unix socket we create (e.g. www-data)
+    #[arg(long, value_name = "GROUP", env = "CGI2WSGI_SOCKET_GROUP")]
+    pub socket_group: Option<String>,
+
+    /// FastCGI: append the log (and the app's stdout/stderr) to this file instead of stderr
+    #[arg(long, value_name = "PATH", env = "CGI2WSGI_LOG_FILE")]
+    pub log_file: Option<PathBuf>,
+
+    /// FastCGI: connections served at once, one thread each (default 64)
+    #[arg(long, value_name = "N", env = "CGI2WSGI_MAX_CONNS")]
+    pub max_conns: Option<usize>,
+
     /// Put tracebacks in 500 responses (never in production)
     #[arg(long, env = "CGI2WSGI_DEBUG")]
     pub debug: bool,

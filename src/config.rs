@@ -5,6 +5,7 @@ use crate::appspec::{AppSpec, AppTarget};
 use crate::cli::{Cli, Mode};
 use crate::dropin::DropIn;
 use crate::error::ConfigError;
+use crate::server::listen::{BindSpec, SocketPerms};
 use std::path::PathBuf;
 
 /// The resolved way this process serves.
@@ -26,6 +27,10 @@ pub struct Config {
     pub max_body: Option<u64>,
     pub log_level: String,
     pub debug: bool,
+    pub bind: Option<BindSpec>,
+    pub socket_perms: SocketPerms,
+    pub log_file: Option<PathBuf>,
+    pub max_conns: Option<usize>,
 }
 
 /// Words that are (or will be) subcommands and so cannot name an app in the first position.
@@ -65,16 +70,18 @@ impl Config {
         if let Some(word) = cli.app_arg.as_deref().filter(|w| RESERVED.contains(w)) {
             return Err(ConfigError::ReservedWord(word.to_owned()));
         }
+        let systemd = std::env::var("LISTEN_PID").is_ok_and(|p| p == std::process::id().to_string());
         let gateway = match cli.mode.unwrap_or(Mode::Auto) {
             Mode::Cgi => Gateway::Cgi,
             Mode::Fastcgi => Gateway::FastCgi,
-            Mode::Auto if stdin_is_listening_socket() => Gateway::FastCgi,
+            Mode::Auto if cli.bind.is_some() || systemd || stdin_is_listening_socket() => Gateway::FastCgi,
             Mode::Auto if gateway_interface => Gateway::Cgi,
             Mode::Auto => return Err(ConfigError::NoGateway),
         };
-        if gateway == Gateway::FastCgi {
-            return Err(ConfigError::FastCgiUnavailable);
-        }
+        let socket_mode = match &cli.socket_mode {
+            Some(m) => Some(u32::from_str_radix(m.trim_start_matches("0o"), 8).ok().filter(|m| *m <= 0o777).ok_or_else(|| ConfigError::BadMode(m.clone()))?),
+            None => None,
+        };
         // The positional APP is a command-line flag in rank; --app/CGI2WSGI_APP come next.
         let mut app = match cli.app_arg.as_deref().or(cli.app.as_deref()) {
             Some(spec) => Some(AppSpec::parse(spec)?),
@@ -115,6 +122,10 @@ impl Config {
             max_body,
             log_level: cli.log_level.or(dropin.log_level).unwrap_or_else(|| "warn".into()),
             debug: cli.debug || dropin.debug.unwrap_or(false),
+            bind: cli.bind.as_deref().map(BindSpec::parse),
+            socket_perms: SocketPerms { mode: socket_mode, owner: cli.socket_owner, group: cli.socket_group },
+            log_file: cli.log_file,
+            max_conns: cli.max_conns.filter(|n| *n > 0),
         })
     }
 }

@@ -12,8 +12,8 @@ pub enum ConfigError {
     BadAppSpec { spec: String, why: String },
     #[error("not started by a web server: fd 0 is not a listening socket and GATEWAY_INTERFACE is unset; run cgi2wsgi as a CGI program (cgi-bin or a '#!' drop-in) or a FastCGI responder, or force --mode cgi|fastcgi")]
     NoGateway,
-    #[error("--mode fastcgi is not available in this build yet (only CGI mode is)")]
-    FastCgiUnavailable,
+    #[error("--socket-mode {0:?}: expected an octal mode such as 0660")]
+    BadMode(String),
     #[error("'{0}' is a reserved subcommand that this build does not have yet; an app module with that name is written ./{0}.py or {0}:application")]
     ReservedWord(String),
     #[error("--env {0:?}: expected KEY=VALUE")]
@@ -58,4 +58,24 @@ impl RequestError {
             RequestError::BodyTooLarge { .. } => "413 Content Too Large",
         }
     }
+}
+
+/// Problems setting up or running the FastCGI server.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error("{0}")]
+    Listen(String),
+    #[error("no socket to serve: give --bind unix:/path or --bind HOST:PORT, start under a web server that passes a listening socket on fd 0, or use systemd socket activation")]
+    NoSocket,
+}
+
+/// Why a FastCGI connection ended early (logged; the connection is closed).
+#[derive(Debug, Error)]
+pub enum ConnError {
+    #[error(transparent)]
+    Protocol(#[from] crate::fastcgi::ProtocolError),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the web server closed the connection mid-request")]
+    Closed,
 }

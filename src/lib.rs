@@ -1,4 +1,4 @@
-//! cgi2wsgi: host a Python WSGI app as a CGI program (and, later, a FastCGI responder).
+//! cgi2wsgi: host a Python WSGI app as a CGI program or a persistent FastCGI responder.
 //!
 //! Data flows one way: CGI environment / FastCGI records → `request::Request` → WSGI
 //! environ → the app → `response` → CGI stdout / FastCGI records.
@@ -14,6 +14,8 @@ pub mod error;
 pub mod fastcgi;
 pub mod request;
 pub mod response;
+pub mod server;
+pub mod spool;
 pub mod wsgi;
 
 use clap::{CommandFactory, FromArgMatches};
@@ -76,7 +78,7 @@ pub fn run() -> i32 {
     init_logging(&config.log_level);
     match config.gateway {
         config::Gateway::Cgi => cgi::run(&config),
-        config::Gateway::FastCgi => config_failure(&error::ConfigError::FastCgiUnavailable.to_string(), false),
+        config::Gateway::FastCgi => server::run(&config),
     }
 }
 

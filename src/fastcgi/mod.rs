@@ -1,8 +1,9 @@
 //! FastCGI 1.0, sans-IO: record framing, name-value pairs and the connection state machine
-//! (application and client sides). The codec never sees a socket or Python; the socket
-//! layer and the responder that feed it are the next issue's work.
+//! (application and client sides). The codec never sees a socket or Python; `conn` is the
+//! one place where sockets meet it.
 
 pub mod codec;
+pub mod conn;
 pub mod nv;
 pub mod record;
 

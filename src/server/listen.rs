@@ -1,0 +1,316 @@
+//! Where FastCGI connections come from: a listening socket inherited on fd 0 (mod_fcgid,
+//! lighttpd `bin-path`, spawn-fcgi), one from systemd (`LISTEN_FDS`), or `--bind` (a unix
+//! socket with mode/owner/group and stale-socket cleanup, or TCP on IPv4/IPv6).
+
+use crate::error::ServerError;
+use std::ffi::CString;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+/// `--bind` as written: `unix:/path`, `/path`, or `HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindSpec {
+    Unix(PathBuf),
+    Tcp(String),
+}
+
+impl BindSpec {
+    pub fn parse(s: &str) -> BindSpec {
+        match s.strip_prefix("unix:") {
+            Some(p) => BindSpec::Unix(PathBuf::from(p)),
+            None if s.starts_with('/') || s.starts_with("./") => BindSpec::Unix(PathBuf::from(s)),
+            None => BindSpec::Tcp(s.to_owned()),
+        }
+    }
+}
+
+/// Ownership and permissions for a unix socket we create.
+#[derive(Debug, Clone, Default)]
+pub struct SocketPerms {
+    /// Default 0660: the web server reaches it through the group, never the world.
+    pub mode: Option<u32>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+}
+
+pub enum Listener {
+    Unix(UnixListener),
+    Tcp(TcpListener),
+}
+
+/// One accepted connection.
+pub enum Stream {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.read(buf),
+            Stream::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.write(buf),
+            Stream::Tcp(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Stream {
+    pub fn fd(&self) -> RawFd {
+        match self {
+            Stream::Unix(s) => s.as_raw_fd(),
+            Stream::Tcp(s) => s.as_raw_fd(),
+        }
+    }
+
+    pub fn set_read_timeout(&self, t: Option<std::time::Duration>) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.set_read_timeout(t),
+            Stream::Tcp(s) => s.set_read_timeout(t),
+        }
+    }
+
+    /// Read what is already there without blocking: `Ok(None)` when nothing is waiting.
+    pub fn read_ready(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        // SAFETY: recv writes at most buf.len() bytes into buf.
+        let n = unsafe { libc::recv(self.fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if n >= 0 {
+            return Ok(Some(n as usize));
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::WouldBlock => Ok(None),
+            io::ErrorKind::Interrupted => Ok(None),
+            _ => Err(e),
+        }
+    }
+}
+
+fn is_listening_socket(fd: RawFd) -> bool {
+    let mut val: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `val`.
+    let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN, (&mut val as *mut libc::c_int).cast(), &mut len) };
+    rc == 0 && val != 0
+}
+
+fn socket_family(fd: RawFd) -> Option<libc::sa_family_t> {
+    // SAFETY: sockaddr_storage is large enough for any address; getsockname fills at most `len`.
+    unsafe {
+        let mut addr: libc::sockaddr_storage = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        if libc::getsockname(fd, (&mut addr as *mut libc::sockaddr_storage).cast(), &mut len) != 0 {
+            return None;
+        }
+        Some(addr.ss_family)
+    }
+}
+
+/// Adopt an inherited listening socket by fd.
+fn adopt(fd: RawFd) -> Result<Listener, ServerError> {
+    if !is_listening_socket(fd) {
+        return Err(ServerError::Listen(format!("fd {fd} is not a listening socket")));
+    }
+    // The socket must be CLOEXEC from now on: the app's subprocesses must not inherit it.
+    // SAFETY: the fd is open (getsockopt succeeded) and handed to us by our parent.
+    unsafe {
+        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        match socket_family(fd).map(i32::from) {
+            Some(libc::AF_UNIX) => Ok(Listener::Unix(UnixListener::from_raw_fd(fd))),
+            Some(libc::AF_INET | libc::AF_INET6) => Ok(Listener::Tcp(TcpListener::from_raw_fd(fd))),
+            other => Err(ServerError::Listen(format!("fd {fd} has unsupported address family {other:?}"))),
+        }
+    }
+}
+
+/// FCGI_LISTENSOCK_FILENO: the web server spawned us with a listening socket on fd 0.
+pub fn from_fd0() -> Result<Listener, ServerError> {
+    adopt(0)
+}
+
+/// systemd socket activation: `LISTEN_PID` is us and `LISTEN_FDS` ≥ 1 → fd 3.
+pub fn from_systemd() -> Option<Result<Listener, ServerError>> {
+    let pid: u32 = std::env::var("LISTEN_PID").ok()?.parse().ok()?;
+    let fds: u32 = std::env::var("LISTEN_FDS").ok()?.parse().ok()?;
+    if pid != std::process::id() || fds == 0 {
+        return None;
+    }
+    if fds > 1 {
+        log::warn!("systemd passed {fds} sockets; serving the first (fd 3) only");
+    }
+    std::env::remove_var("LISTEN_PID");
+    std::env::remove_var("LISTEN_FDS");
+    std::env::remove_var("LISTEN_FDNAMES");
+    Some(adopt(3))
+}
+
+fn lookup_uid(name: &str) -> Result<libc::uid_t, ServerError> {
+    if let Ok(n) = name.parse() {
+        return Ok(n);
+    }
+    let c = CString::new(name).map_err(|_| ServerError::Listen(format!("bad user name {name:?}")))?;
+    // SAFETY: getpwnam returns NULL or a pointer to a static struct we read at once.
+    let pw = unsafe { libc::getpwnam(c.as_ptr()) };
+    if pw.is_null() {
+        return Err(ServerError::Listen(format!("no such user {name:?}")));
+    }
+    // SAFETY: non-null, as checked.
+    Ok(unsafe { (*pw).pw_uid })
+}
+
+fn lookup_gid(name: &str) -> Result<libc::gid_t, ServerError> {
+    if let Ok(n) = name.parse() {
+        return Ok(n);
+    }
+    let c = CString::new(name).map_err(|_| ServerError::Listen(format!("bad group name {name:?}")))?;
+    // SAFETY: getgrnam returns NULL or a pointer to a static struct we read at once.
+    let gr = unsafe { libc::getgrnam(c.as_ptr()) };
+    if gr.is_null() {
+        return Err(ServerError::Listen(format!("no such group {name:?}")));
+    }
+    // SAFETY: non-null, as checked.
+    Ok(unsafe { (*gr).gr_gid })
+}
+
+/// Remove a socket file left by a process that is gone; refuse one that is in use or is not a socket.
+fn clear_stale(path: &Path) -> Result<(), ServerError> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return Ok(()) };
+    if !meta.file_type().is_socket() {
+        return Err(ServerError::Listen(format!("{} exists and is not a socket; not touching it", path.display())));
+    }
+    if UnixStream::connect(path).is_ok() {
+        return Err(ServerError::Listen(format!("{} is in use by another process", path.display())));
+    }
+    log::info!("removing stale socket {}", path.display());
+    std::fs::remove_file(path).map_err(|e| ServerError::Listen(format!("cannot remove stale socket {}: {e}", path.display())))
+}
+
+pub fn bind(spec: &BindSpec, perms: &SocketPerms) -> Result<Listener, ServerError> {
+    match spec {
+        BindSpec::Unix(path) => {
+            clear_stale(path)?;
+            // Created under a tight umask, then opened up to the requested mode: never a
+            // moment where the socket is world-writable.
+            // SAFETY: umask only changes this process's file-creation mask.
+            let old = unsafe { libc::umask(0o177) };
+            let listener = UnixListener::bind(path);
+            // SAFETY: as above, restoring the previous mask.
+            unsafe { libc::umask(old) };
+            let listener = listener.map_err(|e| ServerError::Listen(format!("bind {}: {e}", path.display())))?;
+            let mode = perms.mode.unwrap_or(0o660);
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| ServerError::Listen(format!("chmod {}: {e}", path.display())))?;
+            if perms.owner.is_some() || perms.group.is_some() {
+                let uid = perms.owner.as_deref().map(lookup_uid).transpose()?.unwrap_or(u32::MAX);
+                let gid = perms.group.as_deref().map(lookup_gid).transpose()?.unwrap_or(u32::MAX);
+                let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| ServerError::Listen("socket path holds NUL".into()))?;
+                // SAFETY: chown on a path we just created; -1 (u32::MAX) leaves that id unchanged.
+                if unsafe { libc::chown(c.as_ptr(), uid, gid) } != 0 {
+                    return Err(ServerError::Listen(format!("chown {}: {}", path.display(), io::Error::last_os_error())));
+                }
+            }
+            Ok(Listener::Unix(listener))
+        }
+        BindSpec::Tcp(addr) => {
+            let addrs: Vec<SocketAddr> = addr.to_socket_addrs().map_err(|e| ServerError::Listen(format!("--bind {addr}: {e}")))?.collect();
+            let listener = TcpListener::bind(&addrs[..]).map_err(|e| ServerError::Listen(format!("bind {addr}: {e}")))?;
+            Ok(Listener::Tcp(listener))
+        }
+    }
+}
+
+impl Listener {
+    /// Accept one connection; the peer's IP for TCP.
+    pub fn accept(&self) -> io::Result<(Stream, Option<IpAddr>)> {
+        match self {
+            Listener::Unix(l) => l.accept().map(|(s, _)| (Stream::Unix(s), None)),
+            Listener::Tcp(l) => l.accept().map(|(s, a)| {
+                let _ = s.set_nodelay(true);
+                (Stream::Tcp(s), Some(a.ip()))
+            }),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Listener::Unix(l) => format!("unix:{}", l.local_addr().ok().and_then(|a| a.as_pathname().map(|p| p.display().to_string())).unwrap_or_else(|| "(inherited)".into())),
+            Listener::Tcp(l) => l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        }
+    }
+}
+
+/// FCGI_WEB_SERVER_ADDRS: the peers allowed to connect over TCP (None: anyone).
+pub fn allowed_peers() -> Option<Vec<IpAddr>> {
+    let raw = std::env::var("FCGI_WEB_SERVER_ADDRS").ok()?;
+    let addrs: Vec<IpAddr> = raw.split(',').filter_map(|a| {
+        let a = a.trim();
+        let parsed = a.parse().ok();
+        if parsed.is_none() && !a.is_empty() {
+            log::warn!("FCGI_WEB_SERVER_ADDRS: ignoring {a:?}, not an IP address");
+        }
+        parsed
+    }).collect();
+    Some(addrs)
+}
+
+pub fn peer_allowed(allowed: &[IpAddr], peer: IpAddr) -> bool {
+    let canonical = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    };
+    allowed.iter().any(|a| canonical(*a) == canonical(peer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_spec_forms() {
+        assert_eq!(BindSpec::parse("unix:/run/a.sock"), BindSpec::Unix("/run/a.sock".into()));
+        assert_eq!(BindSpec::parse("/run/a.sock"), BindSpec::Unix("/run/a.sock".into()));
+        assert_eq!(BindSpec::parse("127.0.0.1:9000"), BindSpec::Tcp("127.0.0.1:9000".into()));
+        assert_eq!(BindSpec::parse("[::1]:9000"), BindSpec::Tcp("[::1]:9000".into()));
+    }
+
+    #[test]
+    fn peers_compare_v4_mapped() {
+        let allowed = vec!["127.0.0.1".parse().unwrap()];
+        assert!(peer_allowed(&allowed, "::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!peer_allowed(&allowed, "127.0.0.2".parse().unwrap()));
+    }
+
+    #[test]
+    fn unix_socket_mode_and_stale_cleanup() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let l = bind(&BindSpec::Unix(path.clone()), &SocketPerms::default()).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o660);
+        // In use: refused.
+        assert!(bind(&BindSpec::Unix(path.clone()), &SocketPerms::default()).is_err());
+        drop(l);
+        // Left behind by a process that is gone: replaced.
+        assert!(bind(&BindSpec::Unix(path.clone()), &SocketPerms { mode: Some(0o600), ..Default::default() }).is_ok());
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        // Not a socket: never removed.
+        let file = dir.path().join("f");
+        std::fs::write(&file, "x").unwrap();
+        assert!(bind(&BindSpec::Unix(file.clone()), &SocketPerms::default()).is_err());
+        assert!(file.exists());
+    }
+}

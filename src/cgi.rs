@@ -83,12 +83,32 @@ fn respond_error(sink: &mut dyn ResponseSink, status: &str, detail: &str) -> i32
 
 /// The request body as the app may read it: bounded by CONTENT_LENGTH, or to EOF for a
 /// chunked body, or nothing at all (stdin is then never touched).
-fn body_reader(body: BodyLength) -> streams::Body {
+fn body_reader(body: BodyLength, max_body: Option<u64>) -> streams::Body {
     const BUF: usize = 64 * 1024;
-    match body {
-        BodyLength::None => Box::new(io::empty()),
-        BodyLength::Exact(n) => Box::new(BufReader::with_capacity(BUF, io::stdin().take(n))),
-        BodyLength::UntilEof => Box::new(BufReader::with_capacity(BUF, io::stdin())),
+    match (body, max_body) {
+        (BodyLength::None, _) => Box::new(io::empty()),
+        (BodyLength::Exact(n), _) => Box::new(BufReader::with_capacity(BUF, io::stdin().take(n))),
+        (BodyLength::UntilEof, None) => Box::new(BufReader::with_capacity(BUF, io::stdin())),
+        (BodyLength::UntilEof, Some(limit)) => Box::new(BufReader::with_capacity(BUF, Capped { inner: io::stdin(), left: limit })),
+    }
+}
+
+/// A chunked body has no length to check up front: reading past `--max-body` is an error
+/// the app sees (and usually answers with a 500), instead of an unbounded read.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n as u64 > self.left {
+            log::warn!("the chunked request body is over --max-body");
+            return Err(io::Error::other("the request body is over --max-body"));
+        }
+        self.left -= n as u64;
+        Ok(n)
     }
 }
 
@@ -161,7 +181,7 @@ pub fn run(config: &Config) -> i32 {
                 return None;
             }
         };
-        let input = Bound::new(py, streams::Input::new(body_reader(request.body)));
+        let input = Bound::new(py, streams::Input::new(body_reader(request.body, config.max_body)));
         let errors = Bound::new(py, streams::Errors::new(stderr_sink()));
         let env = input.and_then(|i| errors.and_then(|e| environ::build(py, &request, i, e, model)));
         match env {

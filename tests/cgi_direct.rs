@@ -235,6 +235,19 @@ fn chunked_input_without_length_reads_to_eof() {
 }
 
 #[test]
+fn chunked_input_over_max_body_is_an_error_not_an_unbounded_read() {
+    let body = test_bytes(64 * 1024);
+    let env = cgi_env("POST", "/", "", &[("HTTP_TRANSFER_ENCODING", "chunked")]);
+    let r = parse_cgi(&cgi_run(&["--max-body", "16K", &example("echo.py")], &env, &body));
+    assert_eq!(r.status, 500, "{}", r.stderr);
+    assert!(r.stderr.contains("over --max-body"), "{}", r.stderr);
+    // Under the limit the same request passes.
+    let r = parse_cgi(&cgi_run(&["--max-body", "1M", &example("echo.py")], &env, &body));
+    assert_eq!(r.status, 200, "{}", r.stderr);
+    assert_eq!(r.json()["body_sha256"], sha256_hex(&body));
+}
+
+#[test]
 fn input_iterated_by_lines_gives_the_same_bytes() {
     let body = test_bytes(1 << 20);
     let r = post(&[&example("echo.py")], "mode=lines", &body);

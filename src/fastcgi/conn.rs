@@ -223,6 +223,25 @@ fn errors_sink(conn: SharedConn, id: u16) -> streams::ErrorSink {
     })
 }
 
+/// Requests being answered right now in this process (a graceful stop waits for them).
+pub static IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Counts a request in flight for as long as it lives.
+struct InFlight;
+
+impl InFlight {
+    fn enter() -> InFlight {
+        IN_FLIGHT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// Serve one request; returns whether the connection stays open.
 fn handle_request(conn: &SharedConn, app: &Py<PyAny>, settings: &Settings, id: u16, keep_conn: bool, params: Vec<(Vec<u8>, Vec<u8>)>) -> Result<bool, ConnError> {
     let parsed = Request::from_params(params, settings.max_body);
@@ -296,6 +315,7 @@ pub fn serve(stream: Stream, app: &Py<PyAny>, settings: &Settings) -> Result<(),
         let Some(event) = event else { return Ok(()) };
         match event {
             Event::Request { id, keep_conn, params } => {
+                let _in_flight = InFlight::enter();
                 if !handle_request(&conn, app, settings, id, keep_conn, params)? {
                     return Ok(());
                 }

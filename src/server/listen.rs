@@ -238,11 +238,31 @@ impl Listener {
     /// Accept one connection; the peer's IP for TCP.
     pub fn accept(&self) -> io::Result<(Stream, Option<IpAddr>)> {
         match self {
-            Listener::Unix(l) => l.accept().map(|(s, _)| (Stream::Unix(s), None)),
-            Listener::Tcp(l) => l.accept().map(|(s, a)| {
+            Listener::Unix(l) => {
+                let (s, _) = l.accept()?;
+                s.set_nonblocking(false)?;
+                Ok((Stream::Unix(s), None))
+            }
+            Listener::Tcp(l) => {
+                let (s, a) = l.accept()?;
+                s.set_nonblocking(false)?;
                 let _ = s.set_nodelay(true);
-                (Stream::Tcp(s), Some(a.ip()))
-            }),
+                Ok((Stream::Tcp(s), Some(a.ip())))
+            }
+        }
+    }
+
+    pub fn set_nonblocking(&self) -> io::Result<()> {
+        match self {
+            Listener::Unix(l) => l.set_nonblocking(true),
+            Listener::Tcp(l) => l.set_nonblocking(true),
+        }
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        match self {
+            Listener::Unix(l) => l.as_raw_fd(),
+            Listener::Tcp(l) => l.as_raw_fd(),
         }
     }
 

@@ -10,8 +10,38 @@ use crate::wsgi::{self, call, environ};
 use listen::Listener;
 use pyo3::prelude::*;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+
+/// Set by SIGTERM or SIGINT: stop accepting, let requests in flight finish, exit 0.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn install_stop_handlers() {
+    // SAFETY: the handler only stores to an atomic (async-signal-safe). No SA_RESTART, so a
+    // blocking poll() returns EINTR at once.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_stop_signal as extern "C" fn(libc::c_int) as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        for sig in [libc::SIGTERM, libc::SIGINT] {
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Wait until the listener has a connection or `ms` pass; false if interrupted or timed out.
+fn wait_readable(fd: std::os::fd::RawFd, ms: i32) -> bool {
+    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut pfd, 1, ms) > 0 }
+}
+
+/// How long a stop waits for requests in flight.
+const GRACEFUL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Concurrent connections served at once (each one thread); more wait in the backlog.
 pub const DEFAULT_MAX_CONNS: usize = 64;
@@ -139,10 +169,31 @@ pub fn run(config: &Config) -> i32 {
     let gate = Arc::new(Gate { busy: Mutex::new(0), freed: Condvar::new(), max: max_conns });
     let served = Arc::new(AtomicUsize::new(0));
     log::info!("serving {spec} over FastCGI on {}", listener.describe());
+    install_stop_handlers();
+    // Non-blocking, so a connection taken by another process sharing the socket never
+    // leaves us stuck in accept() past a stop signal.
+    if let Err(e) = listener.set_nonblocking() {
+        log::warn!("cannot make the listener non-blocking: {e}");
+    }
     loop {
         gate.enter();
+        // poll() blocks up to a second at a time; a stop signal interrupts it at once.
+        while !STOP.load(Ordering::SeqCst) {
+            if wait_readable(listener.raw_fd(), 1000) {
+                break;
+            }
+        }
+        if STOP.load(Ordering::SeqCst) {
+            gate.leave();
+            break;
+        }
         let (stream, peer) = match listener.accept() {
             Ok(c) => c,
+            // Another process sharing the socket took it first.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                gate.leave();
+                continue;
+            }
             Err(e) => {
                 gate.leave();
                 log::warn!("accept: {e}");
@@ -171,4 +222,13 @@ pub fn run(config: &Config) -> i32 {
             gate_again.leave();
         }
     }
+    // Stopping: no new connections; requests in flight finish (idle kept-alive connections
+    // are simply closed when the process exits).
+    drop(listener);
+    let deadline = std::time::Instant::now() + GRACEFUL_TIMEOUT;
+    while conn::IN_FLIGHT.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    log::info!("stopped after {} connections", served.load(Ordering::Relaxed));
+    0
 }

@@ -32,6 +32,10 @@ struct Shared {
     queued: VecDeque<Event>,
     /// The request that the web server aborted while we were answering it.
     aborted: Option<u16>,
+    /// The web server shut down its side (it may still read): stop looking for ABORT.
+    peer_eof: bool,
+    /// FCGI_STDERR was used for the current request, so its stream needs an end record.
+    stderr_used: bool,
 }
 
 type SharedConn = Arc<Mutex<Shared>>;
@@ -69,11 +73,13 @@ impl Shared {
     /// notice an ABORT_REQUEST for `id`.
     fn poll_for_abort(&mut self, id: u16) -> io::Result<()> {
         let mut buf = [0u8; 4096];
-        while let Some(n) = self.stream.read_ready(&mut buf)? {
-            if n == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
+        while !self.peer_eof {
+            match self.stream.read_ready(&mut buf)? {
+                // A half-close is not an abort: the web server may still be reading.
+                Some(0) => self.peer_eof = true,
+                Some(n) => self.codec.feed(&buf[..n]),
+                None => break,
             }
-            self.codec.feed(&buf[..n]);
         }
         while let Some(e) = self.codec.poll_event().map_err(io::Error::other)? {
             match e {
@@ -138,19 +144,28 @@ impl ResponseSink for FastCgiSink {
         let mut out = Vec::new();
         let head = std::mem::take(&mut self.pending_head);
         encode::stdout(&mut out, self.id, &head);
-        encode::end_stdout(&mut out, self.id);
-        encode::end_request(&mut out, self.id, 0, ProtocolStatus::RequestComplete);
+        let mut conn = lock(&self.conn);
+        end_records(&mut out, &mut conn, self.id);
         self.ended.store(true, std::sync::atomic::Ordering::SeqCst);
-        lock(&self.conn).send(&out)
+        conn.send(&out)
     }
+}
+
+/// The end records of a request: STDOUT (and STDERR, if used) streams, then END_REQUEST.
+fn end_records(out: &mut Vec<u8>, conn: &mut Shared, id: u16) {
+    encode::end_stdout(out, id);
+    if std::mem::take(&mut conn.stderr_used) {
+        encode::end_stderr(out, id);
+    }
+    encode::end_request(out, id, 0, ProtocolStatus::RequestComplete);
 }
 
 fn end_request(conn: &mut Shared, id: u16) -> io::Result<()> {
     let mut out = Vec::new();
-    encode::end_stdout(&mut out, id);
-    encode::end_request(&mut out, id, 0, ProtocolStatus::RequestComplete);
+    end_records(&mut out, conn, id);
     conn.send(&out)
 }
+
 
 /// Answer a request the app never sees (400/413) with a short page.
 fn refuse(conn: &mut Shared, id: u16, status: &str, detail: &str) -> io::Result<()> {
@@ -162,6 +177,19 @@ fn refuse(conn: &mut Shared, id: u16, status: &str, detail: &str) -> io::Result<
     encode::stdout(&mut out, id, &bytes);
     conn.send(&out)?;
     end_request(conn, id)
+}
+
+/// Refuse a request the app never sees. Its STDIN is read and dropped first: closing on a
+/// web server still sending the body would turn our 413 into its 502, and a kept-alive
+/// connection stays usable (FastCGI §5.1).
+fn refuse_after_draining(conn: &mut Shared, id: u16, keep_conn: bool, status: &str, detail: &str) -> Result<bool, ConnError> {
+    if let Body::Aborted = spool_stdin(conn, id, BodyLength::None, None)? {
+        end_request(conn, id)?;
+    } else {
+        refuse(conn, id, status, detail)?;
+    }
+    conn.codec.finish(id);
+    Ok(keep_conn)
 }
 
 /// How reading a request's STDIN ended.
@@ -218,8 +246,13 @@ fn errors_sink(conn: SharedConn, id: u16) -> streams::ErrorSink {
         }
         let mut out = Vec::new();
         encode::stderr(&mut out, id, text.as_bytes());
+        if out.is_empty() {
+            return;
+        }
         // The web server may be gone; the text is in our own log anyway.
-        let _ = lock(&conn).send(&out);
+        let mut c = lock(&conn);
+        c.stderr_used = true;
+        let _ = c.send(&out);
     })
 }
 
@@ -250,10 +283,7 @@ fn handle_request(conn: &SharedConn, app: &Py<PyAny>, settings: &Settings, id: u
         Err(e) => {
             log::warn!("request {id} refused: {e}");
             let mut c = lock(conn);
-            refuse(&mut c, id, e.status(), &e.to_string())?;
-            c.codec.finish(id);
-            // The body was not read: the connection cannot carry another request.
-            return Ok(false);
+            return refuse_after_draining(&mut c, id, keep_conn, e.status(), &e.to_string());
         }
     };
     let body = {
@@ -273,9 +303,7 @@ fn handle_request(conn: &SharedConn, app: &Py<PyAny>, settings: &Settings, id: u
             }
             Body::TooLarge { limit } => {
                 log::warn!("request {id}: chunked body over --max-body ({limit} bytes)");
-                refuse(&mut c, id, "413 Content Too Large", "The request body is too large.")?;
-                c.codec.finish(id);
-                return Ok(false);
+                return refuse_after_draining(&mut c, id, keep_conn, "413 Content Too Large", "The request body is too large.");
             }
         }
     };
@@ -309,7 +337,7 @@ fn handle_request(conn: &SharedConn, app: &Py<PyAny>, settings: &Settings, id: u
 /// Serve one connection until the web server closes it, or a request without
 /// FCGI_KEEP_CONN is answered. Protocol errors close this connection only.
 pub fn serve(stream: Stream, app: &Py<PyAny>, settings: &Settings) -> Result<(), ConnError> {
-    let conn: SharedConn = Arc::new(Mutex::new(Shared { stream, codec: Connection::new(settings.codec.clone()), queued: VecDeque::new(), aborted: None }));
+    let conn: SharedConn = Arc::new(Mutex::new(Shared { stream, codec: Connection::new(settings.codec.clone()), queued: VecDeque::new(), aborted: None, peer_eof: false, stderr_used: false }));
     loop {
         let event = lock(&conn).next_event()?;
         let Some(event) = event else { return Ok(()) };

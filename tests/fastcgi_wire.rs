@@ -1,0 +1,1316 @@
+//! FastCGI on the wire: the built binary as a persistent responder (unix socket, TCP, an
+//! inherited fd 0, systemd fd 3), driven record by record with the crate's own client
+//! encoder and `ClientDecoder`; framing, keep-conn, management records, roles, malformed
+//! input, aborts, vanished clients, app errors, stdio safety, listeners and body limits.
+
+use cgi2wsgi::fastcgi::codec::client;
+use cgi2wsgi::fastcgi::{ClientDecoder, ClientEvent, Role};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Every read and write on a connection gives up after this long: no test can hang.
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a server may take to listen (or to exit, when it must fail).
+const START_DEADLINE: Duration = Duration::from_secs(20);
+
+const RECORD_STDOUT: u8 = 6;
+const RECORD_STDERR: u8 = 7;
+const RECORD_END_REQUEST: u8 = 3;
+
+fn repo_path(rel: &str) -> String {
+    format!("{}/{rel}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn echo_app() -> String {
+    repo_path("examples/echo.py")
+}
+
+fn hello_app() -> String {
+    repo_path("examples/hello.py")
+}
+
+fn stream_app() -> String {
+    repo_path("examples/stream.py")
+}
+
+/// tests/apps/fcgi_wire.py: /big, /raise, /chatty, anything else "ok\n".
+fn wire_app() -> String {
+    repo_path("tests/apps/fcgi_wire.py")
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Deterministic pseudo-random bytes for upload tests.
+fn test_bytes(n: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn read_lossy(path: &Path) -> String {
+    std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------
+// The server under test
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+enum Addr {
+    Unix(PathBuf),
+    Tcp(SocketAddr),
+}
+
+/// One cgi2wsgi process serving FastCGI; killed and reaped on drop.
+struct Server {
+    child: Child,
+    dir: tempfile::TempDir,
+    addr: Addr,
+}
+
+fn temp_dir() -> tempfile::TempDir {
+    // Short path under /tmp: unix socket paths are limited to 108 bytes.
+    tempfile::Builder::new().prefix("fcgi-wire-").tempdir_in("/tmp").unwrap()
+}
+
+/// The binary with a clean environment, `app`, stdin and stdout on /dev/null and stderr
+/// in DIR/stderr (what it says before --log-file takes over, or always without one).
+fn base_command(dir: &Path, app: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cgi2wsgi"));
+    cmd.env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .arg(app)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(File::create(dir.join("stderr")).unwrap()));
+    cmd
+}
+
+impl Server {
+    /// `--bind unix:DIR/s.sock --socket-mode 0600 --log-file DIR/log APP ARGS`.
+    fn start(app: &str, args: &[&str], envs: &[(&str, &str)]) -> Server {
+        let dir = temp_dir();
+        let sock = dir.path().join("s.sock");
+        let mut cmd = base_command(dir.path(), app);
+        cmd.arg("--bind")
+            .arg(format!("unix:{}", sock.display()))
+            .args(["--socket-mode", "0600", "--log-file"])
+            .arg(dir.path().join("log"))
+            .args(args)
+            .envs(envs.iter().copied());
+        Server::spawn(cmd, dir, Addr::Unix(sock))
+    }
+
+    /// Spawn `cmd` and wait until `addr` accepts connections.
+    fn spawn(mut cmd: Command, dir: tempfile::TempDir, addr: Addr) -> Server {
+        let child = cmd.spawn().expect("spawn cgi2wsgi");
+        // Drop the parent's copies of any fds handed to the child.
+        drop(cmd);
+        let mut server = Server { child, dir, addr };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("the server exited before listening: {status}\n{}", self.diag());
+            }
+            let ok = match &self.addr {
+                Addr::Unix(p) => UnixStream::connect(p).is_ok(),
+                Addr::Tcp(a) => TcpStream::connect_timeout(a, Duration::from_secs(1)).is_ok(),
+            };
+            if ok {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the server did not listen within {START_DEADLINE:?}\n{}", self.diag());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("log")
+    }
+
+    fn log(&self) -> String {
+        read_lossy(&self.log_path())
+    }
+
+    fn stderr(&self) -> String {
+        read_lossy(&self.dir.path().join("stderr"))
+    }
+
+    /// The server's own words, for failure messages.
+    fn diag(&self) -> String {
+        format!("--- server stderr ---\n{}\n--- server log ---\n{}", self.stderr(), self.log())
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Wait (up to `within`) until the log holds `needle`.
+    fn wait_for_log(&self, needle: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.log().contains(needle) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn connect(&self) -> Conn {
+        let mut c = Conn::to(&self.addr);
+        c.diag = Some((self.dir.path().join("stderr"), self.log_path()));
+        c
+    }
+
+    /// A fresh connection, one GET of `path_info`; asserts a 200.
+    fn get_ok(&self, path_info: &str, query: &str) -> Http {
+        let mut c = self.connect();
+        let r = c.request(1, false, &cgi("GET", path_info, query), b"");
+        let h = r.http();
+        assert_eq!(h.status, 200, "GET {path_info}?{query}: {h:?}\n{}", self.diag());
+        h
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The web-server side of a connection
+// ---------------------------------------------------------------------------------------
+
+enum Sock {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Read for Sock {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Sock::Unix(s) => s.read(buf),
+            Sock::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Sock {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sock::Unix(s) => s.write(buf),
+            Sock::Tcp(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Did the peer close (EOF, or a reset because it closed with our data unread)?
+fn is_closed_error(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionAborted)
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}
+
+struct Conn {
+    sock: Sock,
+    dec: ClientDecoder,
+    /// The server's stderr and log files, shown when something goes wrong.
+    diag: Option<(PathBuf, PathBuf)>,
+}
+
+/// What came back for one request.
+#[derive(Debug)]
+struct Reply {
+    /// Every event of the request, in arrival order.
+    events: Vec<ClientEvent>,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    app_status: u32,
+    protocol_status: u8,
+}
+
+impl Conn {
+    fn to(addr: &Addr) -> Conn {
+        let sock = match addr {
+            Addr::Unix(p) => {
+                let s = UnixStream::connect(p).unwrap_or_else(|e| panic!("connect {}: {e}", p.display()));
+                s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+                s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+                Sock::Unix(s)
+            }
+            Addr::Tcp(a) => {
+                let s = TcpStream::connect(a).unwrap_or_else(|e| panic!("connect {a}: {e}"));
+                s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+                s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+                Sock::Tcp(s)
+            }
+        };
+        Conn { sock, dec: ClientDecoder::new(), diag: None }
+    }
+
+    fn diag(&self) -> String {
+        match &self.diag {
+            Some((stderr, log)) => format!("--- server stderr ---\n{}\n--- server log ---\n{}", read_lossy(stderr), read_lossy(log)),
+            None => String::new(),
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        if let Err(e) = self.sock.write_all(bytes) {
+            panic!("write to the server: {e}\n{}", self.diag());
+        }
+    }
+
+    /// A second handle on the socket, for a writer thread.
+    fn writer(&self) -> Sock {
+        match &self.sock {
+            Sock::Unix(s) => Sock::Unix(s.try_clone().unwrap()),
+            Sock::Tcp(s) => Sock::Tcp(s.try_clone().unwrap()),
+        }
+    }
+
+    /// Half-close: the web server has nothing more to send.
+    fn shutdown_write(&self) {
+        match &self.sock {
+            Sock::Unix(s) => s.shutdown(std::net::Shutdown::Write).unwrap(),
+            Sock::Tcp(s) => s.shutdown(std::net::Shutdown::Write).unwrap(),
+        }
+    }
+
+    /// Write, tolerating a server that has already closed the connection.
+    fn try_send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.sock.write_all(bytes)
+    }
+
+    /// The next decoded event; `Ok(None)` at end of stream.
+    fn next(&mut self) -> io::Result<Option<ClientEvent>> {
+        let mut buf = [0u8; 64 * 1024];
+        loop {
+            match self.dec.poll_event() {
+                Ok(Some(e)) => return Ok(Some(e)),
+                Ok(None) => {}
+                Err(e) => panic!("the server sent a malformed record: {e}\n{}", self.diag()),
+            }
+            let n = match self.sock.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
+                return Ok(None);
+            }
+            self.dec.feed(&buf[..n]);
+        }
+    }
+
+    /// The next event; panics at end of stream or on timeout.
+    fn event(&mut self) -> ClientEvent {
+        match self.next() {
+            Ok(Some(e)) => e,
+            Ok(None) => panic!("the server closed the connection early\n{}", self.diag()),
+            Err(e) if is_timeout(&e) => panic!("no record from the server within {IO_TIMEOUT:?}\n{}", self.diag()),
+            Err(e) => panic!("read from the server: {e}\n{}", self.diag()),
+        }
+    }
+
+    /// Read until END_REQUEST for `id`; every record must belong to `id`.
+    fn reply(&mut self, id: u16) -> Reply {
+        let mut r = Reply { events: Vec::new(), stdout: Vec::new(), stderr: Vec::new(), app_status: 0, protocol_status: 255 };
+        loop {
+            let e = self.event();
+            r.events.push(e.clone());
+            match e {
+                ClientEvent::Stdout { id: i, data } if i == id => r.stdout.extend_from_slice(&data),
+                ClientEvent::Stderr { id: i, data } if i == id => r.stderr.extend_from_slice(&data),
+                ClientEvent::StdoutEnd { id: i } | ClientEvent::StderrEnd { id: i } if i == id => {}
+                ClientEvent::EndRequest { id: i, app_status, protocol_status } if i == id => {
+                    r.app_status = app_status;
+                    r.protocol_status = protocol_status;
+                    return r;
+                }
+                other => panic!("unexpected record while waiting for request {id}: {other:?}\n{}", self.diag()),
+            }
+        }
+    }
+
+    /// Send one whole RESPONDER request (body in STDIN records of at most 65535 bytes).
+    fn send_request(&mut self, id: u16, keep_conn: bool, params: &[(String, String)], body: &[u8]) {
+        let bytes = request_bytes(id, keep_conn, params, body);
+        self.send(&bytes);
+    }
+
+    fn request(&mut self, id: u16, keep_conn: bool, params: &[(String, String)], body: &[u8]) -> Reply {
+        self.send_request(id, keep_conn, params, body);
+        self.reply(id)
+    }
+
+    /// The server must close this connection (within the timeout) without sending anything.
+    fn expect_closed(&mut self, what: &str) {
+        match self.next() {
+            Ok(None) => {}
+            Err(e) if is_closed_error(&e) => {}
+            Ok(Some(e)) => panic!("{what}: expected the connection to be closed, got {e:?}\n{}", self.diag()),
+            Err(e) if is_timeout(&e) => panic!("{what}: the connection stayed open for {IO_TIMEOUT:?}\n{}", self.diag()),
+            Err(e) => panic!("{what}: read: {e}\n{}", self.diag()),
+        }
+    }
+
+    /// Everything the server sends until it closes the connection, undecoded.
+    fn raw_until_eof(&mut self) -> Vec<u8> {
+        let mut all = Vec::new();
+        if let Err(e) = self.sock.read_to_end(&mut all) {
+            panic!("reading until the server closes: {e} (got {} bytes)\n{}", all.len(), self.diag());
+        }
+        all
+    }
+}
+
+/// Events as short labels (type, id, content length) for failure messages.
+fn summary(events: &[ClientEvent]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| match e {
+            ClientEvent::Stdout { id, data } => format!("STDOUT({id}, {} bytes)", data.len()),
+            ClientEvent::StdoutEnd { id } => format!("STDOUT({id}, end)"),
+            ClientEvent::Stderr { id, data } => format!("STDERR({id}, {} bytes)", data.len()),
+            ClientEvent::StderrEnd { id } => format!("STDERR({id}, end)"),
+            ClientEvent::EndRequest { id, protocol_status, .. } => format!("END_REQUEST({id}, status {protocol_status})"),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+fn begin_bytes(id: u16, role: Role, keep_conn: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    client::begin_request(&mut out, id, role, keep_conn);
+    out
+}
+
+fn params_bytes(id: u16, params: &[(String, String)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    client::params(&mut out, id, params).unwrap();
+    out
+}
+
+fn request_bytes(id: u16, keep_conn: bool, params: &[(String, String)], body: &[u8]) -> Vec<u8> {
+    let mut out = begin_bytes(id, Role::Responder, keep_conn);
+    out.extend(params_bytes(id, params));
+    for chunk in body.chunks(65535) {
+        client::stdin(&mut out, id, chunk);
+    }
+    client::end_stdin(&mut out, id);
+    out
+}
+
+/// A hand-built record: literal header fields, no padding.
+fn record(version: u8, record_type: u8, id: u16, content: &[u8]) -> Vec<u8> {
+    let len = u16::try_from(content.len()).unwrap();
+    let [i1, i0] = id.to_be_bytes();
+    let [l1, l0] = len.to_be_bytes();
+    let mut v = vec![version, record_type, i1, i0, l1, l0, 0, 0];
+    v.extend_from_slice(content);
+    v
+}
+
+/// The CGI variables a web server sends, plus whatever the test pushes.
+fn cgi(method: &str, path_info: &str, query: &str) -> Vec<(String, String)> {
+    let uri = if query.is_empty() { format!("/app{path_info}") } else { format!("/app{path_info}?{query}") };
+    [
+        ("GATEWAY_INTERFACE", "CGI/1.1"),
+        ("REQUEST_METHOD", method),
+        ("SCRIPT_NAME", "/app"),
+        ("PATH_INFO", path_info),
+        ("QUERY_STRING", query),
+        ("REQUEST_URI", uri.as_str()),
+        ("SERVER_NAME", "127.0.0.1"),
+        ("SERVER_PORT", "80"),
+        ("SERVER_PROTOCOL", "HTTP/1.1"),
+        ("SERVER_SOFTWARE", "fastcgi-wire-test"),
+        ("REMOTE_ADDR", "127.0.0.1"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+fn set(params: &mut Vec<(String, String)>, name: &str, value: &str) {
+    params.retain(|(n, _)| n != name);
+    params.push((name.to_owned(), value.to_owned()));
+}
+
+/// A POST of `len` declared bytes to echo.
+fn post(len: usize) -> Vec<(String, String)> {
+    let mut p = cgi("POST", "/upload", "");
+    set(&mut p, "CONTENT_TYPE", "application/octet-stream");
+    set(&mut p, "CONTENT_LENGTH", &len.to_string());
+    p
+}
+
+/// A CGI response parsed from the STDOUT stream.
+#[derive(Debug)]
+struct Http {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Http {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+impl Reply {
+    fn http(&self) -> Http {
+        assert_eq!(self.protocol_status, 0, "END_REQUEST protocol status: {self:?}");
+        let raw = &self.stdout;
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("no CRLF CRLF in STDOUT {:?}\nSTDERR: {}", String::from_utf8_lossy(raw), String::from_utf8_lossy(&self.stderr)));
+        let head = std::str::from_utf8(&raw[..split]).expect("ASCII head");
+        let mut status = 200;
+        let mut headers = Vec::new();
+        for line in head.split("\r\n") {
+            let (name, value) = line.split_once(": ").unwrap_or_else(|| panic!("bad header line {line:?}"));
+            if name.eq_ignore_ascii_case("Status") {
+                status = value[..3].parse().unwrap();
+            } else {
+                headers.push((name.to_owned(), value.to_owned()));
+            }
+        }
+        Http { status, headers, body: raw[split + 4..].to_vec() }
+    }
+
+    fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. Basic GET
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn get_through_echo() {
+    let s = Server::start(&echo_app(), &[], &[]);
+    let mut p = cgi("GET", "", "a=1&b=%20c");
+    // A server that forwards every header also sends these two; they must not reach the app.
+    p.retain(|(n, _)| n != "PATH_INFO");
+    set(&mut p, "HTTP_CONTENT_TYPE", "text/evil");
+    set(&mut p, "HTTP_CONTENT_LENGTH", "99");
+    set(&mut p, "HTTP_X_TEST", "yes");
+    let mut c = s.connect();
+    let r = c.request(1, false, &p, b"");
+    assert_eq!(r.app_status, 0);
+    let h = r.http();
+    assert_eq!(h.status, 200, "{h:?}\n{}", s.diag());
+    assert_eq!(h.header("Content-Type"), Some("application/json"));
+    let j = h.json();
+    assert_eq!(j["REQUEST_METHOD"], "GET");
+    assert_eq!(j["QUERY_STRING"], "a=1&b=%20c");
+    assert_eq!(j["PATH_INFO"], "", "a missing PATH_INFO becomes \"\"");
+    assert_eq!(j["SCRIPT_NAME"], "/app");
+    assert_eq!(j["HTTP_X_TEST"], "yes");
+    assert_eq!(j["HTTP_CONTENT_TYPE"], serde_json::Value::Null);
+    assert_eq!(j["HTTP_CONTENT_LENGTH"], serde_json::Value::Null);
+    assert_eq!(j["CONTENT_LENGTH"], serde_json::Value::Null);
+    assert_eq!(j["run_once"], false);
+    assert_eq!(j["multithread"], true, "64 connection threads by default");
+    assert_eq!(j["multiprocess"], true);
+    assert_eq!(j["body_length"], 0);
+    assert_eq!(j["url_scheme"], "http");
+
+    // Raw bytes in PARAMS arrive as latin-1 str (PEP 3333); a 150,000-byte value straddles
+    // PARAMS records.
+    let mut p = cgi("GET", "/caf\u{e9}", "");
+    let long = "x".repeat(150_000);
+    set(&mut p, "HTTP_X_TEST", &long);
+    let mut c = s.connect();
+    let j = c.request(1, false, &p, b"").http().json();
+    assert_eq!(j["path_info_utf8"], "/caf\u{e9}");
+    assert_eq!(j["PATH_INFO"], "/caf\u{c3}\u{a9}");
+    assert_eq!(j["HTTP_X_TEST"].as_str().map(str::len), Some(150_000));
+    assert!(j["HTTP_X_TEST"] == long.as_str());
+
+    // With --max-conns 1 the app is told it is not multithreaded.
+    let single = Server::start(&echo_app(), &["--max-conns", "1"], &[]);
+    let j = single.get_ok("/x/y", "").json();
+    assert_eq!(j["PATH_INFO"], "/x/y");
+    assert_eq!(j["multithread"], false);
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. Request bodies
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn post_bodies_and_content_length() {
+    let s = Server::start(&echo_app(), &[], &[]);
+    let mut c = s.connect();
+
+    // 1 MiB in 64 KiB STDIN records.
+    let body = test_bytes(1 << 20);
+    let mut bytes = begin_bytes(1, Role::Responder, true);
+    bytes.extend(params_bytes(1, &post(body.len())));
+    for chunk in body.chunks(64 * 1024) {
+        client::stdin(&mut bytes, 1, chunk);
+    }
+    client::end_stdin(&mut bytes, 1);
+    c.send(&bytes);
+    let j = c.reply(1).http().json();
+    assert_eq!(j["body_length"], 1 << 20);
+    assert_eq!(j["body_sha256"], sha256_hex(&body));
+    assert_eq!(j["CONTENT_LENGTH"], "1048576");
+
+    // STDIN carrying more than CONTENT_LENGTH: the app sees exactly CONTENT_LENGTH bytes.
+    let extra = b"0123456789abcdefghijklmnopqrst";
+    let mut bytes = begin_bytes(2, Role::Responder, true);
+    bytes.extend(params_bytes(2, &post(10)));
+    client::stdin(&mut bytes, 2, &extra[..15]);
+    client::stdin(&mut bytes, 2, &extra[15..]);
+    client::end_stdin(&mut bytes, 2);
+    c.send(&bytes);
+    let j = c.reply(2).http().json();
+    assert_eq!(j["body_length"], 10);
+    assert_eq!(j["body_sha256"], sha256_hex(&extra[..10]));
+
+    // STDIN shorter than CONTENT_LENGTH, then its end: 400, and the app never runs.
+    let r = c.request(3, true, &post(100), &[7u8; 40]);
+    let h = r.http();
+    assert_eq!(h.status, 400, "{h:?}");
+    assert!(!h.text().contains("body_sha256"));
+
+    // The connection still serves.
+    let j = c.request(4, false, &post(5), b"hello").http().json();
+    assert_eq!(j["body_sha256"], sha256_hex(b"hello"));
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. Output framing, checked on the raw records
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn big_chunk_framing_on_raw_records() {
+    let s = Server::start(&wire_app(), &[], &[]);
+    let mut c = s.connect();
+    c.send_request(1, false, &cgi("GET", "/big", ""), b"");
+    // Without keep-conn the server closes after END_REQUEST: read the raw bytes to EOF.
+    let raw = c.raw_until_eof();
+    let mut records = Vec::new();
+    let mut pos = 0;
+    while pos < raw.len() {
+        assert!(raw.len() - pos >= 8, "a truncated header at byte {pos}");
+        let h = &raw[pos..pos + 8];
+        assert_eq!(h[0], 1, "version byte of the record at {pos}");
+        let record_type = h[1];
+        let id = u16::from_be_bytes([h[2], h[3]]);
+        let len = usize::from(u16::from_be_bytes([h[4], h[5]]));
+        let pad = usize::from(h[6]);
+        assert!(raw.len() >= pos + 8 + len + pad, "a truncated record at byte {pos}");
+        records.push((record_type, id, raw[pos + 8..pos + 8 + len].to_vec()));
+        pos += 8 + len + pad;
+    }
+    let summary: Vec<(u8, u16, usize)> = records.iter().map(|(t, i, c)| (*t, *i, c.len())).collect();
+    let stdout: Vec<&(u8, u16, Vec<u8>)> = records.iter().filter(|r| r.0 == RECORD_STDOUT).collect();
+    assert!(records.iter().all(|r| r.1 == 1), "all records are for request 1: {summary:?}");
+    assert!(stdout.iter().all(|r| r.2.len() <= 65535));
+    // The terminating empty STDOUT is the only empty one, and it is the last STDOUT record.
+    let empties: Vec<usize> = records.iter().enumerate().filter(|(_, r)| r.0 == RECORD_STDOUT && r.2.is_empty()).map(|(i, _)| i).collect();
+    let last_stdout = records.iter().rposition(|r| r.0 == RECORD_STDOUT).unwrap();
+    assert_eq!(empties, vec![last_stdout], "exactly one empty STDOUT record, the terminating one: {summary:?}");
+    // Then END_REQUEST, last, with protocol status 0.
+    let (t, _, body) = records.last().unwrap();
+    assert_eq!(*t, RECORD_END_REQUEST, "{summary:?}");
+    assert_eq!(body.len(), 8);
+    assert_eq!(body[4], 0, "protocol status REQUEST_COMPLETE");
+    assert_eq!(last_stdout, records.len() - 2, "END_REQUEST follows the empty STDOUT: {summary:?}");
+    assert!(records.iter().filter(|r| r.0 == RECORD_STDERR).all(|r| !r.2.is_empty()));
+    // The 66,000 bytes needed at least two records, and arrive intact.
+    let data: Vec<u8> = stdout.iter().flat_map(|r| r.2.iter().copied()).collect();
+    let r = Reply { events: Vec::new(), stdout: data, stderr: Vec::new(), app_status: 0, protocol_status: 0 };
+    let h = r.http();
+    assert_eq!(h.status, 200);
+    let want: Vec<u8> = (0..66000u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(h.body.len(), want.len());
+    assert!(h.body == want, "body bytes differ");
+    assert!(stdout.iter().filter(|r| !r.2.is_empty()).count() >= 2, "{summary:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. Keep-conn and GET_VALUES
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn keep_conn_and_get_values() {
+    let s = Server::start(&hello_app(), &["--max-conns", "8"], &[]);
+    let mut c = s.connect();
+    for id in 1..=3u16 {
+        let h = c.request(id, true, &cgi("GET", "/", ""), b"").http();
+        assert_eq!((h.status, h.body.as_slice()), (200, &b"Hello World\n"[..]), "request {id}");
+        if id == 2 {
+            let mut out = Vec::new();
+            client::get_values(&mut out, &["FCGI_MAX_CONNS", "FCGI_MAX_REQS", "FCGI_MPXS_CONNS", "FCGI_NO_SUCH_VALUE"]).unwrap();
+            c.send(&out);
+            let ClientEvent::GetValuesResult { pairs } = c.event() else { panic!("expected GET_VALUES_RESULT") };
+            let mut got: Vec<(String, String)> = pairs.iter().map(|(n, v)| (String::from_utf8_lossy(n).into(), String::from_utf8_lossy(v).into())).collect();
+            got.sort();
+            let want = [("FCGI_MAX_CONNS", "8"), ("FCGI_MAX_REQS", "8"), ("FCGI_MPXS_CONNS", "0")];
+            let want: Vec<(String, String)> = want.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+            assert_eq!(got, want);
+        }
+    }
+    // Without FCGI_KEEP_CONN the server closes after END_REQUEST.
+    let h = c.request(4, false, &cgi("GET", "/", ""), b"").http();
+    assert_eq!(h.status, 200);
+    c.expect_closed("after a request without FCGI_KEEP_CONN");
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. Unknown management record type
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn unknown_management_type() {
+    let s = Server::start(&hello_app(), &[], &[]);
+    let mut c = s.connect();
+    c.send(&record(1, 200, 0, b"whatever"));
+    assert_eq!(c.event(), ClientEvent::UnknownType { record_type: 200 });
+    let h = c.request(1, false, &cgi("GET", "/", ""), b"").http();
+    assert_eq!(h.status, 200);
+}
+
+// ---------------------------------------------------------------------------------------
+// 6. Roles other than RESPONDER
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn authorizer_and_filter_roles_are_refused() {
+    let s = Server::start(&hello_app(), &[], &[]);
+    let mut c = s.connect();
+    for (id, role) in [(1u16, Role::Authorizer), (2, Role::Filter)] {
+        // What a web server sends for such a request: BEGIN, then PARAMS and STDIN.
+        let mut bytes = begin_bytes(id, role, true);
+        bytes.extend(params_bytes(id, &cgi("GET", "/", "")));
+        client::end_stdin(&mut bytes, id);
+        c.send(&bytes);
+        let r = c.reply(id);
+        assert_eq!(r.protocol_status, 3, "{role:?}: END_REQUEST with UNKNOWN_ROLE: {r:?}");
+        assert!(r.stdout.is_empty());
+    }
+    // Those were keep-conn: the connection still serves a RESPONDER request.
+    let h = c.request(3, true, &cgi("GET", "/", ""), b"").http();
+    assert_eq!(h.status, 200);
+    // A refused role without keep-conn, nothing else active: answered, then closed.
+    c.send(&begin_bytes(4, Role::Authorizer, false));
+    let r = c.reply(4);
+    assert_eq!(r.protocol_status, 3);
+    c.expect_closed("after a refused role without keep-conn");
+}
+
+// ---------------------------------------------------------------------------------------
+// 7. No multiplexing
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn second_request_on_a_busy_connection_gets_cant_mpx_conn() {
+    let s = Server::start(&stream_app(), &[], &[]);
+    let mut c = s.connect();
+    // Six chunks 0.3 s apart: the second BEGIN surely arrives while request 1 is answered.
+    c.send_request(1, true, &cgi("GET", "/", "n=6&delay=0.3"), b"");
+    let first = c.event();
+    assert!(matches!(first, ClientEvent::Stdout { id: 1, .. }), "{first:?}");
+    // Request 1 is mid-response: a second id on the same connection.
+    c.send_request(2, true, &cgi("GET", "/", "n=1&delay=0"), b"");
+    let mut stdout1 = match first {
+        ClientEvent::Stdout { data, .. } => data,
+        _ => unreachable!(),
+    };
+    let (mut end1, mut end2) = (None, None);
+    while end1.is_none() || end2.is_none() {
+        match c.event() {
+            ClientEvent::Stdout { id: 1, data } => stdout1.extend(data),
+            ClientEvent::EndRequest { id: 1, protocol_status, .. } => end1 = Some(protocol_status),
+            ClientEvent::EndRequest { id: 2, protocol_status, .. } => end2 = Some(protocol_status),
+            ClientEvent::StdoutEnd { id: 1 } | ClientEvent::Stderr { id: 1, .. } => {}
+            other => panic!("unexpected {other:?}\n{}", s.diag()),
+        }
+    }
+    assert_eq!(end2, Some(1), "request 2: CANT_MPX_CONN");
+    assert_eq!(end1, Some(0), "request 1: REQUEST_COMPLETE");
+    let r1 = Reply { events: Vec::new(), stdout: stdout1, stderr: Vec::new(), app_status: 0, protocol_status: 0 };
+    let h = r1.http();
+    assert_eq!(h.status, 200);
+    let text = h.text();
+    for i in 0..6 {
+        assert!(text.contains(&format!("chunk {i} at")), "chunk {i} missing: {text}");
+    }
+    // Both were keep-conn: the connection goes on.
+    let h = c.request(3, false, &cgi("GET", "/", "n=2&delay=0"), b"").http();
+    assert_eq!(h.status, 200);
+    assert!(h.text().contains("chunk 1 at"));
+}
+
+// ---------------------------------------------------------------------------------------
+// 8. Malformed input closes that connection only
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn malformed_input_closes_only_the_bad_connection() {
+    let s = Server::start(&hello_app(), &[], &[]);
+    // Opened before any bad connection, used after each one.
+    let mut good = s.connect();
+    let mut good_id = 0u16;
+    let mut check_good = |good: &mut Conn, after: &str| {
+        good_id += 1;
+        let h = good.request(good_id, true, &cgi("GET", "/", ""), b"").http();
+        assert_eq!(h.status, 200, "the good connection after {after}");
+    };
+
+    // Version 2.
+    let mut bad = s.connect();
+    let mut bytes = begin_bytes(1, Role::Responder, true);
+    bytes[0] = 2;
+    bad.send(&bytes);
+    bad.expect_closed("a version-2 record");
+    check_good(&mut good, "a version-2 record");
+
+    // Records for an inactive id are ignored; the connection stays usable.
+    let mut c = s.connect();
+    let mut bytes = Vec::new();
+    client::stdin(&mut bytes, 9, b"stray body");
+    bytes.extend(params_bytes(9, &cgi("GET", "/", "")));
+    client::abort(&mut bytes, 9);
+    c.send(&bytes);
+    let h = c.request(1, false, &cgi("GET", "/", ""), b"").http();
+    assert_eq!(h.status, 200, "after records for an inactive id");
+
+    // BEGIN_REQUEST twice for the same id.
+    let mut bad = s.connect();
+    let mut bytes = begin_bytes(1, Role::Responder, true);
+    bytes.extend(begin_bytes(1, Role::Responder, true));
+    bad.send(&bytes);
+    bad.expect_closed("BEGIN_REQUEST twice for id 1");
+    check_good(&mut good, "a duplicate BEGIN_REQUEST");
+
+    // A name length of 2^31-1 in PARAMS.
+    let mut bad = s.connect();
+    let mut bytes = begin_bytes(1, Role::Responder, true);
+    bytes.extend(record(1, 4, 1, &[0xff, 0xff, 0xff, 0xff, 0x01, b'x', b'y']));
+    bad.send(&bytes);
+    bad.expect_closed("a PARAMS name length of 2^31-1");
+    check_good(&mut good, "a huge declared PARAMS length");
+
+    // More than 1 MiB of PARAMS.
+    let mut bad = s.connect();
+    let value = "v".repeat(60_000);
+    let mut p = cgi("GET", "/", "");
+    for i in 0..20 {
+        p.push((format!("HTTP_X_BIG_{i}"), value.clone()));
+    }
+    let mut bytes = begin_bytes(1, Role::Responder, true);
+    bytes.extend(params_bytes(1, &p));
+    client::end_stdin(&mut bytes, 1);
+    // The server may close while we are still writing.
+    let _ = bad.try_send(&bytes);
+    bad.expect_closed("PARAMS over 1 MiB");
+    check_good(&mut good, "PARAMS over 1 MiB");
+
+    let mut s = s;
+    assert!(s.alive(), "the server survives malformed connections");
+}
+
+// ---------------------------------------------------------------------------------------
+// 9. ABORT_REQUEST
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn abort_mid_response_and_before_stdin_ends() {
+    let s = Server::start(&stream_app(), &[], &[]);
+    let mut c = s.connect();
+    let started = Instant::now();
+    c.send_request(1, false, &cgi("GET", "/", "n=50&delay=0.2"), b"");
+    let first = c.event();
+    assert!(matches!(first, ClientEvent::Stdout { id: 1, .. }), "{first:?}");
+    let mut out = Vec::new();
+    client::abort(&mut out, 1);
+    c.send(&out);
+    let mut stdout = Vec::new();
+    loop {
+        match c.event() {
+            ClientEvent::Stdout { id: 1, data } => stdout.extend(data),
+            ClientEvent::StdoutEnd { id: 1 } | ClientEvent::Stderr { id: 1, .. } => {}
+            ClientEvent::EndRequest { id: 1, protocol_status, .. } => {
+                assert_eq!(protocol_status, 0);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(5), "END_REQUEST after {elapsed:?}: the abort was not noticed");
+    assert!(!String::from_utf8_lossy(&stdout).contains("chunk 49 at"), "the whole response was sent");
+    c.expect_closed("after an aborted request without keep-conn");
+    let h = s.get_ok("/", "n=2&delay=0");
+    assert!(h.text().contains("chunk 1 at"));
+
+    // ABORT while the body is still arriving: END_REQUEST, the app never runs, and with
+    // keep-conn the connection goes on.
+    let e = Server::start(&echo_app(), &[], &[]);
+    let mut c = e.connect();
+    let mut bytes = begin_bytes(1, Role::Responder, true);
+    bytes.extend(params_bytes(1, &post(100)));
+    client::stdin(&mut bytes, 1, &[1u8; 10]);
+    client::abort(&mut bytes, 1);
+    c.send(&bytes);
+    let r = c.reply(1);
+    assert_eq!(r.protocol_status, 0, "{r:?}");
+    assert!(r.stdout.is_empty(), "the app ran: {:?}", String::from_utf8_lossy(&r.stdout));
+    let j = c.request(2, true, &post(3), b"abc").http().json();
+    assert_eq!(j["body_sha256"], sha256_hex(b"abc"));
+
+    // ABORT before the PARAMS stream is complete: END_REQUEST too, the connection goes on.
+    let mut bytes = begin_bytes(3, Role::Responder, true);
+    let mut p = Vec::new();
+    client::params(&mut p, 3, &cgi("GET", "/", "")).unwrap();
+    // Only the first PARAMS record (non-empty), not the terminating one.
+    let first_len = usize::from(u16::from_be_bytes([p[4], p[5]])) + usize::from(p[6]) + 8;
+    bytes.extend_from_slice(&p[..first_len]);
+    client::abort(&mut bytes, 3);
+    c.send(&bytes);
+    let r = c.reply(3);
+    assert_eq!(r.protocol_status, 0, "{r:?}");
+    assert!(r.stdout.is_empty());
+    let j = c.request(4, false, &post(2), b"ok").http().json();
+    assert_eq!(j["body_sha256"], sha256_hex(b"ok"));
+}
+
+// ---------------------------------------------------------------------------------------
+// 10. The web server hangs up mid-response
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn client_vanishing_mid_response() {
+    let mut s = Server::start(&stream_app(), &["--log-level", "info"], &[]);
+    {
+        let mut c = s.connect();
+        c.send_request(1, true, &cgi("GET", "/gone", "n=40&delay=0.05"), b"");
+        let first = c.event();
+        assert!(matches!(first, ClientEvent::Stdout { id: 1, .. }), "{first:?}");
+        // Dropped here: the socket closes after the first chunk.
+    }
+    let h = s.get_ok("/", "n=2&delay=0");
+    assert!(h.text().contains("chunk 1 at"));
+    assert!(s.wait_for_log("client gone", Duration::from_secs(10)), "the abandoned request was not logged as such\n{}", s.diag());
+    let h = s.get_ok("/", "n=1&delay=0");
+    assert!(h.text().contains("chunk 0 at"));
+    assert!(s.alive());
+    let all = format!("{}{}", s.log(), s.stderr());
+    assert!(!all.contains("panicked"), "a panic in the server:\n{all}");
+}
+
+// ---------------------------------------------------------------------------------------
+// 11. App errors, wsgi.errors
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn app_exception_is_a_500_and_the_worker_goes_on() {
+    let s = Server::start(&wire_app(), &[], &[]);
+    let mut c = s.connect();
+    let r = c.request(1, true, &cgi("GET", "/raise", ""), b"");
+    let h = r.http();
+    assert_eq!(h.status, 500, "{h:?}");
+    assert!(!h.text().contains("boom"), "no traceback in the page without --debug");
+    let needle = "fcgi_wire: boom before start_response";
+    let in_stderr = r.stderr_text().contains(needle);
+    assert!(in_stderr || s.wait_for_log(needle, Duration::from_secs(5)), "the traceback is neither in FCGI_STDERR nor in the log\n{}", s.diag());
+    assert!(in_stderr || s.log().contains("Traceback"), "{}", s.diag());
+    // Same connection, same worker: still serving.
+    let h = c.request(2, false, &cgi("GET", "/ok", ""), b"").http();
+    assert_eq!((h.status, h.body.as_slice()), (200, &b"ok\n"[..]));
+}
+
+#[test]
+fn wsgi_errors_arrive_as_fcgi_stderr() {
+    let s = Server::start(&echo_app(), &[], &[]);
+    let mut c = s.connect();
+    let r = c.request(1, false, &cgi("GET", "/", ""), b"");
+    assert!(r.events.iter().any(|e| matches!(e, ClientEvent::Stderr { id: 1, .. })));
+    assert!(r.stderr_text().contains("echo: a line on wsgi.errors"), "FCGI_STDERR: {:?}", r.stderr_text());
+    let h = r.http();
+    assert_eq!(h.status, 200);
+    // print() goes to the log, never into the response.
+    assert!(!h.text().contains("print() from the app"));
+    assert!(!r.stderr_text().contains("print() from the app"));
+    assert!(s.wait_for_log("echo: print() from the app goes to the error log", Duration::from_secs(5)), "{}", s.diag());
+}
+
+// ---------------------------------------------------------------------------------------
+// 12. Spawned with the listening socket on fd 0 (mod_fcgid, lighttpd bin-path)
+// ---------------------------------------------------------------------------------------
+
+/// `cgi2wsgi APP [--log-file DIR/log]` with a unix listener as stdin and no --bind.
+fn spawn_on_fd0(app: &str, log_file: bool, close_stdio: bool) -> Server {
+    let dir = temp_dir();
+    let sock = dir.path().join("s.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let mut cmd = base_command(dir.path(), app);
+    cmd.stdin(Stdio::from(OwnedFd::from(listener))).stdout(Stdio::null()).stderr(Stdio::null());
+    if log_file {
+        cmd.arg("--log-file").arg(dir.path().join("log"));
+    }
+    if close_stdio {
+        // SAFETY: close(2) is async-signal-safe; it runs in the child between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::close(1);
+                libc::close(2);
+                Ok(())
+            });
+        }
+    }
+    Server::spawn(cmd, dir, Addr::Unix(sock))
+}
+
+#[test]
+fn fd0_listener_with_null_stdio() {
+    let s = spawn_on_fd0(&echo_app(), true, false);
+    let body = test_bytes(100_000);
+    for id in 1..=2u16 {
+        let mut c = s.connect();
+        let j = c.request(id, false, &post(body.len()), &body).http().json();
+        assert_eq!(j["body_sha256"], sha256_hex(&body));
+        assert_eq!(j["run_once"], false);
+    }
+    assert!(s.wait_for_log("echo: print() from the app", Duration::from_secs(5)), "the app's print() reaches --log-file\n{}", s.diag());
+}
+
+#[test]
+fn fd0_listener_with_closed_stdout_and_stderr() {
+    let want = {
+        let mut v = b"chatty body: ".to_vec();
+        for _ in 0..100 {
+            v.extend_from_slice(b"0123456789");
+        }
+        v.push(b'\n');
+        v
+    };
+    for log_file in [true, false] {
+        let s = spawn_on_fd0(&wire_app(), log_file, true);
+        for round in 0..3 {
+            let mut c = s.connect();
+            let r = c.request(1, false, &cgi("GET", "/chatty", ""), b"");
+            let h = r.http();
+            assert_eq!(h.status, 200, "log file {log_file}, round {round}: {h:?}");
+            assert_eq!(h.header("Content-Type"), Some("text/plain"));
+            assert_eq!(h.body.len(), want.len(), "log file {log_file}, round {round}: {:?}", h.text());
+            assert!(h.body == want, "log file {log_file}, round {round}: {:?}", h.text());
+            assert!(!r.stderr_text().contains("fcgi_wire:"), "the app's stdio reached FCGI_STDERR");
+            c.expect_closed("after the response");
+        }
+        if log_file {
+            assert!(s.log().contains("fcgi_wire: print() line 1999 on stdout"), "print() reaches the log");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 13. TCP and FCGI_WEB_SERVER_ADDRS
+// ---------------------------------------------------------------------------------------
+
+fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start_tcp(app: &str, allowed: &str) -> Server {
+    let dir = temp_dir();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+    let mut cmd = base_command(dir.path(), app);
+    cmd.arg("--bind").arg(addr.to_string()).arg("--log-file").arg(dir.path().join("log")).env("FCGI_WEB_SERVER_ADDRS", allowed);
+    Server::spawn(cmd, dir, Addr::Tcp(addr))
+}
+
+#[test]
+fn tcp_with_fcgi_web_server_addrs() {
+    let denied = start_tcp(&hello_app(), "10.9.9.9");
+    let mut c = denied.connect();
+    let _ = c.try_send(&request_bytes(1, false, &cgi("GET", "/", ""), b""));
+    c.expect_closed("a peer not in FCGI_WEB_SERVER_ADDRS");
+    assert!(denied.wait_for_log("not in FCGI_WEB_SERVER_ADDRS", Duration::from_secs(5)), "{}", denied.diag());
+
+    let allowed = start_tcp(&hello_app(), "10.9.9.9, 127.0.0.1");
+    let h = allowed.get_ok("/", "");
+    assert_eq!(h.body, b"Hello World\n");
+}
+
+// ---------------------------------------------------------------------------------------
+// 14. systemd socket activation
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn systemd_socket_activation() {
+    use std::ffi::CString;
+    let dir = temp_dir();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fd = listener.as_raw_fd();
+    let cstr = |s: &str| CString::new(s).unwrap();
+    let argv = [cstr(env!("CARGO_BIN_EXE_cgi2wsgi")), cstr(&hello_app()), cstr("--log-file"), cstr(&dir.path().join("log").display().to_string())];
+    let path_var = cstr("PATH=/usr/local/bin:/usr/bin:/bin");
+    let fds_var = cstr("LISTEN_FDS=1");
+    // "LISTEN_PID=" and room for the child's pid, filled in after fork.
+    let mut pid_var = [0u8; 40];
+    pid_var[..11].copy_from_slice(b"LISTEN_PID=");
+    let mut cmd = base_command(dir.path(), &hello_app());
+    // std hands its own copy of the environment to exec, so a setenv() in pre_exec would be
+    // lost: the closure makes the whole environment (with the child's pid) and execs itself.
+    // SAFETY: runs in the child between fork and exec and only calls async-signal-safe
+    // functions (dup2, fcntl, getpid, execve) on memory prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == 3 {
+                if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, 3) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let mut pid = libc::getpid() as u64;
+            let mut digits = [0u8; 20];
+            let mut n = 0;
+            loop {
+                digits[n] = b'0' + (pid % 10) as u8;
+                n += 1;
+                pid /= 10;
+                if pid == 0 {
+                    break;
+                }
+            }
+            for i in 0..n {
+                pid_var[11 + i] = digits[n - 1 - i];
+            }
+            pid_var[11 + n] = 0;
+            let args = [argv[0].as_ptr(), argv[1].as_ptr(), argv[2].as_ptr(), argv[3].as_ptr(), std::ptr::null()];
+            let envp = [path_var.as_ptr(), fds_var.as_ptr(), pid_var.as_ptr().cast(), std::ptr::null()];
+            libc::execve(args[0], args.as_ptr(), envp.as_ptr());
+            Err(io::Error::last_os_error())
+        });
+    }
+    let child = cmd.spawn().expect("spawn cgi2wsgi");
+    drop(cmd);
+    drop(listener);
+    let mut s = Server { child, dir, addr: Addr::Tcp(addr) };
+    s.wait_ready();
+    for _ in 0..2 {
+        let h = s.get_ok("/", "");
+        assert_eq!(h.body, b"Hello World\n", "{}", s.diag());
+    }
+    assert!(s.alive());
+}
+
+// ---------------------------------------------------------------------------------------
+// 15. What is left at the --bind path
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn stale_socket_is_replaced_and_a_regular_file_is_refused() {
+    // A socket left by a process that is gone.
+    let dir = temp_dir();
+    let sock = dir.path().join("s.sock");
+    drop(UnixListener::bind(&sock).unwrap());
+    assert!(sock.exists());
+    let mut cmd = base_command(dir.path(), &hello_app());
+    cmd.arg("--bind").arg(format!("unix:{}", sock.display())).arg("--log-file").arg(dir.path().join("log"));
+    let s = Server::spawn(cmd, dir, Addr::Unix(sock));
+    assert_eq!(s.get_ok("/", "").body, b"Hello World\n");
+    drop(s);
+
+    // A regular file: refused, untouched, non-zero exit with the reason on stderr.
+    let dir = temp_dir();
+    let path = dir.path().join("s.sock");
+    std::fs::write(&path, "precious data\n").unwrap();
+    let mut cmd = base_command(dir.path(), &hello_app());
+    cmd.arg("--bind").arg(format!("unix:{}", path.display()));
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + START_DEADLINE;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server did not exit on a non-socket --bind path");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = read_lossy(&dir.path().join("stderr"));
+    assert!(!status.success(), "exit status {status}; stderr: {stderr}");
+    assert!(stderr.contains("not a socket") && stderr.contains(&path.display().to_string()), "stderr: {stderr}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious data\n");
+}
+
+// ---------------------------------------------------------------------------------------
+// 16. Bad CONTENT_LENGTH, --max-body
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn bad_content_length_and_max_body() {
+    let s = Server::start(&echo_app(), &["--max-body", "1K"], &[]);
+    let mut p = post(0);
+    set(&mut p, "CONTENT_LENGTH", "abc");
+    let mut c = s.connect();
+    let h = c.request(1, false, &p, b"abc").http();
+    assert_eq!(h.status, 400, "{h:?}");
+    assert!(!h.text().contains("body_sha256"));
+
+    let body = test_bytes(4096);
+    let mut c = s.connect();
+    let h = c.request(1, false, &post(body.len()), &body).http();
+    assert_eq!(h.status, 413, "{h:?}");
+    assert!(!h.text().contains("body_sha256"));
+
+    // Within the limit: served.
+    let mut c = s.connect();
+    let j = c.request(1, false, &post(1024), &body[..1024]).http().json();
+    assert_eq!(j["body_sha256"], sha256_hex(&body[..1024]));
+}
+
+// ---------------------------------------------------------------------------------------
+// 17. A body spooled to disk
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn three_mib_body_spooled_to_disk() {
+    let s = Server::start(&echo_app(), &[], &[]);
+    let body = test_bytes(3 << 20);
+    for mode in ["", "lines"] {
+        let mut c = s.connect();
+        let mut p = post(body.len());
+        set(&mut p, "QUERY_STRING", mode);
+        let j = c.request(1, false, &p, &body).http().json();
+        assert_eq!(j["body_length"], 3 << 20, "read mode {mode:?}");
+        assert_eq!(j["body_sha256"], sha256_hex(&body), "read mode {mode:?}");
+    }
+}
+
+
+// ---------------------------------------------------------------------------------------
+// Found while writing these tests (see each test's comment)
+// ---------------------------------------------------------------------------------------
+
+/// A web server sends the whole request (nginx buffers the body, then writes it all) before
+/// it reads the answer. A request refused for its size must not be cut off by closing the
+/// socket under the web server's writes: the writer gets EPIPE/ECONNRESET and nginx then
+/// answers 502 instead of the 413 (over TCP the RST can even destroy the 413 itself).
+/// The server should read and drop the rest of the STDIN stream before closing.
+#[test]
+fn refused_upload_is_drained_not_cut_off() {
+    let s = Server::start(&echo_app(), &["--max-body", "1K"], &[]);
+    let c = s.connect();
+    let body = test_bytes(4 << 20);
+    let bytes = request_bytes(1, false, &post(body.len()), &body);
+    let mut w = c.writer();
+    let writer = std::thread::spawn(move || w.write_all(&bytes));
+    let mut c = c;
+    let r = c.reply(1);
+    let h = r.http();
+    assert_eq!(h.status, 413, "{h:?}");
+    let sent = writer.join().unwrap();
+    assert!(sent.is_ok(), "the web server could not finish sending the request: {sent:?} (the server closed the connection with the body unread)");
+}
+
+/// FastCGI §5.1: with FCGI_KEEP_CONN the application does not close the connection after
+/// responding. A request refused before its body is read (bad CONTENT_LENGTH, over
+/// --max-body) closes it anyway, although the rest of its STDIN is easy to skip: its id is
+/// finished, so its records are ignored.
+#[test]
+fn refused_request_keeps_a_keep_conn_connection() {
+    let s = Server::start(&echo_app(), &["--max-body", "1K"], &[]);
+    let mut c = s.connect();
+    let mut p = post(0);
+    set(&mut p, "CONTENT_LENGTH", "abc");
+    let h = c.request(1, true, &p, b"abc").http();
+    assert_eq!(h.status, 400, "{h:?}");
+    let body = test_bytes(4096);
+    let h = c.request(2, true, &post(body.len()), &body).http();
+    assert_eq!(h.status, 413, "{h:?}");
+    let j = c.request(3, false, &post(2), b"ok").http().json();
+    assert_eq!(j["body_sha256"], sha256_hex(b"ok"));
+}
+
+/// A web server that has sent its whole request (no keep-conn) may shut down its write
+/// side. That is not an abort: the response must still arrive whole. The server takes
+/// the EOF it reads while answering (poll_for_abort) for a vanished client and cuts a
+/// streamed response short, yet ends it with END_REQUEST/REQUEST_COMPLETE, so the
+/// truncation is silent.
+#[test]
+fn half_closed_web_server_still_gets_the_whole_response() {
+    let s = Server::start(&stream_app(), &[], &[]);
+    let mut c = s.connect();
+    c.send_request(1, false, &cgi("GET", "/", "n=3&delay=0.1"), b"");
+    c.shutdown_write();
+    let r = c.reply(1);
+    let h = r.http();
+    assert_eq!(h.status, 200);
+    let text = h.text();
+    for i in 0..3 {
+        assert!(text.contains(&format!("chunk {i} at")), "chunk {i} missing from {text:?}\n{}", s.diag());
+    }
+}
+
+/// FastCGI §3.3: a stream ends with an empty record; the spec's responder example (and
+/// libfcgi) closes FCGI_STDERR with an empty record when anything was written to it. The
+/// server sends wsgi.errors text as FCGI_STDERR but never ends that stream.
+#[test]
+fn used_stderr_stream_is_terminated() {
+    let s = Server::start(&echo_app(), &[], &[]);
+    let mut c = s.connect();
+    let r = c.request(1, false, &cgi("GET", "/", ""), b"");
+    assert!(!r.stderr.is_empty());
+    let ends: Vec<usize> = r.events.iter().enumerate().filter(|(_, e)| matches!(e, ClientEvent::StderrEnd { .. })).map(|(i, _)| i).collect();
+    let last_data = r.events.iter().rposition(|e| matches!(e, ClientEvent::Stderr { .. })).unwrap();
+    let order = summary(&r.events);
+    assert_eq!(ends.len(), 1, "one empty FCGI_STDERR record after the stderr data: {order:?}");
+    assert!(ends[0] > last_data && ends[0] < r.events.len() - 1, "{order:?}");
+}

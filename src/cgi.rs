@@ -133,12 +133,8 @@ pub fn run(config: &Config) -> i32 {
             return 1;
         }
     };
-    // httpoxy: the Proxy request header arrives as HTTP_PROXY, which HTTP libraries read as
-    // a proxy setting. It stays in the environ as the header it is, never in os.environ.
-    std::env::remove_var("HTTP_PROXY");
-    for (k, v) in &config.env {
-        std::env::set_var(k, v);
-    }
+    // Captured above: HTTP_PROXY stays in the environ as the header it is.
+    wsgi::boot::prepare_environment(config);
     let request = match Request::from_params(params, config.max_body) {
         Ok(r) => r,
         Err(e) => {
@@ -151,41 +147,21 @@ pub fn run(config: &Config) -> i32 {
         log::error!("{e}");
         return respond_error(&mut sink, "500 Internal Server Error", &e.to_string());
     };
-    if let Some(dir) = &config.chdir {
-        if let Err(e) = std::env::set_current_dir(dir) {
-            log::error!("--chdir {}: {e}", dir.display());
-            return respond_error(&mut sink, "500 Internal Server Error", "cgi2wsgi is misconfigured; the details are in the server's error log.");
+    let app = match wsgi::boot::boot(config, spec) {
+        Ok(app) => app,
+        Err(e) => {
+            log::error!("{e}");
+            return respond_error(&mut sink, "500 Internal Server Error", &e.public_detail(config.debug));
         }
-    }
-    if let Err(e) = wsgi::interp::initialize(config.venv.as_deref()) {
-        log::error!("{e}");
-        return respond_error(&mut sink, "500 Internal Server Error", "cgi2wsgi could not start Python; the details are in the server's error log.");
-    }
+    };
     let policy = call::ErrorPolicy { show_traceback: config.debug };
     let model = environ::ProcessModel { multithread: false, multiprocess: true, run_once: true };
-    let mut search_path = config.pythonpath.clone();
-    if let Some(dir) = spec.file().and_then(|f| f.parent()).filter(|d| !d.as_os_str().is_empty()) {
-        search_path.push(dir.to_owned());
-    }
     let outcome = Python::attach(|py| {
-        let app = wsgi::interp::add_site_packages(py, config.venv.as_deref())
-            .and_then(|()| wsgi::interp::prepend_sys_path(py, &search_path))
-            .and_then(|()| wsgi::app::load(py, spec));
-        let app = match app {
-            Ok(app) => app,
-            Err(e) => {
-                let tb = wsgi::format_exception(py, &e);
-                log::error!("cannot load the app {spec}:\n{tb}");
-                let detail = if config.debug { tb } else { "The application could not be loaded; the details are in the server's error log.".into() };
-                respond_error(&mut sink, "500 Internal Server Error", &detail);
-                return None;
-            }
-        };
         let input = Bound::new(py, streams::Input::new(body_reader(request.body, config.max_body)));
         let errors = Bound::new(py, streams::Errors::new(stderr_sink()));
         let env = input.and_then(|i| errors.and_then(|e| environ::build(py, &request, i, e, model)));
         match env {
-            Ok(env) => Some(call::serve(py, &app, env, Box::new(sink), policy)),
+            Ok(env) => Some(call::serve(py, app.bind(py), env, Box::new(sink), policy)),
             Err(e) => {
                 log::error!("cannot build the environ: {}", wsgi::format_exception(py, &e));
                 respond_error(&mut sink, "500 Internal Server Error", "cgi2wsgi failed to build the request; see the error log.");

@@ -8,7 +8,6 @@ use crate::error::ServerError;
 use crate::fastcgi::{self, conn};
 use crate::wsgi::{self, call, environ};
 use listen::Listener;
-use pyo3::prelude::*;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -122,39 +121,15 @@ pub fn run(config: &Config) -> i32 {
         log::error!("cannot secure stdio: {e}");
         return 1;
     }
-    std::env::remove_var("HTTP_PROXY");
-    for (k, v) in &config.env {
-        std::env::set_var(k, v);
-    }
+    wsgi::boot::prepare_environment(config);
     let Some(spec) = &config.app else {
         log::error!("{}", crate::error::ConfigError::NoApp);
         return 1;
     };
-    if let Some(dir) = &config.chdir {
-        if let Err(e) = std::env::set_current_dir(dir) {
-            log::error!("--chdir {}: {e}", dir.display());
-            return 1;
-        }
-    }
-    if let Err(e) = wsgi::interp::initialize(config.venv.as_deref()) {
-        log::error!("{e}");
-        return 1;
-    }
-    let mut search_path = config.pythonpath.clone();
-    if let Some(dir) = spec.file().and_then(|f| f.parent()).filter(|d| !d.as_os_str().is_empty()) {
-        search_path.push(dir.to_owned());
-    }
-    let app = Python::attach(|py| -> Result<Py<PyAny>, String> {
-        wsgi::interp::add_site_packages(py, config.venv.as_deref())
-            .and_then(|()| wsgi::interp::prepend_sys_path(py, &search_path))
-            .and_then(|()| wsgi::app::load(py, spec))
-            .map(Bound::unbind)
-            .map_err(|e| wsgi::format_exception(py, &e))
-    });
-    let app = match app {
-        Ok(a) => Arc::new(a),
-        Err(tb) => {
-            log::error!("cannot load the app {spec}:\n{tb}");
+    let app = match wsgi::boot::boot(config, spec) {
+        Ok(app) => Arc::new(app),
+        Err(e) => {
+            log::error!("{e}");
             return 1;
         }
     };

@@ -1,6 +1,7 @@
 //! The WSGI side (PEP 3333): the only place pyo3 appears. Request in, app called, response out.
 
 pub mod app;
+pub mod boot;
 pub mod builtin;
 pub mod call;
 pub mod environ;

@@ -23,31 +23,12 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-fn percent_decode(word: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(word.len());
-    let mut i = 0;
-    while i < word.len() {
-        let hex = word.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (word[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    out
-}
-
 /// The argv words a server derives from QUERY_STRING (none when it holds an `=`).
 pub fn query_words(query: &[u8]) -> Vec<Vec<u8>> {
     if query.is_empty() || query.contains(&b'=') {
         return Vec::new();
     }
-    query.split(|&b| b == b'+').map(percent_decode).collect()
+    query.split(|&b| b == b'+').map(crate::request::percent_decode).collect()
 }
 
 /// Apache shell-escapes each word with backslashes; compare without them.

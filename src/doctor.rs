@@ -15,25 +15,9 @@ fn get<'a>(env: &'a BTreeMap<String, String>, key: &str) -> &'a str {
     env.get(key).map(String::as_str).unwrap_or("")
 }
 
-/// Percent-decode a URL path into bytes, then to a latin-1 str as PATH_INFO holds it.
+/// A raw URL path as PATH_INFO holds it: percent-decoded bytes as a latin-1 str.
 fn decode_path(raw: &str) -> String {
-    let b = raw.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (b[i], hex) {
-            (b'%', Some(v)) => {
-                out.push(v);
-                i += 3;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    crate::request::latin1(&out)
+    crate::request::latin1(&crate::request::percent_decode(raw.as_bytes()))
 }
 
 /// Everything that looks wrong, each with the configuration line that fixes it.

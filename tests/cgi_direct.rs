@@ -791,3 +791,32 @@ fn venv_of_another_python_version_is_500_naming_it() {
     assert_eq!(r.status, 500, "{}", r.stderr);
     assert!(r.stderr.contains("3.9"), "{}", r.stderr);
 }
+
+// 20. The venv's .pth files are honoured (cgi2wsgi runs them itself; `site` is off).
+
+#[test]
+fn venv_pth_files_add_paths_and_run_import_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let venv = dir.path().join("venv");
+    let status = Command::new("/usr/bin/python3").args(["-m", "venv", "--without-pip"]).arg(&venv).status().unwrap();
+    assert!(status.success());
+    let site = std::fs::read_dir(venv.join("lib")).unwrap().next().unwrap().unwrap().path().join("site-packages");
+    let extra = dir.path().join("extra");
+    std::fs::create_dir(&extra).unwrap();
+    std::fs::write(extra.join("pthmod.py"), "VALUE = 'from a .pth path'\n").unwrap();
+    std::fs::write(site.join("a_extra.pth"), format!("# a comment\n{}\nimport sys; sys.cgi2wsgi_pth_ran = True\n", extra.display())).unwrap();
+    // A broken line is logged and skipped, as `site` does.
+    std::fs::write(site.join("b_broken.pth"), "import no_such_module_xyz\n").unwrap();
+    let app = dir.path().join("app.py");
+    std::fs::write(
+        &app,
+        "import sys, pthmod\ndef application(e, sr):\n    sr('200 OK', [('Content-Type', 'text/plain')])\n    return [(pthmod.VALUE + ' ' + str(getattr(sys, 'cgi2wsgi_pth_ran', False)) + ' ' + sys.prefix).encode()]\n",
+    )
+    .unwrap();
+    let r = parse_cgi(&cgi_run(&["--venv", venv.to_str().unwrap(), app.to_str().unwrap()], &cgi_env("GET", "/", "", &[]), b""));
+    assert_eq!(r.status, 200, "{}", r.stderr);
+    let text = body_text(&r);
+    assert!(text.starts_with("from a .pth path True "), "{text}");
+    assert!(text.ends_with(&std::fs::canonicalize(&venv).unwrap().display().to_string()), "sys.prefix is not the venv: {text}");
+    assert!(r.stderr.contains("b_broken.pth") && r.stderr.contains("no_such_module_xyz"), "{}", r.stderr);
+}

@@ -52,7 +52,14 @@ fn status_error(status: ffi::PyStatus) -> Option<EmbedError> {
 
 /// Initialize CPython once for this process, then release the GIL so `Python::attach` works.
 pub fn initialize(venv: Option<&Path>) -> Result<(), EmbedError> {
-    let executable = venv.map(check_venv).transpose()?;
+    // Without a venv, name the interpreter we were built for (if it is there): with no
+    // executable at all Python probes the current directory (a CGI's script directory)
+    // for pyvenv.cfg and lib/python3.x landmarks.
+    let built_for = option_env!("PYO3_PYTHON").map(PathBuf::from).filter(|p| p.is_file());
+    let executable = match venv {
+        Some(v) => Some(check_venv(v)?),
+        None => built_for,
+    };
     let executable = executable.map(|p| CString::new(p.as_os_str().as_bytes()).expect("paths hold no NUL"));
     // SAFETY: the standard embedding sequence (PEP 587), run once on this thread before any
     // other Python call; the config structs are initialised by CPython before use and cleared after.
@@ -120,30 +127,33 @@ pub fn site_dirs(prefix: &Path, base_prefix: &Path, version: &str, include_syste
     dirs
 }
 
-/// What `site` does with a `.pth` file: path lines are appended to sys.path, `import` lines
-/// run (editable installs rely on them). Errors are reported and skipped, as `site` does.
-const PTH_PROCESSOR: &std::ffi::CStr = cr##"
-def process_pth(sitedir, names):
-    import os, sys
-    for name in names:
-        try:
-            f = open(os.path.join(sitedir, name), encoding="utf-8")
-        except OSError:
-            continue
-        with f:
-            for n, line in enumerate(f, 1):
-                try:
-                    if line.startswith("#") or not line.strip():
-                        continue
-                    if line.startswith(("import ", "import	")):
-                        exec(line)
-                        continue
-                    d = os.path.join(sitedir, line.rstrip())
-                    if d not in sys.path and os.path.exists(d):
-                        sys.path.append(d)
-                except Exception as e:
-                    print(f"cgi2wsgi: error in {name} line {n}: {e!r}", file=sys.stderr)
-"##;
+/// `.pth` files skipped: setuptools' distutils shim (in every pip-made venv and in Debian's
+/// dist-packages) costs ~1.6 ms a request and matters only to build tools, not to web apps.
+const SKIPPED_PTH: [&str; 1] = ["distutils-precedence.pth"];
+
+/// What `site` does with one `.pth` file: path lines are appended to sys.path, `import`
+/// lines run (editable installs rely on them). A failing line is logged and skipped.
+fn process_pth(py: Python<'_>, dir: &Path, name: &str, path: &Bound<'_, PyList>) {
+    let Ok(text) = std::fs::read_to_string(dir.join(name)) else { return };
+    for (n, line) in text.lines().enumerate() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let result = if line.starts_with("import ") || line.starts_with("import\t") {
+            CString::new(line).map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string())).and_then(|code| py.run(&code, None, None))
+        } else {
+            let entry = dir.join(line.trim_end());
+            let entry_str = entry.to_string_lossy();
+            match path.contains(entry_str.as_ref()) {
+                Ok(false) if entry.exists() => path.append(entry_str.as_ref()),
+                other => other.map(|_| ()),
+            }
+        };
+        if let Err(e) = result {
+            log::warn!("{}: line {}: {e}", dir.join(name).display(), n + 1);
+        }
+    }
+}
 
 /// Add the site-packages directories (and run their `.pth` files), as `site` would.
 pub fn add_site_packages(py: Python<'_>, venv: Option<&Path>) -> PyResult<()> {
@@ -162,26 +172,18 @@ pub fn add_site_packages(py: Python<'_>, venv: Option<&Path>) -> PyResult<()> {
         .and_then(|v| std::fs::read_to_string(v.join("pyvenv.cfg")).ok())
         .is_some_and(|cfg| cfg.lines().any(|l| l.replace(' ', "").eq_ignore_ascii_case("include-system-site-packages=true")));
     let path = sys.getattr("path")?.cast_into::<PyList>()?;
-    let mut processor = None;
     for dir in site_dirs(&prefix, &base_prefix, &linked_version(), include_system) {
         let dir_str = dir.to_string_lossy();
         if !path.contains(dir_str.as_ref())? {
             path.append(dir_str.as_ref())?;
         }
         let mut pth: Vec<String> = std::fs::read_dir(&dir)
-            .map(|rd| rd.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).filter(|n| n.ends_with(".pth") && !n.starts_with('.')).collect())
+            .map(|rd| rd.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).collect())
             .unwrap_or_default();
-        if pth.is_empty() {
-            continue;
-        }
+        pth.retain(|n| n.ends_with(".pth") && !n.starts_with('.') && !SKIPPED_PTH.contains(&n.as_str()));
         pth.sort();
-        if processor.is_none() {
-            let globals = pyo3::types::PyDict::new(py);
-            py.run(PTH_PROCESSOR, Some(&globals), None)?;
-            processor = Some(globals.get_item("process_pth")?.expect("defined above"));
-        }
-        if let Some(f) = &processor {
-            f.call1((dir_str.as_ref(), pth))?;
+        for name in &pth {
+            process_pth(py, &dir, name, &path);
         }
     }
     Ok(())

@@ -77,7 +77,11 @@ pub struct Cli {
     #[arg(long, value_name = "PATH", env = "CGI2WSGI_LOG_FILE")]
     pub log_file: Option<PathBuf>,
 
-    /// FastCGI: connections served at once, one thread each (default 64)
+    /// FastCGI: request threads in this process (default 1: no GIL contention)
+    #[arg(long, value_name = "N", env = "CGI2WSGI_THREADS", default_value_t = 1)]
+    pub threads: usize,
+
+    /// FastCGI: connections kept open per request thread (default 256)
     #[arg(long, value_name = "N", env = "CGI2WSGI_MAX_CONNS")]
     pub max_conns: Option<usize>,
 

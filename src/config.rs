@@ -31,6 +31,7 @@ pub struct Config {
     pub socket_perms: SocketPerms,
     pub log_file: Option<PathBuf>,
     pub max_conns: Option<usize>,
+    pub threads: usize,
 }
 
 /// Words that are (or will be) subcommands and so cannot name an app in the first position.
@@ -126,6 +127,7 @@ impl Config {
             socket_perms: SocketPerms { mode: socket_mode, owner: cli.socket_owner, group: cli.socket_group },
             log_file: cli.log_file,
             max_conns: cli.max_conns.filter(|n| *n > 0),
+            threads: cli.threads.max(1),
         })
     }
 }

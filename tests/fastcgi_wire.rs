@@ -556,7 +556,7 @@ fn get_through_echo() {
     assert_eq!(j["HTTP_CONTENT_LENGTH"], serde_json::Value::Null);
     assert_eq!(j["CONTENT_LENGTH"], serde_json::Value::Null);
     assert_eq!(j["run_once"], false);
-    assert_eq!(j["multithread"], true, "64 connection threads by default");
+    assert_eq!(j["multithread"], false, "one request thread by default");
     assert_eq!(j["multiprocess"], true);
     assert_eq!(j["body_length"], 0);
     assert_eq!(j["url_scheme"], "http");
@@ -573,11 +573,11 @@ fn get_through_echo() {
     assert_eq!(j["HTTP_X_TEST"].as_str().map(str::len), Some(150_000));
     assert!(j["HTTP_X_TEST"] == long.as_str());
 
-    // With --max-conns 1 the app is told it is not multithreaded.
-    let single = Server::start(&echo_app(), &["--max-conns", "1"], &[]);
-    let j = single.get_ok("/x/y", "").json();
+    // With --threads 2 the app is told it is multithreaded.
+    let threaded = Server::start(&echo_app(), &["--threads", "2"], &[]);
+    let j = threaded.get_ok("/x/y", "").json();
     assert_eq!(j["PATH_INFO"], "/x/y");
-    assert_eq!(j["multithread"], false);
+    assert_eq!(j["multithread"], true);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -683,7 +683,7 @@ fn big_chunk_framing_on_raw_records() {
 
 #[test]
 fn keep_conn_and_get_values() {
-    let s = Server::start(&hello_app(), &["--max-conns", "8"], &[]);
+    let s = Server::start(&hello_app(), &["--max-conns", "8", "--threads", "2"], &[]);
     let mut c = s.connect();
     for id in 1..=3u16 {
         let h = c.request(id, true, &cgi("GET", "/", ""), b"").http();
@@ -695,7 +695,8 @@ fn keep_conn_and_get_values() {
             let ClientEvent::GetValuesResult { pairs } = c.event() else { panic!("expected GET_VALUES_RESULT") };
             let mut got: Vec<(String, String)> = pairs.iter().map(|(n, v)| (String::from_utf8_lossy(n).into(), String::from_utf8_lossy(v).into())).collect();
             got.sort();
-            let want = [("FCGI_MAX_CONNS", "8"), ("FCGI_MAX_REQS", "8"), ("FCGI_MPXS_CONNS", "0")];
+            // 8 connections per thread × 2 threads; one request at a time per thread.
+            let want = [("FCGI_MAX_CONNS", "16"), ("FCGI_MAX_REQS", "2"), ("FCGI_MPXS_CONNS", "0")];
             let want: Vec<(String, String)> = want.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
             assert_eq!(got, want);
         }

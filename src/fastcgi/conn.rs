@@ -1,4 +1,7 @@
-//! The only FastCGI I/O: one connection's socket ↔ the sans-IO codec ↔ the WSGI call.
+//! The only FastCGI I/O: one connection's non-blocking socket ↔ the sans-IO codec ↔ the
+//! WSGI call. The event loop (`server::worker`) feeds a connection whatever is readable;
+//! once a request's STDIN is complete the app runs on the loop's thread.
+//!
 //! A request's STDIN is spooled before the app runs (memory, then a temp file), so a web
 //! server that sends the whole body before reading the response (mod_proxy_fcgi) can never
 //! deadlock against an app that answers without reading it.
@@ -13,8 +16,11 @@ use crate::spool::Spool;
 use crate::wsgi::{call, environ, streams};
 use pyo3::prelude::*;
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 /// What every connection of this process shares.
 pub struct Settings {
@@ -24,10 +30,50 @@ pub struct Settings {
     pub model: environ::ProcessModel,
 }
 
-/// The socket and the codec, shared by the request loop, the response sink and `wsgi.errors`.
+/// How long a response write may wait for the web server to read.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+const READ_BUF: usize = 64 * 1024;
+
+/// Where a connection is between records.
+enum Phase {
+    /// Waiting for a BEGIN_REQUEST (or management records).
+    Idle,
+    /// Params complete; reading the request's STDIN.
+    Body(Pending),
+}
+
+/// A request whose STDIN is still arriving.
+struct Pending {
+    id: u16,
+    keep_conn: bool,
+    /// `Err((status, detail))`: refused; its STDIN is read and dropped, then the refusal sent.
+    request: Result<Request, (&'static str, String)>,
+    spool: Spool,
+}
+
+/// A request ready for the app.
+pub struct Ready {
+    id: u16,
+    keep_conn: bool,
+    request: Request,
+    spool: Spool,
+}
+
+/// What the event loop must do next with a connection.
+pub enum Step {
+    /// Wait until it is readable again.
+    Wait,
+    /// Run the app for this request, then call `Conn::after_request`.
+    Run(Ready),
+    /// Close it (end of stream, no FCGI_KEEP_CONN, or a protocol error already logged).
+    Close,
+}
+
+/// The socket and the codec, shared by the loop, the response sink and `wsgi.errors`.
 struct Shared {
     stream: Stream,
     codec: Connection,
+    phase: Phase,
     /// Events read while a response was being written (checked for ABORT), handled next.
     queued: VecDeque<Event>,
     /// The request that the web server aborted while we were answering it.
@@ -38,35 +84,202 @@ struct Shared {
     stderr_used: bool,
 }
 
-type SharedConn = Arc<Mutex<Shared>>;
+/// One FastCGI connection.
+#[derive(Clone)]
+pub struct Conn(Arc<Mutex<Shared>>);
 
-fn lock(s: &SharedConn) -> MutexGuard<'_, Shared> {
-    s.lock().unwrap_or_else(|p| p.into_inner())
+impl Conn {
+    pub fn new(stream: Stream, codec: &CodecConfig) -> Conn {
+        Conn(Arc::new(Mutex::new(Shared {
+            stream,
+            codec: Connection::new(codec.clone()),
+            phase: Phase::Idle,
+            queued: VecDeque::new(),
+            aborted: None,
+            peer_eof: false,
+            stderr_used: false,
+        })))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        self.lock().stream.fd()
+    }
+
+    /// Shut the socket down now, even if the app still holds a reference to this connection
+    /// (through `wsgi.errors`).
+    pub fn close(&self) {
+        self.lock().stream.shutdown(Shutdown::Both);
+    }
+
+    /// True between requests: nothing is lost if it is closed now.
+    pub fn is_idle(&self) -> bool {
+        let s = self.lock();
+        matches!(s.phase, Phase::Idle) && s.codec.active_count() == 0
+    }
+
+    /// The socket is readable: take in one buffer and act on the events it completes.
+    pub fn on_readable(&self, settings: &Settings) -> Step {
+        let mut s = self.lock();
+        let mut buf = [0u8; READ_BUF];
+        match s.stream.read_ready(&mut buf) {
+            Ok(Some(0)) => {
+                if !matches!(s.phase, Phase::Idle) {
+                    log::warn!("the web server closed the connection mid-request");
+                }
+                return Step::Close;
+            }
+            Ok(Some(n)) => s.codec.feed(&buf[..n]),
+            Ok(None) => {}
+            Err(e) => {
+                log::info!("connection read failed: {e}");
+                return Step::Close;
+            }
+        }
+        s.step(settings)
+    }
+
+    /// The app has answered `ready`: end the request, then go on with what is buffered.
+    pub fn after_request(&self, settings: &Settings, id: u16, keep_conn: bool, ended: bool) -> Step {
+        let mut s = self.lock();
+        s.aborted = None;
+        if !ended {
+            // Cut short (abort, app error after the head, client gone): still end the
+            // request so the web server is not left waiting; it may already be gone.
+            if let Err(e) = s.end_request(id) {
+                log::debug!("request {id}: could not send END_REQUEST: {e}");
+                return Step::Close;
+            }
+        }
+        s.codec.finish(id);
+        if !keep_conn {
+            return Step::Close;
+        }
+        s.step(settings)
+    }
 }
 
-const READ_BUF: usize = 64 * 1024;
-
 impl Shared {
-    /// The next event, reading from the socket as needed; `None` at end of stream.
     fn next_event(&mut self) -> Result<Option<Event>, ConnError> {
-        let mut buf = [0u8; READ_BUF];
-        loop {
-            if let Some(e) = self.queued.pop_front() {
-                return Ok(Some(e));
-            }
-            if let Some(e) = self.codec.poll_event()? {
-                return Ok(Some(e));
-            }
-            let n = match self.stream.read(&mut buf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.into()),
-            };
-            if n == 0 {
-                return Ok(None);
-            }
-            self.codec.feed(&buf[..n]);
+        if let Some(e) = self.queued.pop_front() {
+            return Ok(Some(e));
         }
+        Ok(self.codec.poll_event()?)
+    }
+
+    /// Act on every complete event; stop at a request ready for the app.
+    fn step(&mut self, settings: &Settings) -> Step {
+        match self.advance(settings) {
+            Ok(step) => step,
+            Err(e) => {
+                log::warn!("closing the connection: {e}");
+                Step::Close
+            }
+        }
+    }
+
+    fn advance(&mut self, settings: &Settings) -> Result<Step, ConnError> {
+        while let Some(event) = self.next_event()? {
+            match (&mut self.phase, event) {
+                (Phase::Idle, Event::Request { id, keep_conn, params }) => {
+                    let request = Request::from_params(params, settings.max_body).map_err(|e| {
+                        log::warn!("request {id} refused: {e}");
+                        (e.status(), e.to_string())
+                    });
+                    self.phase = Phase::Body(Pending { id, keep_conn, request, spool: Spool::default() });
+                }
+                (Phase::Body(p), Event::Stdin { id, data }) if id == p.id => {
+                    // Bytes past CONTENT_LENGTH are dropped (FastCGI §6.2).
+                    if let Ok(req) = &p.request {
+                        let want = match req.body {
+                            BodyLength::None => 0,
+                            BodyLength::Exact(n) => n,
+                            BodyLength::UntilEof => u64::MAX,
+                        };
+                        let room = want.saturating_sub(p.spool.len());
+                        let take = data.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+                        match (req.body, settings.max_body) {
+                            (BodyLength::UntilEof, Some(limit)) if p.spool.len() + take as u64 > limit => {
+                                log::warn!("request {id}: chunked body over --max-body ({limit} bytes)");
+                                p.request = Err(("413 Content Too Large", "The request body is too large.".into()));
+                            }
+                            _ => p.spool.write(&data[..take])?,
+                        }
+                    }
+                }
+                (Phase::Body(p), Event::StdinEnd { id }) if id == p.id => {
+                    let Phase::Body(p) = std::mem::replace(&mut self.phase, Phase::Idle) else { unreachable!() };
+                    match p.request {
+                        Ok(request) => {
+                            if let BodyLength::Exact(n) = request.body {
+                                if p.spool.len() < n {
+                                    log::warn!("request {id}: STDIN ended after {} of {n} bytes (CONTENT_LENGTH); the client hung up mid-body", p.spool.len());
+                                    self.refuse(id, "400 Bad Request", "The request body is shorter than its Content-Length.")?;
+                                    self.codec.finish(id);
+                                    if !p.keep_conn {
+                                        return Ok(Step::Close);
+                                    }
+                                    continue;
+                                }
+                            }
+                            return Ok(Step::Run(Ready { id, keep_conn: p.keep_conn, request, spool: p.spool }));
+                        }
+                        // Refused: the body was read and dropped first, so a web server still
+                        // sending it never sees a reset (its 413 would become a 502), and a
+                        // kept-alive connection stays usable (FastCGI §5.1).
+                        Err((status, detail)) => {
+                            self.refuse(id, status, &detail)?;
+                            self.codec.finish(id);
+                            if !p.keep_conn {
+                                return Ok(Step::Close);
+                            }
+                        }
+                    }
+                }
+                (Phase::Body(p), Event::Abort { id }) if p.id != id => log::debug!("ignoring an abort for inactive request {id}"),
+                (_, Event::Abort { id }) => {
+                    let keep_conn = match std::mem::replace(&mut self.phase, Phase::Idle) {
+                        Phase::Body(p) => p.keep_conn,
+                        Phase::Idle => true,
+                    };
+                    self.end_request(id)?;
+                    self.codec.finish(id);
+                    if !keep_conn {
+                        return Ok(Step::Close);
+                    }
+                }
+                (_, event @ (Event::GetValues { .. } | Event::UnknownManagementType { .. } | Event::Reject { .. })) => {
+                    let close = matches!(event, Event::Reject { keep_conn: false, .. }) && self.codec.active_count() == 0;
+                    self.answer_management(&event)?;
+                    if close {
+                        return Ok(Step::Close);
+                    }
+                }
+                (_, other) => log::debug!("ignoring {other:?}"),
+            }
+        }
+        Ok(Step::Wait)
+    }
+
+    /// Write everything, waiting (bounded) while the web server's side is full.
+    fn send(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            match self.stream.write(bytes) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => bytes = &bytes[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !self.stream.wait_writable(WRITE_TIMEOUT)? {
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, "the web server stopped reading the response"));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Take in whatever the web server sent while we were writing, without blocking;
@@ -93,12 +306,8 @@ impl Shared {
         Ok(())
     }
 
-    fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes)
-    }
-
-    /// Answer a management record or a rejected BEGIN_REQUEST; false if the event is not one.
-    fn answer_management(&mut self, event: &Event) -> Result<bool, ConnError> {
+    /// Answer a management record or a rejected BEGIN_REQUEST.
+    fn answer_management(&mut self, event: &Event) -> Result<(), ConnError> {
         let mut out = Vec::new();
         match event {
             Event::GetValues { names } => {
@@ -107,19 +316,44 @@ impl Shared {
             }
             Event::UnknownManagementType { record_type } => encode::unknown_type(&mut out, *record_type),
             Event::Reject { id, status, .. } => encode::end_request(&mut out, *id, 0, *status),
-            _ => return Ok(false),
+            _ => return Ok(()),
         }
-        self.send(&out)?;
-        Ok(true)
+        Ok(self.send(&out)?)
+    }
+
+    /// The end records of a request: STDOUT (and STDERR, if used) streams, then END_REQUEST.
+    fn end_records(&mut self, out: &mut Vec<u8>, id: u16) {
+        encode::end_stdout(out, id);
+        if std::mem::take(&mut self.stderr_used) {
+            encode::end_stderr(out, id);
+        }
+        encode::end_request(out, id, 0, ProtocolStatus::RequestComplete);
+    }
+
+    fn end_request(&mut self, id: u16) -> io::Result<()> {
+        let mut out = Vec::new();
+        self.end_records(&mut out, id);
+        self.send(&out)
+    }
+
+    /// Answer a request the app never sees (400/413) with a short page.
+    fn refuse(&mut self, id: u16, status: &str, detail: &str) -> io::Result<()> {
+        let body = format!("{status}\n\n{detail}\n");
+        let mut bytes = ResponseHead::error(status, body.len()).to_cgi_bytes();
+        bytes.extend_from_slice(body.as_bytes());
+        let mut out = Vec::new();
+        encode::stdout(&mut out, id, &bytes);
+        self.end_records(&mut out, id);
+        self.send(&out)
     }
 }
 
 /// The response of one request as STDOUT records; the head waits for the first chunk.
 struct FastCgiSink {
-    conn: SharedConn,
+    conn: Conn,
     id: u16,
     pending_head: Vec<u8>,
-    ended: Arc<std::sync::atomic::AtomicBool>,
+    ended: Arc<AtomicBool>,
 }
 
 impl ResponseSink for FastCgiSink {
@@ -130,116 +364,27 @@ impl ResponseSink for FastCgiSink {
 
     fn send_body(&mut self, chunk: &[u8]) -> io::Result<()> {
         let mut out = Vec::with_capacity(self.pending_head.len() + chunk.len() + 64);
-        if !self.pending_head.is_empty() {
-            let head = std::mem::take(&mut self.pending_head);
-            encode::stdout(&mut out, self.id, &head);
-        }
+        let head = std::mem::take(&mut self.pending_head);
+        encode::stdout(&mut out, self.id, &head);
         encode::stdout(&mut out, self.id, chunk);
-        let mut conn = lock(&self.conn);
+        let mut conn = self.conn.lock();
         conn.send(&out)?;
         conn.poll_for_abort(self.id)
     }
 
     fn finish(&mut self) -> io::Result<()> {
+        // The whole short response leaves in one write: head, body, end records.
         let mut out = Vec::new();
         let head = std::mem::take(&mut self.pending_head);
         encode::stdout(&mut out, self.id, &head);
-        let mut conn = lock(&self.conn);
-        end_records(&mut out, &mut conn, self.id);
-        self.ended.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut conn = self.conn.lock();
+        conn.end_records(&mut out, self.id);
+        self.ended.store(true, Ordering::SeqCst);
         conn.send(&out)
     }
 }
 
-/// The end records of a request: STDOUT (and STDERR, if used) streams, then END_REQUEST.
-fn end_records(out: &mut Vec<u8>, conn: &mut Shared, id: u16) {
-    encode::end_stdout(out, id);
-    if std::mem::take(&mut conn.stderr_used) {
-        encode::end_stderr(out, id);
-    }
-    encode::end_request(out, id, 0, ProtocolStatus::RequestComplete);
-}
-
-fn end_request(conn: &mut Shared, id: u16) -> io::Result<()> {
-    let mut out = Vec::new();
-    end_records(&mut out, conn, id);
-    conn.send(&out)
-}
-
-
-/// Answer a request the app never sees (400/413) with a short page.
-fn refuse(conn: &mut Shared, id: u16, status: &str, detail: &str) -> io::Result<()> {
-    let body = format!("{status}\n\n{detail}\n");
-    let head = ResponseHead::error(status, body.len());
-    let mut out = Vec::new();
-    let mut bytes = head.to_cgi_bytes();
-    bytes.extend_from_slice(body.as_bytes());
-    encode::stdout(&mut out, id, &bytes);
-    conn.send(&out)?;
-    end_request(conn, id)
-}
-
-/// Refuse a request the app never sees. Its STDIN is read and dropped first: closing on a
-/// web server still sending the body would turn our 413 into its 502, and a kept-alive
-/// connection stays usable (FastCGI §5.1).
-fn refuse_after_draining(conn: &mut Shared, id: u16, keep_conn: bool, status: &str, detail: &str) -> Result<bool, ConnError> {
-    if let Body::Aborted = spool_stdin(conn, id, BodyLength::None, None)? {
-        end_request(conn, id)?;
-    } else {
-        refuse(conn, id, status, detail)?;
-    }
-    conn.codec.finish(id);
-    Ok(keep_conn)
-}
-
-/// How reading a request's STDIN ended.
-enum Body {
-    Complete(Spool),
-    Aborted,
-    /// STDIN ended before CONTENT_LENGTH bytes: the client hung up mid-body.
-    Short { got: u64, want: u64 },
-    TooLarge { limit: u64 },
-}
-
-fn spool_stdin(conn: &mut Shared, id: u16, body: BodyLength, max_body: Option<u64>) -> Result<Body, ConnError> {
-    let mut spool = Spool::default();
-    // Bytes past CONTENT_LENGTH are dropped (FastCGI §6.2: read at most CONTENT_LENGTH).
-    let want = match body {
-        BodyLength::None => 0,
-        BodyLength::Exact(n) => n,
-        BodyLength::UntilEof => u64::MAX,
-    };
-    loop {
-        let Some(event) = conn.next_event()? else { return Err(ConnError::Closed) };
-        match event {
-            Event::Stdin { id: i, data } if i == id => {
-                let room = want.saturating_sub(spool.len());
-                let take = data.len().min(usize::try_from(room).unwrap_or(usize::MAX));
-                if let (BodyLength::UntilEof, Some(limit)) = (body, max_body) {
-                    if spool.len() + take as u64 > limit {
-                        return Ok(Body::TooLarge { limit });
-                    }
-                }
-                spool.write(&data[..take])?;
-            }
-            Event::StdinEnd { id: i } if i == id => break,
-            Event::Abort { id: i } if i == id => return Ok(Body::Aborted),
-            other => {
-                if !conn.answer_management(&other)? {
-                    log::debug!("ignoring {other:?} while reading request {id}'s body");
-                }
-            }
-        }
-    }
-    if let BodyLength::Exact(n) = body {
-        if spool.len() < n {
-            return Ok(Body::Short { got: spool.len(), want: n });
-        }
-    }
-    Ok(Body::Complete(spool))
-}
-
-fn errors_sink(conn: SharedConn, id: u16) -> streams::ErrorSink {
+fn errors_sink(conn: Conn, id: u16) -> streams::ErrorSink {
     Arc::new(move |text: &str| {
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             log::warn!("wsgi.errors: {line}");
@@ -250,118 +395,39 @@ fn errors_sink(conn: SharedConn, id: u16) -> streams::ErrorSink {
             return;
         }
         // The web server may be gone; the text is in our own log anyway.
-        let mut c = lock(&conn);
+        let mut c = conn.lock();
         c.stderr_used = true;
         let _ = c.send(&out);
     })
 }
 
 /// Requests being answered right now in this process (a graceful stop waits for them).
-pub static IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+pub static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
-/// Counts a request in flight for as long as it lives.
-struct InFlight;
-
-impl InFlight {
-    fn enter() -> InFlight {
-        IN_FLIGHT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        InFlight
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        IN_FLIGHT.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-/// Serve one request; returns whether the connection stays open.
-fn handle_request(conn: &SharedConn, app: &Py<PyAny>, settings: &Settings, id: u16, keep_conn: bool, params: Vec<(Vec<u8>, Vec<u8>)>) -> Result<bool, ConnError> {
-    let parsed = Request::from_params(params, settings.max_body);
-    let request = match parsed {
-        Ok(r) => r,
-        Err(e) => {
-            log::warn!("request {id} refused: {e}");
-            let mut c = lock(conn);
-            return refuse_after_draining(&mut c, id, keep_conn, e.status(), &e.to_string());
-        }
-    };
-    let body = {
-        let mut c = lock(conn);
-        match spool_stdin(&mut c, id, request.body, settings.max_body)? {
-            Body::Complete(spool) => spool,
-            Body::Aborted => {
-                end_request(&mut c, id)?;
-                c.codec.finish(id);
-                return Ok(keep_conn);
-            }
-            Body::Short { got, want } => {
-                log::warn!("request {id}: STDIN ended after {got} of {want} bytes (CONTENT_LENGTH); the client hung up mid-body");
-                refuse(&mut c, id, "400 Bad Request", "The request body is shorter than its Content-Length.")?;
-                c.codec.finish(id);
-                return Ok(keep_conn);
-            }
-            Body::TooLarge { limit } => {
-                log::warn!("request {id}: chunked body over --max-body ({limit} bytes)");
-                return refuse_after_draining(&mut c, id, keep_conn, "413 Content Too Large", "The request body is too large.");
-            }
-        }
-    };
-    let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+/// Run the app for a ready request on this thread; then end it and continue the connection.
+pub fn run(py: Python<'_>, conn: &Conn, app: &Py<PyAny>, settings: &Settings, ready: Ready) -> Step {
+    IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+    let Ready { id, keep_conn, request, spool } = ready;
+    let ended = Arc::new(AtomicBool::new(false));
     let sink = FastCgiSink { conn: conn.clone(), id, pending_head: Vec::new(), ended: ended.clone() };
-    let outcome = Python::attach(|py| -> PyResult<call::Outcome> {
-        let input = Bound::new(py, streams::Input::new(body.into_reader()?))?;
+    let outcome = (|| -> PyResult<call::Outcome> {
+        let input = Bound::new(py, streams::Input::new(spool.into_reader()?))?;
         let errors = Bound::new(py, streams::Errors::new(errors_sink(conn.clone(), id)))?;
         let env = environ::build(py, &request, input, errors, settings.model)?;
         Ok(call::serve(py, app.bind(py), env, Box::new(sink), settings.policy))
-    });
-    let mut c = lock(conn);
+    })();
     match outcome {
-        Ok(o) => log::info!("{} {} -> {} ({} bytes){}", request.get("REQUEST_METHOD").unwrap_or("?"), request.get("REQUEST_URI").unwrap_or(""), o.status, o.body_bytes, if o.disconnected { ", client gone" } else { "" }),
+        Ok(o) => log::info!(
+            "{} {} -> {} ({} bytes){}",
+            request.get("REQUEST_METHOD").unwrap_or("?"),
+            request.get("REQUEST_URI").unwrap_or(""),
+            o.status,
+            o.body_bytes,
+            if o.disconnected { ", client gone" } else { "" }
+        ),
         Err(e) => log::error!("request {id}: {e}"),
     }
-    c.aborted = None;
-    if !ended.load(std::sync::atomic::Ordering::SeqCst) {
-        // Cut short (abort, app error after the head, client gone): still end the request
-        // so the web server is not left waiting; it may already be gone.
-        if let Err(e) = end_request(&mut c, id) {
-            log::debug!("request {id}: could not send END_REQUEST: {e}");
-            c.codec.finish(id);
-            return Ok(false);
-        }
-    }
-    c.codec.finish(id);
-    Ok(keep_conn)
-}
-
-/// Serve one connection until the web server closes it, or a request without
-/// FCGI_KEEP_CONN is answered. Protocol errors close this connection only.
-pub fn serve(stream: Stream, app: &Py<PyAny>, settings: &Settings) -> Result<(), ConnError> {
-    let conn: SharedConn = Arc::new(Mutex::new(Shared { stream, codec: Connection::new(settings.codec.clone()), queued: VecDeque::new(), aborted: None, peer_eof: false, stderr_used: false }));
-    loop {
-        let event = lock(&conn).next_event()?;
-        let Some(event) = event else { return Ok(()) };
-        match event {
-            Event::Request { id, keep_conn, params } => {
-                let _in_flight = InFlight::enter();
-                if !handle_request(&conn, app, settings, id, keep_conn, params)? {
-                    return Ok(());
-                }
-            }
-            Event::Stdin { .. } | Event::StdinEnd { .. } => {}
-            Event::Abort { id } => {
-                // Aborted before its params were complete: end it.
-                let mut c = lock(&conn);
-                end_request(&mut c, id)?;
-                c.codec.finish(id);
-            }
-            other => {
-                let reject_close = matches!(other, Event::Reject { keep_conn: false, .. }) && lock(&conn).codec.active_count() == 0;
-                lock(&conn).answer_management(&other)?;
-                if reject_close {
-                    return Ok(());
-                }
-            }
-        }
-    }
+    let step = conn.after_request(settings, id, keep_conn, ended.load(Ordering::SeqCst));
+    IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    step
 }

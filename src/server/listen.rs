@@ -79,10 +79,27 @@ impl Stream {
         }
     }
 
-    pub fn set_read_timeout(&self, t: Option<std::time::Duration>) -> io::Result<()> {
-        match self {
-            Stream::Unix(s) => s.set_read_timeout(t),
-            Stream::Tcp(s) => s.set_read_timeout(t),
+    pub fn shutdown(&self, how: std::net::Shutdown) {
+        let _ = match self {
+            Stream::Unix(s) => s.shutdown(how),
+            Stream::Tcp(s) => s.shutdown(how),
+        };
+    }
+
+    /// Wait until the socket can take more bytes; false on timeout.
+    pub fn wait_writable(&self, timeout: std::time::Duration) -> io::Result<bool> {
+        let mut pfd = libc::pollfd { fd: self.fd(), events: libc::POLLOUT, revents: 0 };
+        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        loop {
+            // SAFETY: one valid pollfd.
+            let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if rc >= 0 {
+                return Ok(rc > 0);
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
         }
     }
 
@@ -240,12 +257,12 @@ impl Listener {
         match self {
             Listener::Unix(l) => {
                 let (s, _) = l.accept()?;
-                s.set_nonblocking(false)?;
+                s.set_nonblocking(true)?;
                 Ok((Stream::Unix(s), None))
             }
             Listener::Tcp(l) => {
                 let (s, a) = l.accept()?;
-                s.set_nonblocking(false)?;
+                s.set_nonblocking(true)?;
                 let _ = s.set_nodelay(true);
                 Ok((Stream::Tcp(s), Some(a.ip())))
             }

@@ -1,19 +1,22 @@
 //! The persistent FastCGI responder: find the listening socket, make stdio safe, import the
-//! app once, then accept connections, one thread each (the GIL is released around I/O).
+//! app once, then serve from `--threads` event-loop threads (see `worker`).
 
 pub mod listen;
+pub mod worker;
 
 use crate::config::Config;
 use crate::error::ServerError;
 use crate::fastcgi::{self, conn};
 use crate::wsgi::{self, call, environ};
 use listen::Listener;
+use pyo3::prelude::*;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Set by SIGTERM or SIGINT: stop accepting, let requests in flight finish, exit 0.
-static STOP: AtomicBool = AtomicBool::new(false);
+pub(crate) static STOP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_stop_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
@@ -21,7 +24,7 @@ extern "C" fn on_stop_signal(_: libc::c_int) {
 
 fn install_stop_handlers() {
     // SAFETY: the handler only stores to an atomic (async-signal-safe). No SA_RESTART, so a
-    // blocking poll() returns EINTR at once.
+    // blocking epoll_wait returns EINTR at once.
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
         sa.sa_sigaction = on_stop_signal as extern "C" fn(libc::c_int) as usize;
@@ -32,18 +35,11 @@ fn install_stop_handlers() {
     }
 }
 
-/// Wait until the listener has a connection or `ms` pass; false if interrupted or timed out.
-fn wait_readable(fd: std::os::fd::RawFd, ms: i32) -> bool {
-    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-    // SAFETY: one valid pollfd.
-    unsafe { libc::poll(&mut pfd, 1, ms) > 0 }
-}
-
 /// How long a stop waits for requests in flight.
-const GRACEFUL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+const GRACEFUL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Concurrent connections served at once (each one thread); more wait in the backlog.
-pub const DEFAULT_MAX_CONNS: usize = 64;
+/// Connections kept open at once per request thread (FCGI_MAX_CONNS reports the total).
+pub const DEFAULT_MAX_CONNS: usize = 256;
 
 /// fds 1 and 2 may be closed when a web server spawns us (FastCGI §2.2), and a new
 /// connection could then land on them: point them at the log (or /dev/null) so nothing
@@ -86,29 +82,7 @@ pub fn open_listener(config: &Config) -> Result<Listener, ServerError> {
     Err(ServerError::NoSocket)
 }
 
-/// A counting gate: at most `max` connections in service.
-struct Gate {
-    busy: Mutex<usize>,
-    freed: Condvar,
-    max: usize,
-}
-
-impl Gate {
-    fn enter(&self) {
-        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-        while *busy >= self.max {
-            busy = self.freed.wait(busy).unwrap_or_else(|p| p.into_inner());
-        }
-        *busy += 1;
-    }
-
-    fn leave(&self) {
-        *self.busy.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
-        self.freed.notify_one();
-    }
-}
-
-/// Run the FastCGI responder until the process is stopped. Returns the exit status.
+/// Run the FastCGI responder until a stop signal. Returns the exit status.
 pub fn run(config: &Config) -> i32 {
     let listener = match open_listener(config) {
         Ok(l) => l,
@@ -127,83 +101,61 @@ pub fn run(config: &Config) -> i32 {
         return 1;
     };
     let app = match wsgi::boot::boot(config, spec) {
-        Ok(app) => Arc::new(app),
+        Ok(app) => app,
         Err(e) => {
             log::error!("{e}");
             return 1;
         }
     };
+    // Non-blocking: several threads (or processes) may share the socket.
+    if let Err(e) = listener.set_nonblocking() {
+        log::error!("cannot make the listener non-blocking: {e}");
+        return 1;
+    }
+    let threads = config.threads.max(1);
     let max_conns = config.max_conns.unwrap_or(DEFAULT_MAX_CONNS);
-    let settings = Arc::new(conn::Settings {
-        codec: fastcgi::Config { mpxs_conns: false, max_conns: max_conns as u32, max_reqs: max_conns as u32, limits: Default::default() },
+    let settings = conn::Settings {
+        codec: fastcgi::Config {
+            mpxs_conns: false,
+            max_conns: u32::try_from(max_conns * threads).unwrap_or(u32::MAX),
+            max_reqs: u32::try_from(threads).unwrap_or(u32::MAX),
+            limits: Default::default(),
+        },
         max_body: config.max_body,
         policy: call::ErrorPolicy { show_traceback: config.debug },
-        model: environ::ProcessModel { multithread: max_conns > 1, multiprocess: true, run_once: false },
-    });
+        model: environ::ProcessModel { multithread: threads > 1, multiprocess: true, run_once: false },
+    };
     let allowed = listen::allowed_peers();
-    let gate = Arc::new(Gate { busy: Mutex::new(0), freed: Condvar::new(), max: max_conns });
-    let served = Arc::new(AtomicUsize::new(0));
-    log::info!("serving {spec} over FastCGI on {}", listener.describe());
     install_stop_handlers();
-    // Non-blocking, so a connection taken by another process sharing the socket never
-    // leaves us stuck in accept() past a stop signal.
-    if let Err(e) = listener.set_nonblocking() {
-        log::warn!("cannot make the listener non-blocking: {e}");
-    }
-    loop {
-        gate.enter();
-        // poll() blocks up to a second at a time; a stop signal interrupts it at once.
-        while !STOP.load(Ordering::SeqCst) {
-            if wait_readable(listener.raw_fd(), 1000) {
-                break;
+    log::info!("serving {spec} over FastCGI on {} with {threads} thread(s)", listener.describe());
+    let worker = worker::Worker {
+        listener: &listener,
+        app: &app,
+        settings: &settings,
+        allowed: allowed.as_deref(),
+        max_conns,
+        exclusive: threads > 1,
+        graceful_timeout: GRACEFUL_TIMEOUT,
+    };
+    let failed = Arc::new(AtomicBool::new(false));
+    std::thread::scope(|scope| {
+        for i in 1..threads {
+            let (worker, failed) = (&worker, failed.clone());
+            let spawned = std::thread::Builder::new().name(format!("fcgi-{i}")).spawn_scoped(scope, move || {
+                if let Err(e) = Python::attach(|py| worker.run(py)) {
+                    log::error!("request thread {i}: {e}");
+                    failed.store(true, Ordering::SeqCst);
+                }
+            });
+            if let Err(e) = spawned {
+                log::error!("cannot start request thread {i}: {e}");
             }
         }
-        if STOP.load(Ordering::SeqCst) {
-            gate.leave();
-            break;
+        if let Err(e) = Python::attach(|py| worker.run(py)) {
+            log::error!("request thread 0: {e}");
+            failed.store(true, Ordering::SeqCst);
         }
-        let (stream, peer) = match listener.accept() {
-            Ok(c) => c,
-            // Another process sharing the socket took it first.
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                gate.leave();
-                continue;
-            }
-            Err(e) => {
-                gate.leave();
-                log::warn!("accept: {e}");
-                std::thread::sleep(std::time::Duration::from_millis(10));
-                continue;
-            }
-        };
-        if let (Some(allowed), Some(peer)) = (&allowed, peer) {
-            if !listen::peer_allowed(allowed, peer) {
-                log::warn!("refused a connection from {peer}: not in FCGI_WEB_SERVER_ADDRS");
-                gate.leave();
-                continue;
-            }
-        }
-        let gate_again = gate.clone();
-        let (app, settings, gate, served) = (app.clone(), settings.clone(), gate.clone(), served.clone());
-        let spawned = std::thread::Builder::new().name("fcgi-conn".into()).spawn(move || {
-            if let Err(e) = conn::serve(stream, &app, &settings) {
-                log::warn!("connection closed: {e}");
-            }
-            served.fetch_add(1, Ordering::Relaxed);
-            gate.leave();
-        });
-        if let Err(e) = spawned {
-            log::error!("cannot start a connection thread: {e}");
-            gate_again.leave();
-        }
-    }
-    // Stopping: no new connections; requests in flight finish (idle kept-alive connections
-    // are simply closed when the process exits).
-    drop(listener);
-    let deadline = std::time::Instant::now() + GRACEFUL_TIMEOUT;
-    while conn::IN_FLIGHT.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    log::info!("stopped after {} connections", served.load(Ordering::Relaxed));
-    0
+    });
+    log::info!("stopped");
+    i32::from(failed.load(Ordering::SeqCst))
 }

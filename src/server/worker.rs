@@ -1,0 +1,162 @@
+//! One request thread: an epoll loop over the listener and its connections. The thread
+//! holds the GIL except while it waits in epoll and during socket writes, so with one
+//! thread per process (the default) there is no GIL hand-off at all, and kept-alive
+//! connections from nginx never tie a thread down.
+
+use super::listen::{self, Listener};
+use super::STOP;
+use crate::fastcgi::conn::{self, Conn, Settings, Step};
+use pyo3::prelude::*;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::os::fd::RawFd;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// The epoll token of the listener (connections use their fd).
+const LISTENER: u64 = u64::MAX;
+
+/// An epoll instance, closed on drop.
+struct Epoll(RawFd);
+
+impl Epoll {
+    fn new() -> std::io::Result<Epoll> {
+        // SAFETY: plain syscall; the fd is owned by the returned value.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Epoll(fd))
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> std::io::Result<()> {
+        let mut ev = libc::epoll_event { events, u64: token };
+        // SAFETY: `ev` outlives the call; the kernel copies it.
+        if unsafe { libc::epoll_ctl(self.0, op, fd, &mut ev) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn wait(&self, events: &mut [libc::epoll_event], ms: i32) -> usize {
+        // SAFETY: the buffer holds `events.len()` entries.
+        let n = unsafe { libc::epoll_wait(self.0, events.as_mut_ptr(), events.len() as i32, ms) };
+        usize::try_from(n).unwrap_or(0)
+    }
+}
+
+impl Drop for Epoll {
+    fn drop(&mut self) {
+        // SAFETY: we own the fd.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+pub struct Worker<'a> {
+    pub listener: &'a Listener,
+    pub app: &'a Py<PyAny>,
+    pub settings: &'a Settings,
+    pub allowed: Option<&'a [IpAddr]>,
+    /// Connections this thread keeps at most; past it the listener is left alone.
+    pub max_conns: usize,
+    /// Several threads share the listener: wake only one of them per connection.
+    pub exclusive: bool,
+    pub graceful_timeout: Duration,
+}
+
+impl Worker<'_> {
+    /// Serve until a stop signal, then let requests in flight finish (bounded) and return.
+    pub fn run(&self, py: Python<'_>) -> std::io::Result<()> {
+        let epoll = Epoll::new()?;
+        let listen_events = libc::EPOLLIN as u32 | if self.exclusive { libc::EPOLLEXCLUSIVE as u32 } else { 0 };
+        epoll.ctl(libc::EPOLL_CTL_ADD, self.listener.raw_fd(), listen_events, LISTENER)?;
+        let mut listening = true;
+        let mut conns: HashMap<RawFd, Conn> = HashMap::new();
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
+        let mut stop_deadline: Option<Instant> = None;
+        loop {
+            let n = py.detach(|| epoll.wait(&mut events, 1000));
+            if STOP.load(Ordering::SeqCst) && stop_deadline.is_none() {
+                // Stop: no new connections; idle ones close now, busy ones when done.
+                stop_deadline = Some(Instant::now() + self.graceful_timeout);
+                if listening {
+                    let _ = epoll.ctl(libc::EPOLL_CTL_DEL, self.listener.raw_fd(), 0, 0);
+                    listening = false;
+                }
+            }
+            for ev in &events[..n] {
+                let token = ev.u64;
+                if token == LISTENER {
+                    if stop_deadline.is_none() {
+                        self.accept_all(&epoll, &mut conns);
+                    }
+                    continue;
+                }
+                let fd = token as RawFd;
+                let Some(conn) = conns.get(&fd).cloned() else { continue };
+                let mut step = conn.on_readable(self.settings);
+                loop {
+                    step = match step {
+                        Step::Wait => break,
+                        Step::Run(ready) => conn::run(py, &conn, self.app, self.settings, ready),
+                        Step::Close => {
+                            let _ = epoll.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0);
+                            conn.close();
+                            conns.remove(&fd);
+                            break;
+                        }
+                    };
+                }
+            }
+            if let Some(deadline) = stop_deadline {
+                conns.retain(|fd, c| {
+                    let keep = !c.is_idle();
+                    if !keep {
+                        let _ = epoll.ctl(libc::EPOLL_CTL_DEL, *fd, 0, 0);
+                        c.close();
+                    }
+                    keep
+                });
+                if conns.is_empty() || Instant::now() >= deadline {
+                    return Ok(());
+                }
+                continue;
+            }
+            // Past the connection limit the listener was dropped from the set; back now?
+            let full = conns.len() >= self.max_conns;
+            if listening == full {
+                let op = if full { libc::EPOLL_CTL_DEL } else { libc::EPOLL_CTL_ADD };
+                if epoll.ctl(op, self.listener.raw_fd(), listen_events, LISTENER).is_ok() {
+                    listening = !full;
+                }
+            }
+        }
+    }
+
+    fn accept_all(&self, epoll: &Epoll, conns: &mut HashMap<RawFd, Conn>) {
+        while conns.len() < self.max_conns {
+            let (stream, peer) = match self.listener.accept() {
+                Ok(c) => c,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!("accept: {e}");
+                    return;
+                }
+            };
+            if let (Some(allowed), Some(peer)) = (self.allowed, peer) {
+                if !listen::peer_allowed(allowed, peer) {
+                    log::warn!("refused a connection from {peer}: not in FCGI_WEB_SERVER_ADDRS");
+                    continue;
+                }
+            }
+            let conn = Conn::new(stream, &self.settings.codec);
+            let fd = conn.fd();
+            if let Err(e) = epoll.ctl(libc::EPOLL_CTL_ADD, fd, libc::EPOLLIN as u32 | libc::EPOLLRDHUP as u32, fd as u64) {
+                log::warn!("cannot watch a new connection: {e}");
+                continue;
+            }
+            conns.insert(fd, conn);
+        }
+    }
+}

@@ -36,7 +36,7 @@ impl ResponseSink for CgiSink {
         Ok(())
     }
 
-    fn send_body(&mut self, chunk: &[u8]) -> io::Result<()> {
+    fn send_body(&mut self, chunk: &[u8], _last: bool) -> io::Result<()> {
         if self.pending.is_empty() {
             return self.out.write_all(chunk);
         }

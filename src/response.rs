@@ -96,7 +96,8 @@ pub trait ResponseSink: Send {
     /// Send the head; called once, before any body.
     fn send_head(&mut self, head: &ResponseHead) -> io::Result<()>;
     /// Send one non-empty body chunk; it should reach the server promptly (streaming).
-    fn send_body(&mut self, chunk: &[u8]) -> io::Result<()>;
+    /// `last`: no more body follows, so the sink may hold it to leave with `finish`.
+    fn send_body(&mut self, chunk: &[u8], last: bool) -> io::Result<()>;
     /// The response is complete.
     fn finish(&mut self) -> io::Result<()>;
 }

@@ -109,10 +109,12 @@ impl Conn {
         self.lock().stream.fd()
     }
 
-    /// Shut the socket down now, even if the app still holds a reference to this connection
-    /// (through `wsgi.errors`).
-    pub fn close(&self) {
-        self.lock().stream.shutdown(Shutdown::Both);
+    /// Close the connection now, even if the app still holds a reference to it (through
+    /// `wsgi.errors`): then the socket is shut down explicitly; otherwise dropping it is enough.
+    pub fn close(self) {
+        if Arc::strong_count(&self.0) > 1 {
+            self.lock().stream.shutdown(Shutdown::Both);
+        }
     }
 
     /// True between requests: nothing is lost if it is closed now.
@@ -348,11 +350,15 @@ impl Shared {
     }
 }
 
-/// The response of one request as STDOUT records; the head waits for the first chunk.
+/// The response of one request as STDOUT records. The head waits for the first chunk, and
+/// the last chunk (when the app's result says which it is) waits for the end records, so a
+/// short response leaves in one write.
 struct FastCgiSink {
     conn: Conn,
     id: u16,
     pending_head: Vec<u8>,
+    /// Encoded records not yet written.
+    held: Vec<u8>,
     ended: Arc<AtomicBool>,
 }
 
@@ -362,19 +368,21 @@ impl ResponseSink for FastCgiSink {
         Ok(())
     }
 
-    fn send_body(&mut self, chunk: &[u8]) -> io::Result<()> {
-        let mut out = Vec::with_capacity(self.pending_head.len() + chunk.len() + 64);
+    fn send_body(&mut self, chunk: &[u8], last: bool) -> io::Result<()> {
         let head = std::mem::take(&mut self.pending_head);
-        encode::stdout(&mut out, self.id, &head);
-        encode::stdout(&mut out, self.id, chunk);
+        encode::stdout(&mut self.held, self.id, &head);
+        encode::stdout(&mut self.held, self.id, chunk);
+        if last {
+            return Ok(());
+        }
+        let out = std::mem::take(&mut self.held);
         let mut conn = self.conn.lock();
         conn.send(&out)?;
         conn.poll_for_abort(self.id)
     }
 
     fn finish(&mut self) -> io::Result<()> {
-        // The whole short response leaves in one write: head, body, end records.
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.held);
         let head = std::mem::take(&mut self.pending_head);
         encode::stdout(&mut out, self.id, &head);
         let mut conn = self.conn.lock();
@@ -409,7 +417,7 @@ pub fn run(py: Python<'_>, conn: &Conn, app: &Py<PyAny>, settings: &Settings, re
     IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
     let Ready { id, keep_conn, request, spool } = ready;
     let ended = Arc::new(AtomicBool::new(false));
-    let sink = FastCgiSink { conn: conn.clone(), id, pending_head: Vec::new(), ended: ended.clone() };
+    let sink = FastCgiSink { conn: conn.clone(), id, pending_head: Vec::new(), held: Vec::new(), ended: ended.clone() };
     let outcome = (|| -> PyResult<call::Outcome> {
         let input = Bound::new(py, streams::Input::new(spool.into_reader()?))?;
         let errors = Bound::new(py, streams::Errors::new(errors_sink(conn.clone(), id)))?;

@@ -252,20 +252,37 @@ pub fn bind(spec: &BindSpec, perms: &SocketPerms) -> Result<Listener, ServerErro
 }
 
 impl Listener {
-    /// Accept one connection; the peer's IP for TCP.
+    /// Accept one connection, non-blocking and close-on-exec in one syscall; the peer's IP
+    /// for TCP.
     pub fn accept(&self) -> io::Result<(Stream, Option<IpAddr>)> {
-        match self {
-            Listener::Unix(l) => {
-                let (s, _) = l.accept()?;
-                s.set_nonblocking(true)?;
-                Ok((Stream::Unix(s), None))
+        // SAFETY: sockaddr_storage fits any address; accept4 fills at most `len` bytes and
+        // returns a new fd that we own.
+        unsafe {
+            let mut addr: libc::sockaddr_storage = std::mem::zeroed();
+            let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            let fd = libc::accept4(self.raw_fd(), (&mut addr as *mut libc::sockaddr_storage).cast(), &mut len, libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
             }
-            Listener::Tcp(l) => {
-                let (s, a) = l.accept()?;
-                s.set_nonblocking(true)?;
-                let _ = s.set_nodelay(true);
-                Ok((Stream::Tcp(s), Some(a.ip())))
-            }
+            Ok(match self {
+                Listener::Unix(_) => (Stream::Unix(UnixStream::from_raw_fd(fd)), None),
+                Listener::Tcp(_) => {
+                    let s = TcpStream::from_raw_fd(fd);
+                    let _ = s.set_nodelay(true);
+                    let peer = match i32::from(addr.ss_family) {
+                        libc::AF_INET => {
+                            let a = &*(&addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>();
+                            Some(IpAddr::from(u32::from_be(a.sin_addr.s_addr).to_be_bytes()))
+                        }
+                        libc::AF_INET6 => {
+                            let a = &*(&addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>();
+                            Some(IpAddr::from(a.sin6_addr.s6_addr))
+                        }
+                        _ => None,
+                    };
+                    (Stream::Tcp(s), peer)
+                }
+            })
         }
     }
 

@@ -100,23 +100,21 @@ impl Worker<'_> {
                         Step::Wait => break,
                         Step::Run(ready) => conn::run(py, &conn, self.app, self.settings, ready),
                         Step::Close => {
-                            let _ = epoll.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0);
-                            conn.close();
+                            // Closing the fd takes it out of the epoll set (it is never dup'ed).
                             conns.remove(&fd);
+                            conn.close();
                             break;
                         }
                     };
                 }
             }
             if let Some(deadline) = stop_deadline {
-                conns.retain(|fd, c| {
-                    let keep = !c.is_idle();
-                    if !keep {
-                        let _ = epoll.ctl(libc::EPOLL_CTL_DEL, *fd, 0, 0);
+                let idle: Vec<RawFd> = conns.iter().filter(|(_, c)| c.is_idle()).map(|(fd, _)| *fd).collect();
+                for fd in idle {
+                    if let Some(c) = conns.remove(&fd) {
                         c.close();
                     }
-                    keep
-                });
+                }
                 if conns.is_empty() || Instant::now() >= deadline {
                     return Ok(());
                 }

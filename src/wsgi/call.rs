@@ -37,7 +37,7 @@ enum SendError {
     Gone(std::io::Error),
 }
 
-fn send(py: Python<'_>, state: &Shared, chunk: &[u8]) -> Result<(), SendError> {
+fn send(py: Python<'_>, state: &Shared, chunk: &[u8], last: bool) -> Result<(), SendError> {
     let (mut sink, head, chunk) = {
         let mut st = lock(state);
         if st.broken {
@@ -71,7 +71,7 @@ fn send(py: Python<'_>, state: &Shared, chunk: &[u8]) -> Result<(), SendError> {
             sink_ref.send_head(h)?;
         }
         if !chunk.is_empty() {
-            sink_ref.send_body(chunk)?;
+            sink_ref.send_body(chunk, last)?;
         }
         Ok(())
     });
@@ -149,7 +149,7 @@ impl StartResponse {
 impl Write {
     fn __call__(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let bytes = data.cast::<PyBytes>().map_err(|_| PyTypeError::new_err(format!("write() takes bytes, not {}", data.get_type().name().map(|n| n.to_string()).unwrap_or_default())))?;
-        match send(py, &self.state, bytes.as_bytes()) {
+        match send(py, &self.state, bytes.as_bytes(), false) {
             Ok(()) => Ok(()),
             Err(SendError::App(e)) => Err(e),
             Err(SendError::Gone(e)) => Err(pyo3::exceptions::PyConnectionError::new_err(format!("the client went away: {e}"))),
@@ -179,7 +179,7 @@ pub struct ErrorPolicy {
 pub fn send_error(sink: &mut dyn ResponseSink, status: &str, detail: &str) -> std::io::Result<()> {
     let body = format!("{status}\n\n{detail}\n");
     sink.send_head(&ResponseHead::error(status, body.len()))?;
-    sink.send_body(body.as_bytes())?;
+    sink.send_body(body.as_bytes(), true)?;
     sink.finish()
 }
 
@@ -223,7 +223,7 @@ pub fn serve(py: Python<'_>, app: &Bound<'_, PyAny>, environ: Bound<'_, PyDict>,
         (Ok(()), close_error) => {
             // An empty body: the head goes out now (or the app never called start_response).
             if !lock(&state).head_sent {
-                match send(py, &state, b"") {
+                match send(py, &state, b"", true) {
                     Err(SendError::App(e)) => return fail(py, &state, e, policy),
                     Err(SendError::Gone(e)) => {
                         log::info!("the client went away: {e}");
@@ -238,8 +238,11 @@ pub fn serve(py: Python<'_>, app: &Bound<'_, PyAny>, environ: Bound<'_, PyDict>,
 }
 
 fn iterate(py: Python<'_>, state: &Shared, result: &Bound<'_, PyAny>) -> Result<(), SendError> {
+    // A list or tuple (the common `return [body]`) tells which chunk is the last, so the
+    // sink can send it together with the end of the response.
+    let known_len = if result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>() { result.len().ok() } else { None };
     let iter = result.try_iter().map_err(SendError::App)?;
-    for chunk in iter {
+    for (i, chunk) in iter.enumerate() {
         let chunk = chunk.map_err(SendError::App)?;
         let bytes = chunk.cast::<PyBytes>().map_err(|_| {
             let kind = chunk.get_type().name().map(|n| n.to_string()).unwrap_or_default();
@@ -247,7 +250,7 @@ fn iterate(py: Python<'_>, state: &Shared, result: &Bound<'_, PyAny>) -> Result<
         })?;
         // Empty chunks are legal and must not force the head out early (PEP 3333).
         if !bytes.as_bytes().is_empty() {
-            send(py, state, bytes.as_bytes())?;
+            send(py, state, bytes.as_bytes(), known_len == Some(i + 1))?;
         }
     }
     Ok(())

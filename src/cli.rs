@@ -77,7 +77,32 @@ pub struct Cli {
     #[arg(long, value_name = "PATH", env = "CGI2WSGI_LOG_FILE")]
     pub log_file: Option<PathBuf>,
 
-    /// FastCGI: request threads in this process (default 1: no GIL contention)
+    /// FastCGI: worker processes (default: one per CPU with --bind or systemd; 1 when a web
+    /// server passed the socket on fd 0, as mod_fcgid and lighttpd multiply processes)
+    #[arg(long, value_name = "N", env = "CGI2WSGI_WORKERS")]
+    pub workers: Option<usize>,
+
+    /// FastCGI: each worker imports the app itself, instead of forking from one that did
+    #[arg(long, env = "CGI2WSGI_LAZY_APPS")]
+    pub lazy_apps: bool,
+
+    /// FastCGI: recycle a worker after about this many requests (up to 10% more, at random)
+    #[arg(long, value_name = "N", env = "CGI2WSGI_MAX_REQUESTS")]
+    pub max_requests: Option<u64>,
+
+    /// FastCGI: recycle a worker whose resident memory passes this many MiB
+    #[arg(long, value_name = "MB", env = "CGI2WSGI_MAX_RSS")]
+    pub max_rss: Option<u64>,
+
+    /// FastCGI: how long a stop or reload waits for requests in flight, in seconds
+    #[arg(long, value_name = "SECONDS", env = "CGI2WSGI_GRACEFUL_TIMEOUT", default_value_t = 30)]
+    pub graceful_timeout: u64,
+
+    /// FastCGI: reload the app (new workers, old ones drain) when its files change
+    #[arg(long, env = "CGI2WSGI_RELOAD")]
+    pub reload: bool,
+
+    /// FastCGI: request threads per worker (default 1: no GIL contention)
     #[arg(long, value_name = "N", env = "CGI2WSGI_THREADS", default_value_t = 1)]
     pub threads: usize,
 

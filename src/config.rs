@@ -32,6 +32,12 @@ pub struct Config {
     pub log_file: Option<PathBuf>,
     pub max_conns: Option<usize>,
     pub threads: usize,
+    pub workers: Option<usize>,
+    pub lazy_apps: bool,
+    pub max_requests: Option<u64>,
+    pub max_rss_mb: Option<u64>,
+    pub graceful_timeout: std::time::Duration,
+    pub reload: bool,
 }
 
 /// Words that are (or will be) subcommands and so cannot name an app in the first position.
@@ -128,6 +134,12 @@ impl Config {
             log_file: cli.log_file,
             max_conns: cli.max_conns.filter(|n| *n > 0),
             threads: cli.threads.max(1),
+            workers: cli.workers,
+            lazy_apps: cli.lazy_apps,
+            max_requests: cli.max_requests.filter(|n| *n > 0),
+            max_rss_mb: cli.max_rss.filter(|n| *n > 0),
+            graceful_timeout: std::time::Duration::from_secs(cli.graceful_timeout),
+            reload: cli.reload,
         })
     }
 }

@@ -28,10 +28,10 @@ pub fn version_string() -> String {
 }
 
 fn init_logging(level: &str) {
-    let pid = std::process::id();
     env_logger::Builder::new()
         .parse_filters(level)
-        .format(move |buf, record| writeln!(buf, "cgi2wsgi[{pid}]: {}: {}", record.level(), record.args()))
+        // The pid is read per line: workers are forked after the logger is set up.
+        .format(|buf, record| writeln!(buf, "cgi2wsgi[{}]: {}: {}", std::process::id(), record.level(), record.args()))
         .target(env_logger::Target::Stderr)
         .init();
 }

@@ -683,7 +683,7 @@ fn big_chunk_framing_on_raw_records() {
 
 #[test]
 fn keep_conn_and_get_values() {
-    let s = Server::start(&hello_app(), &["--max-conns", "8", "--threads", "2"], &[]);
+    let s = Server::start(&hello_app(), &["--max-conns", "8", "--threads", "2", "--workers", "3"], &[]);
     let mut c = s.connect();
     for id in 1..=3u16 {
         let h = c.request(id, true, &cgi("GET", "/", ""), b"").http();
@@ -695,8 +695,8 @@ fn keep_conn_and_get_values() {
             let ClientEvent::GetValuesResult { pairs } = c.event() else { panic!("expected GET_VALUES_RESULT") };
             let mut got: Vec<(String, String)> = pairs.iter().map(|(n, v)| (String::from_utf8_lossy(n).into(), String::from_utf8_lossy(v).into())).collect();
             got.sort();
-            // 8 connections per thread × 2 threads; one request at a time per thread.
-            let want = [("FCGI_MAX_CONNS", "16"), ("FCGI_MAX_REQS", "2"), ("FCGI_MPXS_CONNS", "0")];
+            // 8 connections per thread × 2 threads × 3 workers; one request at a time per thread.
+            let want = [("FCGI_MAX_CONNS", "48"), ("FCGI_MAX_REQS", "6"), ("FCGI_MPXS_CONNS", "0")];
             let want: Vec<(String, String)> = want.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
             assert_eq!(got, want);
         }

@@ -2,6 +2,7 @@
 //! app once, then serve from `--threads` event-loop threads (see `worker`).
 
 pub mod listen;
+pub mod supervisor;
 pub mod worker;
 
 use crate::config::Config;
@@ -13,7 +14,6 @@ use pyo3::prelude::*;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Set by SIGTERM or SIGINT: stop accepting, let requests in flight finish, exit 0.
 pub(crate) static STOP: AtomicBool = AtomicBool::new(false);
@@ -22,7 +22,7 @@ extern "C" fn on_stop_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
-fn install_stop_handlers() {
+pub(crate) fn install_stop_handlers() {
     // SAFETY: the handler only stores to an atomic (async-signal-safe). No SA_RESTART, so a
     // blocking epoll_wait returns EINTR at once.
     unsafe {
@@ -34,9 +34,6 @@ fn install_stop_handlers() {
         }
     }
 }
-
-/// How long a stop waits for requests in flight.
-const GRACEFUL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Connections kept open at once per request thread (FCGI_MAX_CONNS reports the total).
 pub const DEFAULT_MAX_CONNS: usize = 256;
@@ -82,8 +79,21 @@ pub fn open_listener(config: &Config) -> Result<Listener, ServerError> {
     Err(ServerError::NoSocket)
 }
 
+/// How many worker processes: `--workers`, else one when a web server handed us the socket
+/// on fd 0 (mod_fcgid and lighttpd multiply processes themselves), else one per CPU.
+fn worker_count(config: &Config) -> usize {
+    if let Some(n) = config.workers {
+        return n.max(1);
+    }
+    if config.bind.is_none() && std::env::var_os("LISTEN_FDS").is_none() {
+        return 1;
+    }
+    std::thread::available_parallelism().map(usize::from).unwrap_or(1)
+}
+
 /// Run the FastCGI responder until a stop signal. Returns the exit status.
 pub fn run(config: &Config) -> i32 {
+    let workers = worker_count(config);
     let listener = match open_listener(config) {
         Ok(l) => l,
         Err(e) => {
@@ -95,11 +105,23 @@ pub fn run(config: &Config) -> i32 {
         log::error!("cannot secure stdio: {e}");
         return 1;
     }
+    // Non-blocking: several threads (or processes) may share the socket.
+    if let Err(e) = listener.set_nonblocking() {
+        log::error!("cannot make the listener non-blocking: {e}");
+        return 1;
+    }
     wsgi::boot::prepare_environment(config);
     let Some(spec) = &config.app else {
         log::error!("{}", crate::error::ConfigError::NoApp);
         return 1;
     };
+    install_stop_handlers();
+    // One process serves by itself unless the process model needs a supervisor.
+    let supervised = workers > 1 || config.lazy_apps || config.max_requests.is_some() || config.max_rss_mb.is_some() || config.reload;
+    if supervised {
+        log::info!("supervising {workers} worker(s) for {spec} on {}", listener.describe());
+        return supervisor::run(&supervisor::Plan { config, spec, listener: &listener, workers });
+    }
     let app = match wsgi::boot::boot(config, spec) {
         Ok(app) => app,
         Err(e) => {
@@ -107,18 +129,20 @@ pub fn run(config: &Config) -> i32 {
             return 1;
         }
     };
-    // Non-blocking: several threads (or processes) may share the socket.
-    if let Err(e) = listener.set_nonblocking() {
-        log::error!("cannot make the listener non-blocking: {e}");
-        return 1;
-    }
+    serve(config, &listener, &app, spec, None)
+}
+
+/// Serve with the app already imported, in this process, until a stop signal (or, in a
+/// worker, until it is due for recycling). Returns the exit status.
+pub fn serve(config: &Config, listener: &Listener, app: &Py<PyAny>, spec: &crate::appspec::AppSpec, worker: Option<usize>) -> i32 {
     let threads = config.threads.max(1);
     let max_conns = config.max_conns.unwrap_or(DEFAULT_MAX_CONNS);
+    let processes = if worker.is_some() { worker_count(config) } else { 1 };
     let settings = conn::Settings {
         codec: fastcgi::Config {
             mpxs_conns: false,
-            max_conns: u32::try_from(max_conns * threads).unwrap_or(u32::MAX),
-            max_reqs: u32::try_from(threads).unwrap_or(u32::MAX),
+            max_conns: u32::try_from(max_conns * threads * processes).unwrap_or(u32::MAX),
+            max_reqs: u32::try_from(threads * processes).unwrap_or(u32::MAX),
             limits: Default::default(),
         },
         max_body: config.max_body,
@@ -126,16 +150,20 @@ pub fn run(config: &Config) -> i32 {
         model: environ::ProcessModel { multithread: threads > 1, multiprocess: true, run_once: false },
     };
     let allowed = listen::allowed_peers();
-    install_stop_handlers();
-    log::info!("serving {spec} over FastCGI on {} with {threads} thread(s)", listener.describe());
+    let recycle = worker::Recycle::new(config.max_requests, config.max_rss_mb);
+    match worker {
+        Some(i) => log::info!("worker {i} (pid {}) serving {spec} with {threads} thread(s)", std::process::id()),
+        None => log::info!("serving {spec} over FastCGI on {} with {threads} thread(s)", listener.describe()),
+    }
     let worker = worker::Worker {
-        listener: &listener,
-        app: &app,
+        listener,
+        app,
         settings: &settings,
         allowed: allowed.as_deref(),
         max_conns,
-        exclusive: threads > 1,
-        graceful_timeout: GRACEFUL_TIMEOUT,
+        exclusive: threads > 1 || processes > 1,
+        graceful_timeout: config.graceful_timeout,
+        recycle: &recycle,
     };
     let failed = Arc::new(AtomicBool::new(false));
     std::thread::scope(|scope| {

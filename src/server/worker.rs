@@ -62,6 +62,62 @@ pub struct Worker<'a> {
     /// Several threads share the listener: wake only one of them per connection.
     pub exclusive: bool,
     pub graceful_timeout: Duration,
+    pub recycle: &'a Recycle,
+}
+
+/// `--max-requests` (with up to 10% jitter, so workers do not all recycle at once) and
+/// `--max-rss`: once due, the worker stops accepting, finishes and exits; its zygote forks
+/// a fresh one.
+pub struct Recycle {
+    max_requests: Option<u64>,
+    max_rss_kib: Option<u64>,
+    served: std::sync::atomic::AtomicU64,
+    last_rss_check: std::sync::Mutex<Instant>,
+}
+
+impl Recycle {
+    pub fn new(max_requests: Option<u64>, max_rss_mb: Option<u64>) -> Recycle {
+        let jitter = |n: u64| {
+            let seed = u64::from(std::process::id()).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 33;
+            n + seed % (n / 10 + 1)
+        };
+        Recycle {
+            max_requests: max_requests.map(jitter),
+            max_rss_kib: max_rss_mb.map(|m| m * 1024),
+            served: std::sync::atomic::AtomicU64::new(0),
+            last_rss_check: std::sync::Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Count a finished request; true when the worker is due for recycling.
+    fn due(&self) -> bool {
+        let served = self.served.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.max_requests.is_some_and(|max| served >= max) {
+            log::info!("recycling after {served} requests (--max-requests)");
+            return true;
+        }
+        let Some(limit) = self.max_rss_kib else { return false };
+        let mut last = self.last_rss_check.lock().unwrap_or_else(|p| p.into_inner());
+        if last.elapsed() < Duration::from_secs(1) {
+            return false;
+        }
+        *last = Instant::now();
+        let rss = rss_kib();
+        if rss > limit {
+            log::warn!("recycling: RSS {} MiB is over --max-rss {} MiB", rss / 1024, limit / 1024);
+            return true;
+        }
+        false
+    }
+}
+
+/// This process's resident set size.
+fn rss_kib() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    pages * page / 1024
 }
 
 impl Worker<'_> {
@@ -98,7 +154,13 @@ impl Worker<'_> {
                 loop {
                     step = match step {
                         Step::Wait => break,
-                        Step::Run(ready) => conn::run(py, &conn, self.app, self.settings, ready),
+                        Step::Run(ready) => {
+                            let next = conn::run(py, &conn, self.app, self.settings, ready);
+                            if self.recycle.due() {
+                                STOP.store(true, Ordering::SeqCst);
+                            }
+                            next
+                        }
                         Step::Close => {
                             // Closing the fd takes it out of the epoll set (it is never dup'ed).
                             conns.remove(&fd);

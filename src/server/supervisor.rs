@@ -1,0 +1,435 @@
+//! The process model: a supervisor that never imports the app owns the listening socket and
+//! one *generation* at a time: a zygote that imports the app once and forks `--workers`
+//! workers from it (copy-on-write), re-forking any that exits. SIGHUP (or `--reload` seeing a
+//! file change) starts a new generation and, once it is up, drains the old one; a new
+//! generation whose app fails to import is dropped and the old one keeps serving.
+//!
+//! Every fork happens while the forking process has a single thread.
+
+use super::listen::Listener;
+use super::{serve, STOP};
+use crate::appspec::AppSpec;
+use crate::config::Config;
+use crate::wsgi;
+use pyo3::prelude::*;
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::fd::{FromRawFd, RawFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+/// SIGHUP: start a new generation.
+static RELOAD: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_reload_signal(_: libc::c_int) {
+    RELOAD.store(true, Ordering::SeqCst);
+}
+
+fn set_handler(sig: libc::c_int, handler: Option<extern "C" fn(libc::c_int)>) {
+    // SAFETY: the handlers only store to atomics (async-signal-safe); ignored otherwise.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = match handler {
+            Some(h) => h as usize,
+            None => libc::SIG_IGN,
+        };
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(sig, &sa, std::ptr::null_mut());
+    }
+}
+
+/// How often the supervisor and the zygotes look at their children and flags.
+const TICK: Duration = Duration::from_millis(50);
+/// A worker that dies sooner than this after its start counts as crashing.
+const QUICK_DEATH: Duration = Duration::from_secs(2);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+fn sleep_tick() {
+    // Interrupted early by a signal, which is what we want.
+    std::thread::sleep(TICK);
+}
+
+/// Die with the parent: a supervisor killed with SIGKILL must not leave its zygotes and
+/// workers holding the socket.
+fn die_with_parent(parent: libc::pid_t) {
+    // SAFETY: prctl with an integer argument; getppid has no preconditions.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+        // The parent may have died before prctl took effect.
+        if libc::getppid() != parent {
+            libc::_exit(0);
+        }
+    }
+}
+
+/// Reap one exited child without blocking.
+fn reap() -> Option<(libc::pid_t, libc::c_int)> {
+    let mut status = 0;
+    // SAFETY: plain waitpid on our own children.
+    let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+    (pid > 0).then_some((pid, status))
+}
+
+fn describe_exit(status: libc::c_int) -> String {
+    if libc::WIFSIGNALED(status) {
+        format!("killed by signal {}", libc::WTERMSIG(status))
+    } else {
+        format!("exit status {}", libc::WEXITSTATUS(status))
+    }
+}
+
+fn kill(pid: libc::pid_t, sig: libc::c_int) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, sig) };
+}
+
+/// What the supervisor runs.
+pub struct Plan<'a> {
+    pub config: &'a Config,
+    pub spec: &'a AppSpec,
+    pub listener: &'a Listener,
+    pub workers: usize,
+}
+
+/// One generation, as the supervisor sees it.
+struct Generation {
+    zygote: libc::pid_t,
+    /// Read end of the zygote's "ready" pipe (closed by the zygote once its workers are up).
+    ready: Option<std::fs::File>,
+    started: Instant,
+}
+
+/// The supervisor: returns the process exit status.
+pub fn run(plan: &Plan<'_>) -> i32 {
+    set_handler(libc::SIGHUP, Some(on_reload_signal));
+    let graceful = plan.config.graceful_timeout;
+    let mut current = match spawn_generation(plan) {
+        Ok(g) => g,
+        Err(e) => {
+            log::error!("cannot start the workers: {e}");
+            return 1;
+        }
+    };
+    if !wait_ready(&mut current) {
+        log::error!("the app could not be started; see the log above");
+        return 1;
+    }
+    let mut draining: Vec<(libc::pid_t, Instant)> = Vec::new();
+    let mut watch = plan.config.reload.then(|| Watcher::new(plan.config, plan.spec));
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        sleep_tick();
+        if STOP.load(Ordering::SeqCst) {
+            break;
+        }
+        if watch.as_mut().is_some_and(Watcher::changed) {
+            log::warn!("app files changed: reloading");
+            RELOAD.store(true, Ordering::SeqCst);
+        }
+        if RELOAD.swap(false, Ordering::SeqCst) {
+            match spawn_generation(plan).map(|mut g| (wait_ready(&mut g), g)) {
+                Ok((true, next)) => {
+                    log::warn!("reloaded: new workers are serving; the old ones finish their requests");
+                    kill(current.zygote, libc::SIGTERM);
+                    draining.push((current.zygote, Instant::now()));
+                    current = next;
+                }
+                Ok((false, next)) => {
+                    log::error!("reload failed (the new app did not start); the old workers keep serving");
+                    kill(next.zygote, libc::SIGKILL);
+                }
+                Err(e) => log::error!("reload failed: {e}"),
+            }
+        }
+        while let Some((pid, status)) = reap() {
+            if let Some(i) = draining.iter().position(|(p, _)| *p == pid) {
+                draining.swap_remove(i);
+                continue;
+            }
+            if pid != current.zygote {
+                continue;
+            }
+            log::error!("the zygote {pid} exited ({}); starting a new one", describe_exit(status));
+            if current.started.elapsed() < QUICK_DEATH {
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            } else {
+                backoff = Duration::from_millis(100);
+            }
+            match spawn_generation(plan) {
+                Ok(mut g) => {
+                    wait_ready(&mut g);
+                    current = g;
+                }
+                Err(e) => log::error!("cannot start the workers: {e}"),
+            }
+        }
+        // A drained generation that overstays is killed.
+        for (pid, since) in &draining {
+            if since.elapsed() > graceful + Duration::from_secs(5) {
+                kill(*pid, libc::SIGKILL);
+            }
+        }
+    }
+    // Stop: every generation drains; its workers finish the requests in flight.
+    kill(current.zygote, libc::SIGTERM);
+    let mut left: Vec<libc::pid_t> = draining.iter().map(|(p, _)| *p).chain([current.zygote]).collect();
+    let deadline = Instant::now() + graceful + Duration::from_secs(5);
+    while !left.is_empty() && Instant::now() < deadline {
+        while let Some((pid, _)) = reap() {
+            left.retain(|p| *p != pid);
+        }
+        sleep_tick();
+    }
+    for pid in left {
+        log::error!("zygote {pid} did not stop in time: killing it");
+        kill(pid, libc::SIGKILL);
+    }
+    0
+}
+
+/// Wait (bounded) until a new generation's workers are up; false if it failed.
+fn wait_ready(g: &mut Generation) -> bool {
+    let Some(mut pipe) = g.ready.take() else { return true };
+    // The zygote writes one byte once its workers are forked; EOF without it is failure.
+    let mut byte = [0u8; 1];
+    matches!(pipe.read(&mut byte), Ok(1))
+}
+
+fn pipe() -> std::io::Result<(RawFd, RawFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills both fds.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((fds[0], fds[1]))
+}
+
+/// Fork a zygote. Called by the single-threaded supervisor.
+fn spawn_generation(plan: &Plan<'_>) -> std::io::Result<Generation> {
+    let (read_end, write_end) = pipe()?;
+    let me = std::process::id() as libc::pid_t;
+    // SAFETY: the supervisor is single-threaded and has not initialised Python.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: the child owns its copy of the write end; the read end is the parent's.
+        unsafe { libc::close(read_end) };
+        die_with_parent(me);
+        let code = zygote(plan, write_end);
+        crate::exit(code)
+    }
+    // SAFETY: the parent keeps the read end only.
+    unsafe { libc::close(write_end) };
+    // SAFETY: read_end is a fresh fd we own.
+    let ready = unsafe { std::fs::File::from_raw_fd(read_end) };
+    Ok(Generation { zygote: pid, ready: Some(ready), started: Instant::now() })
+}
+
+/// Per worker slot: its pid, start time and crash backoff.
+struct Slot {
+    pid: libc::pid_t,
+    started: Instant,
+    backoff: Duration,
+}
+
+/// The zygote: import the app (unless `--lazy-apps`), fork the workers, keep them.
+fn zygote(plan: &Plan<'_>, ready_fd: RawFd) -> i32 {
+    set_handler(libc::SIGHUP, None);
+    let config = plan.config;
+    let app = if config.lazy_apps {
+        None
+    } else {
+        match wsgi::boot::boot(config, plan.spec) {
+            Ok(app) => {
+                // Objects alive now are never collected: the GC leaves their pages shared.
+                Python::attach(|py| {
+                    if let Err(e) = py.import("gc").and_then(|gc| gc.call_method0("freeze")) {
+                        log::warn!("gc.freeze: {e}");
+                    }
+                });
+                Some(app)
+            }
+            Err(e) => {
+                log::error!("{e}");
+                return 3;
+            }
+        }
+    };
+    let mut slots: Vec<Slot> = Vec::with_capacity(plan.workers);
+    for i in 0..plan.workers {
+        match fork_worker(plan, app.as_ref(), i) {
+            Ok(pid) => slots.push(Slot { pid, started: Instant::now(), backoff: Duration::from_millis(100) }),
+            Err(e) => log::error!("cannot fork worker {i}: {e}"),
+        }
+    }
+    // SAFETY: writing one byte to our pipe, then closing it: the supervisor's "ready".
+    unsafe {
+        libc::write(ready_fd, [b'R'].as_ptr().cast(), 1);
+        libc::close(ready_fd);
+    }
+    log::info!("{} worker(s) serving {}", slots.len(), plan.spec);
+    let mut stopping: Option<Instant> = None;
+    loop {
+        sleep_tick();
+        if STOP.load(Ordering::SeqCst) && stopping.is_none() {
+            stopping = Some(Instant::now());
+            for s in &slots {
+                kill(s.pid, libc::SIGTERM);
+            }
+        }
+        while let Some((pid, status)) = reap() {
+            let Some(i) = slots.iter().position(|s| s.pid == pid) else { continue };
+            if stopping.is_some() {
+                slots.swap_remove(i);
+                continue;
+            }
+            let clean = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+            let slot = &mut slots[i];
+            if clean {
+                // Recycled (--max-requests, --max-rss) or stopped on purpose.
+                slot.backoff = Duration::from_millis(100);
+            } else {
+                log::error!("worker {pid} died ({}); starting another", describe_exit(status));
+                if slot.started.elapsed() < QUICK_DEATH {
+                    if slot.backoff > Duration::from_millis(100) {
+                        log::error!("worker crash loop: waiting {:?} before the next start", slot.backoff);
+                    }
+                    std::thread::sleep(slot.backoff);
+                    slot.backoff = (slot.backoff * 2).min(MAX_BACKOFF);
+                } else {
+                    slot.backoff = Duration::from_millis(100);
+                }
+            }
+            match fork_worker(plan, app.as_ref(), i) {
+                Ok(new) => {
+                    slots[i].pid = new;
+                    slots[i].started = Instant::now();
+                }
+                Err(e) => log::error!("cannot fork a worker: {e}"),
+            }
+        }
+        if let Some(since) = stopping {
+            if slots.is_empty() {
+                return 0;
+            }
+            if since.elapsed() > config.graceful_timeout + Duration::from_secs(2) {
+                for s in &slots {
+                    log::error!("worker {} did not stop in time: killing it", s.pid);
+                    kill(s.pid, libc::SIGKILL);
+                }
+                return 0;
+            }
+        }
+    }
+}
+
+/// Fork one worker from the zygote; the child serves and never returns.
+fn fork_worker(plan: &Plan<'_>, app: Option<&Py<PyAny>>, index: usize) -> std::io::Result<libc::pid_t> {
+    let me = std::process::id() as libc::pid_t;
+    let forked = |pid: libc::pid_t| -> std::io::Result<libc::pid_t> {
+        if pid < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(pid)
+    };
+    let pid = match app {
+        // Python's own fork protocol: locks taken before, state fixed up after.
+        // SAFETY: the zygote is single-threaded; PyOS_* are called with the GIL held.
+        Some(_) => Python::attach(|_py| unsafe {
+            pyo3::ffi::PyOS_BeforeFork();
+            let pid = libc::fork();
+            if pid == 0 {
+                pyo3::ffi::PyOS_AfterFork_Child();
+            } else {
+                pyo3::ffi::PyOS_AfterFork_Parent();
+            }
+            pid
+        }),
+        // SAFETY: the zygote is single-threaded and Python is not initialised.
+        None => unsafe { libc::fork() },
+    };
+    let pid = forked(pid)?;
+    if pid > 0 {
+        return Ok(pid);
+    }
+    // The worker.
+    die_with_parent(me);
+    STOP.store(false, Ordering::SeqCst);
+    super::install_stop_handlers();
+    let code = match app {
+        Some(app) => serve(plan.config, plan.listener, app, plan.spec, Some(index)),
+        None => match wsgi::boot::boot(plan.config, plan.spec) {
+            Ok(app) => serve(plan.config, plan.listener, &app, plan.spec, Some(index)),
+            Err(e) => {
+                log::error!("{e}");
+                3
+            }
+        },
+    };
+    crate::exit(code)
+}
+
+/// `--reload`: the modification times of the app's files, polled once a second.
+struct Watcher {
+    roots: Vec<PathBuf>,
+    seen: HashMap<PathBuf, SystemTime>,
+    last_scan: Instant,
+}
+
+impl Watcher {
+    fn new(config: &Config, spec: &AppSpec) -> Watcher {
+        let mut roots: Vec<PathBuf> = config.pythonpath.clone();
+        if let Some(dir) = spec.file().and_then(|f| std::fs::canonicalize(f).ok()).and_then(|f| f.parent().map(PathBuf::from)) {
+            roots.push(dir);
+        }
+        if let Some(dir) = &config.chdir {
+            roots.push(dir.clone());
+        }
+        if roots.is_empty() {
+            roots.push(std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")));
+        }
+        let mut w = Watcher { roots, seen: HashMap::new(), last_scan: Instant::now() };
+        w.seen = w.scan();
+        w
+    }
+
+    /// Python sources and templates under the roots (not venvs or caches), to a bounded depth.
+    fn scan(&self) -> HashMap<PathBuf, SystemTime> {
+        let mut out = HashMap::new();
+        let mut stack: Vec<(PathBuf, usize)> = self.roots.iter().map(|r| (r.clone(), 0)).collect();
+        while let Some((dir, depth)) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for e in entries.flatten() {
+                let path = e.path();
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                let Ok(meta) = e.metadata() else { continue };
+                if meta.is_dir() {
+                    if depth < 8 && !name.starts_with('.') && name != "__pycache__" && name != "node_modules" && !path.join("pyvenv.cfg").exists() {
+                        stack.push((path, depth + 1));
+                    }
+                } else if [".py", ".cgi", ".fcgi", ".wsgi", ".html", ".txt", ".json", ".cfg", ".ini", ".toml"].iter().any(|ext| name.ends_with(ext)) {
+                    if let Ok(m) = meta.modified() {
+                        out.insert(path, m);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn changed(&mut self) -> bool {
+        if self.last_scan.elapsed() < Duration::from_secs(1) {
+            return false;
+        }
+        self.last_scan = Instant::now();
+        let now = self.scan();
+        let changed = now != self.seen;
+        self.seen = now;
+        changed
+    }
+}

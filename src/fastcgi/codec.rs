@@ -269,6 +269,11 @@ impl Connection {
         self.requests.len()
     }
 
+    /// Received bytes not yet consumed (part of a record).
+    pub fn has_buffered(&self) -> bool {
+        self.framer.buf.len() > self.framer.pos
+    }
+
     fn next_event(&mut self) -> Result<Option<Event>, ProtocolError> {
         while let Some((header, content)) = self.framer.next_record()? {
             if let Some(event) = self.on_record(header, content)? {

@@ -117,10 +117,11 @@ impl Conn {
         }
     }
 
-    /// True between requests: nothing is lost if it is closed now.
+    /// True between requests with nothing unread on the socket: nothing is lost if it is
+    /// closed now (a request the web server already sent is not idle).
     pub fn is_idle(&self) -> bool {
         let s = self.lock();
-        matches!(s.phase, Phase::Idle) && s.codec.active_count() == 0
+        matches!(s.phase, Phase::Idle) && s.codec.active_count() == 0 && !s.codec.has_buffered() && !s.stream.has_unread()
     }
 
     /// The socket is readable: take in one buffer and act on the events it completes.

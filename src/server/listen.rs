@@ -86,6 +86,14 @@ impl Stream {
         };
     }
 
+    /// Bytes are waiting to be read (peeked, without blocking).
+    pub fn has_unread(&self) -> bool {
+        let mut byte = 0u8;
+        // SAFETY: recv writes at most one byte into `byte`.
+        let n = unsafe { libc::recv(self.fd(), (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+        n > 0
+    }
+
     /// Wait until the socket can take more bytes; false on timeout.
     pub fn wait_writable(&self, timeout: std::time::Duration) -> io::Result<bool> {
         let mut pfd = libc::pollfd { fd: self.fd(), events: libc::POLLOUT, revents: 0 };

@@ -38,6 +38,13 @@ pub(crate) fn install_stop_handlers() {
 /// Connections kept open at once per request thread (FCGI_MAX_CONNS reports the total).
 pub const DEFAULT_MAX_CONNS: usize = 256;
 
+/// Wait until `fd` is readable or `ms` pass (0: just look); false if not readable.
+pub(crate) fn wait_readable(fd: std::os::fd::RawFd, ms: i32) -> bool {
+    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut pfd, 1, ms) > 0 }
+}
+
 /// fds 1 and 2 may be closed when a web server spawns us (FastCGI §2.2), and a new
 /// connection could then land on them: point them at the log (or /dev/null) so nothing
 /// written to stdout/stderr can ever reach a connection. stdout always goes to the log.

@@ -128,6 +128,8 @@ impl Worker<'_> {
         epoll.ctl(libc::EPOLL_CTL_ADD, self.listener.raw_fd(), listen_events, LISTENER)?;
         let mut listening = true;
         let mut conns: HashMap<RawFd, Conn> = HashMap::new();
+        // When each connection last finished something: the least recent idle one makes room.
+        let mut last_used: HashMap<RawFd, Instant> = HashMap::new();
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
         let mut stop_deadline: Option<Instant> = None;
         loop {
@@ -144,12 +146,13 @@ impl Worker<'_> {
                 let token = ev.u64;
                 if token == LISTENER {
                     if stop_deadline.is_none() {
-                        self.accept_all(&epoll, &mut conns);
+                        self.accept_all(&epoll, &mut conns, &mut last_used);
                     }
                     continue;
                 }
                 let fd = token as RawFd;
                 let Some(conn) = conns.get(&fd).cloned() else { continue };
+                last_used.insert(fd, Instant::now());
                 let mut step = conn.on_readable(self.settings);
                 loop {
                     step = match step {
@@ -164,6 +167,7 @@ impl Worker<'_> {
                         Step::Close => {
                             // Closing the fd takes it out of the epoll set (it is never dup'ed).
                             conns.remove(&fd);
+                            last_used.remove(&fd);
                             conn.close();
                             break;
                         }
@@ -173,6 +177,7 @@ impl Worker<'_> {
             if let Some(deadline) = stop_deadline {
                 let idle: Vec<RawFd> = conns.iter().filter(|(_, c)| c.is_idle()).map(|(fd, _)| *fd).collect();
                 for fd in idle {
+                    last_used.remove(&fd);
                     if let Some(c) = conns.remove(&fd) {
                         c.close();
                     }
@@ -182,19 +187,36 @@ impl Worker<'_> {
                 }
                 continue;
             }
-            // Past the connection limit the listener was dropped from the set; back now?
-            let full = conns.len() >= self.max_conns;
-            if listening == full {
-                let op = if full { libc::EPOLL_CTL_DEL } else { libc::EPOLL_CTL_ADD };
+            // Every connection busy at the limit: leave the listener alone until one closes
+            // (idle ones are closed to make room in `accept_all`).
+            let blocked = conns.len() >= self.max_conns && conns.values().all(|c| !c.is_idle());
+            if listening == blocked {
+                let op = if blocked { libc::EPOLL_CTL_DEL } else { libc::EPOLL_CTL_ADD };
                 if epoll.ctl(op, self.listener.raw_fd(), listen_events, LISTENER).is_ok() {
-                    listening = !full;
+                    listening = !blocked;
                 }
             }
         }
     }
 
-    fn accept_all(&self, epoll: &Epoll, conns: &mut HashMap<RawFd, Conn>) {
-        while conns.len() < self.max_conns {
+    fn accept_all(&self, epoll: &Epoll, conns: &mut HashMap<RawFd, Conn>, last_used: &mut HashMap<RawFd, Instant>) {
+        loop {
+            // At the limit, the least recently used idle connection (a web server's pooled
+            // one) gives way to a waiting new one: FastCGI lets the application close a
+            // connection between requests, and web servers reconnect. With none idle, the
+            // new one waits in the backlog.
+            if conns.len() >= self.max_conns {
+                if !super::wait_readable(self.listener.raw_fd(), 0) {
+                    return;
+                }
+                let oldest_idle = conns.iter().filter(|(_, c)| c.is_idle()).min_by_key(|(fd, _)| last_used.get(fd).copied()).map(|(fd, _)| *fd);
+                let Some(old) = oldest_idle else { return };
+                log::debug!("closing an idle connection to make room (--max-conns {})", self.max_conns);
+                last_used.remove(&old);
+                if let Some(c) = conns.remove(&old) {
+                    c.close();
+                }
+            }
             let (stream, peer) = match self.listener.accept() {
                 Ok(c) => c,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
@@ -217,6 +239,7 @@ impl Worker<'_> {
                 continue;
             }
             conns.insert(fd, conn);
+            last_used.insert(fd, Instant::now());
         }
     }
 }

@@ -103,6 +103,10 @@ pub fn cgi_matrix(server: &Server, c: &mut Checks) {
         assert_eq!(j["link"], "/app/users/42");
         assert_eq!(j["script_root"], "/app");
     });
+    c.check("/appx is not under the mount", || {
+        let r = http::get(port, "/appx/y");
+        assert_eq!(r.status, 404, "{}", r.text());
+    });
     c.check("Flask POST", || {
         let body = test_bytes(100_000);
         let r = http::request(port, "POST", "/app/upload", &[("Content-Type", "application/octet-stream")], &body);
@@ -124,5 +128,235 @@ pub fn cgi_matrix(server: &Server, c: &mut Checks) {
         }
         // The app's print() went to the log, not into a response.
         assert!(log.contains("print() from the app goes to the error log"), "the app's print() did not reach the error log");
+    });
+}
+
+/// The app every FastCGI recipe mounts at /app (the recipes' `/srv/myapp/app.py`): it
+/// hands `/echo`, `/stream`, `/hello` and `/conn` to those apps (moving the segment from
+/// PATH_INFO to SCRIPT_NAME, as a dispatcher middleware does) and everything else to the
+/// Flask example, which so sees SCRIPT_NAME=/app exactly as the recipe sets it.
+pub const MOUNT_APP: &str = r#""""Test dispatcher mounted at /app by the FastCGI recipe tests."""
+import json
+import os
+import socket
+import sys
+import threading
+import time
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+sys.path[:0] = [EXAMPLES, os.path.join(EXAMPLES, "flask")]
+
+import echo
+import hello
+import stream
+from flaskapp import app as flask_app
+
+_lock = threading.Lock()
+_served = 0
+
+
+def connections():
+    """The connections (sockets but listening ones) this process holds, by inode: a
+    connection kept open across requests keeps its inode; a new one gets a new inode."""
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink("/proc/self/fd/" + fd)
+        except OSError:
+            continue
+        if not target.startswith("socket:"):
+            continue
+        dup = socket.fromfd(int(fd), socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listening = dup.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+        finally:
+            dup.close()
+        if not listening:
+            found.add(target)
+    return sorted(found)
+
+
+def conn(environ, start_response):
+    """This process and its connections. `?SECONDS` sleeps first."""
+    global _served
+    with _lock:
+        _served += 1
+        served = _served
+    time.sleep(float(environ.get("QUERY_STRING") or 0))
+    body = json.dumps({
+        "pid": os.getpid(),
+        "served": served,
+        "connections": connections(),
+        "run_once": environ["wsgi.run_once"],
+    }).encode()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+MOUNTS = {"echo": echo.application, "stream": stream.application, "hello": hello.application, "conn": conn}
+
+
+def application(environ, start_response):
+    path = environ.get("PATH_INFO", "")
+    name = path[1:].split("/", 1)[0]
+    if name in MOUNTS:
+        environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + "/" + name
+        environ["PATH_INFO"] = path[len(name) + 1:]
+        return MOUNTS[name](environ, start_response)
+    return flask_app(environ, start_response)
+"#;
+
+/// Write `MOUNT_APP` into the fixture (`apps/app.py`, beside `examples/`); returns its path.
+pub fn install_mount_app(fx: &super::Fixture) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = fx.path().join("apps");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("app.py");
+    std::fs::write(&path, MOUNT_APP).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    path
+}
+
+/// When each `chunk N` line of examples/stream.py reached us, from the moment the request
+/// was sent; also the status line's code.
+pub fn chunk_arrivals(port: u16, path: &str, n: usize) -> (u16, Vec<std::time::Duration>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60))).unwrap();
+    let start = std::time::Instant::now();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+    let (mut data, mut buf, mut seen) = (Vec::new(), [0u8; 65536], Vec::new());
+    loop {
+        let got = s.read(&mut buf).unwrap();
+        if got == 0 {
+            break;
+        }
+        data.extend_from_slice(&buf[..got]);
+        let text = String::from_utf8_lossy(&data);
+        while seen.len() < n && text.contains(&format!("chunk {} at", seen.len())) {
+            seen.push(start.elapsed());
+        }
+    }
+    let r = http::parse(&data);
+    assert_eq!(seen.len(), n, "not all chunks arrived: {}", r.text());
+    (r.status, seen)
+}
+
+/// How many connections the `conn` reports saw (distinct socket inodes). Sequential
+/// requests over one kept-alive connection: 1; a new connection per request: one each.
+pub fn connections_seen(reports: &[serde_json::Value]) -> usize {
+    let all: std::collections::HashSet<&str> = reports.iter().flat_map(|j| j["connections"].as_array().unwrap().iter().map(|s| s.as_str().unwrap())).collect();
+    all.len()
+}
+
+/// `n` sequential requests to the `conn` app; its JSON reports.
+pub fn conn_reports(port: u16, n: usize) -> Vec<serde_json::Value> {
+    (0..n)
+        .map(|_| {
+            let r = http::get(port, "/app/conn");
+            ok(&r);
+            r.json()
+        })
+        .collect()
+}
+
+/// The FastCGI matrix: expects `MOUNT_APP` mounted at /app, a recipe that streams, and
+/// cgi2wsgi's stderr (the app's print()) in one of `server.logs`.
+pub fn fastcgi_matrix(server: &Server, c: &mut Checks) {
+    let port = server.port;
+    c.check("GET hello", || {
+        let r = http::get(port, "/app/hello");
+        ok(&r);
+        assert_eq!(r.text(), "Hello World\n");
+    });
+    c.check("GET with query and path", || {
+        let r = http::request(port, "GET", "/app/echo/some/path?a=1&b=two", &[("X-Test", "yes")], b"");
+        ok(&r);
+        let j = r.json();
+        assert_eq!(j["QUERY_STRING"], "a=1&b=two");
+        assert_eq!(j["SCRIPT_NAME"], "/app/echo");
+        assert_eq!(j["PATH_INFO"], "/some/path");
+        assert_eq!(j["HTTP_X_TEST"], "yes");
+        assert_eq!(j["REQUEST_METHOD"], "GET");
+        assert_eq!(j["run_once"], false);
+        assert_eq!(j["multiprocess"], true);
+        assert_eq!(j["body_length"], 0);
+    });
+    c.check("Authorization reaches the app", || {
+        let r = http::request(port, "GET", "/app/echo", &[("Authorization", "Bearer t0ken")], b"");
+        ok(&r);
+        assert_eq!(r.json()["HTTP_AUTHORIZATION"], "Bearer t0ken");
+    });
+    c.check("POST 1 MiB, sha256 echoed", || {
+        let body = test_bytes(1 << 20);
+        let r = http::request(port, "POST", "/app/echo", &[("Content-Type", "application/octet-stream")], &body);
+        ok(&r);
+        let j = r.json();
+        assert_eq!(j["body_length"], 1 << 20);
+        assert_eq!(j["body_sha256"], sha256_hex(&body));
+        assert_eq!(j["CONTENT_TYPE"], "application/octet-stream");
+        assert!(j["HTTP_CONTENT_TYPE"].is_null() && j["HTTP_CONTENT_LENGTH"].is_null());
+    });
+    c.check("chunked POST", || {
+        let body = test_bytes(300_000);
+        let r = http::post_chunked(port, "/app/echo", &body, 7000);
+        ok(&r);
+        let j = r.json();
+        assert_eq!(j["body_sha256"], sha256_hex(&body), "{j}");
+        assert_eq!(j["body_length"], 300_000);
+    });
+    c.check("HEAD", || {
+        let r = http::request(port, "HEAD", "/app/hello", &[], b"");
+        ok(&r);
+        assert!(r.body.is_empty(), "HEAD got a body: {:?}", r.text());
+    });
+    c.check("percent-encoded UTF-8 path under the mount", || {
+        let r = http::get(port, "/app/echo/caf%C3%A9/%E2%82%AC");
+        ok(&r);
+        let j = r.json();
+        assert_eq!(j["SCRIPT_NAME"], "/app/echo");
+        assert_eq!(j["path_info_utf8"], "/café/€");
+        assert_eq!(j["PATH_INFO"], "/caf\u{c3}\u{a9}/\u{e2}\u{82}\u{ac}");
+    });
+    c.check("Flask prefix mount", || {
+        let r = http::get(port, "/app/");
+        ok(&r);
+        assert_eq!(r.text(), "Hello from Flask\n");
+        let r = http::get(port, "/app/users/42");
+        ok(&r);
+        let j = r.json();
+        assert_eq!(j["user"], 42);
+        assert_eq!(j["link"], "/app/users/42");
+        assert_eq!(j["script_root"], "/app");
+    });
+    c.check("/appx is not under the mount", || {
+        let r = http::get(port, "/appx/y");
+        assert_eq!(r.status, 404, "{}", r.text());
+    });
+    c.check("Flask POST", || {
+        let body = test_bytes(100_000);
+        let r = http::request(port, "POST", "/app/upload", &[("Content-Type", "application/octet-stream")], &body);
+        ok(&r);
+        assert_eq!(r.json()["sha256"], sha256_hex(&body));
+    });
+    c.check("the app process persists across requests", || {
+        let reports = conn_reports(port, 4);
+        assert!(reports.iter().all(|j| j["run_once"] == false), "{reports:?}");
+        let most = reports.iter().filter_map(|j| j["served"].as_u64()).max().unwrap();
+        assert!(most >= 2, "no process served two requests: {reports:?}");
+    });
+    c.check("streaming: chunks arrive as the app yields them", || {
+        let (status, at) = chunk_arrivals(port, "/app/stream?n=3&delay=1", 3);
+        assert_eq!(status, 200);
+        let spread = at[2] - at[0];
+        assert!(spread >= std::time::Duration::from_millis(1500), "the 3 chunks (1 s apart) arrived within {spread:?} of each other: buffered ({at:?})");
+    });
+    c.check("no validator or Python error in the logs", || {
+        let log = server.log();
+        for bad in ["AssertionError", "WSGIWarning", "Traceback"] {
+            assert!(!log.contains(bad), "{bad} in the logs");
+        }
+        assert!(log.contains("print() from the app goes to the error log"), "the app's print() did not reach the log");
     });
 }

@@ -1,6 +1,7 @@
-//! Starting real web servers (Apache, lighttpd) on free loopback ports with configs rendered
-//! from the repo's `apache/` and `lighttpd/` snippets into the fixture directory; each is
-//! stopped by PID when dropped.
+//! Starting real web servers (Apache, lighttpd, nginx) on free loopback ports with configs
+//! rendered from the repo's `apache/`, `lighttpd/` and `examples/nginx/` snippets into the
+//! fixture directory, and cgi2wsgi itself as a standalone FastCGI server (`--bind`); each
+//! is stopped by PID when dropped.
 
 use super::Fixture;
 use std::net::{TcpListener, TcpStream};
@@ -28,16 +29,21 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn start(name: &str, mut cmd: Command, port: u16, logs: Vec<PathBuf>) -> Server {
+    pub fn start(name: &str, cmd: Command, port: u16, logs: Vec<PathBuf>) -> Server {
+        Server::start_until(name, cmd, port, logs, &|| TcpStream::connect(("127.0.0.1", port)).is_ok())
+    }
+
+    /// Start `cmd` and wait (20 s at most) until `ready` says it serves.
+    pub fn start_until(name: &str, mut cmd: Command, port: u16, logs: Vec<PathBuf>, ready: &dyn Fn() -> bool) -> Server {
         // Its own process group: Apache signals its whole group when it shuts down.
         let child = cmd.stdin(Stdio::null()).process_group(0).spawn().unwrap_or_else(|e| panic!("{name}: cannot start {cmd:?}: {e} (is it installed? .ci/run installs it)"));
         let mut server = Server { name: name.to_owned(), port, logs, child };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while !ready() {
             if let Ok(Some(status)) = server.child.try_wait() {
                 panic!("{name} exited at start ({status}); its log:\n{}", server.log());
             }
-            assert!(Instant::now() < deadline, "{name} did not listen on {port} within 20 s; its log:\n{}", server.log());
+            assert!(Instant::now() < deadline, "{name} was not ready within 20 s; its log:\n{}", server.log());
             std::thread::sleep(Duration::from_millis(50));
         }
         server
@@ -173,4 +179,107 @@ pub fn wait_for_log(server: &Server, needle: &str, within: Duration) -> bool {
 
 pub fn path_str(p: &Path) -> String {
     p.display().to_string()
+}
+
+/// Start Apache with mpm_event (no CGI module) for the FastCGI recipes: `modules` are
+/// `"name file.so"` pairs loaded on top of the basics; `site` is included at server level.
+pub fn apache_event(fx: &Fixture, name: &str, modules: &[&str], site: &str) -> Server {
+    let port = free_port();
+    let dir = fx.path();
+    let basics = ["mpm_event_module mod_mpm_event.so", "authz_core_module mod_authz_core.so", "alias_module mod_alias.so", "mime_module mod_mime.so", "env_module mod_env.so", "dir_module mod_dir.so"];
+    let load: String = basics
+        .iter()
+        .chain(modules)
+        .map(|m| {
+            let (name, file) = m.split_once(' ').unwrap();
+            format!("LoadModule {name} {APACHE_MODULES}/{file}\n")
+        })
+        .collect();
+    let user = if is_root() { "User www-data\nGroup www-data\n" } else { "" };
+    let htdocs = dir.join("htdocs");
+    std::fs::create_dir_all(&htdocs).unwrap();
+    let conf = format!(
+        "ServerRoot {dir}\nDefaultRuntimeDir {dir}/run\nPidFile {dir}/run/httpd.pid\nMutex file:{dir}/run default\n\
+         Listen 127.0.0.1:{port}\nServerName 127.0.0.1\n{load}{user}\
+         ErrorLog {dir}/logs/error.log\nLogLevel warn\nTypesConfig /etc/mime.types\nTimeout 60\n\
+         <Directory />\n  AllowOverride None\n  Require all denied\n</Directory>\n\
+         DocumentRoot {htdocs}\n<Directory {htdocs}>\n  AllowOverride None\n  Require all granted\n</Directory>\n\
+         {site}\n",
+        dir = dir.display(),
+        htdocs = htdocs.display(),
+    );
+    let conf_path = dir.join("apache.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let mut cmd = Command::new("/usr/sbin/apache2");
+    cmd.arg("-f").arg(&conf_path).arg("-DFOREGROUND");
+    Server::start(name, cmd, port, vec![dir.join("logs/error.log")])
+}
+
+/// Where a standalone cgi2wsgi listens.
+#[derive(Debug, Clone)]
+pub enum Bind {
+    Unix(PathBuf),
+    Tcp(u16),
+}
+
+impl Bind {
+    /// The `--bind` argument.
+    pub fn arg(&self) -> String {
+        match self {
+            Bind::Unix(p) => format!("unix:{}", p.display()),
+            Bind::Tcp(port) => format!("127.0.0.1:{port}"),
+        }
+    }
+}
+
+/// Start the fixture's cgi2wsgi as a standalone FastCGI server (`--bind`), as a service
+/// manager would, logging to `logs/<name>.log` at info level; `args` come before the
+/// `--bind`. A unix socket gets group www-data when we are root (the web server's workers
+/// run as www-data), so it stays 0660. Ready when a connection is accepted.
+pub fn fastcgi_backend(fx: &Fixture, name: &str, bind: &Bind, args: &[String]) -> Server {
+    let log = fx.path().join("logs").join(format!("{name}.log"));
+    let mut cmd = Command::new(fx.bin());
+    cmd.env_clear().args(args).arg("--bind").arg(bind.arg()).arg("--log-file").arg(&log).arg("--log-level").arg("info");
+    if let Bind::Unix(_) = bind {
+        if is_root() {
+            cmd.arg("--socket-group").arg("www-data");
+        }
+    }
+    let port = match bind {
+        Bind::Tcp(p) => *p,
+        Bind::Unix(_) => 0,
+    };
+    let target = bind.clone();
+    let ready = move || match &target {
+        Bind::Unix(p) => std::os::unix::net::UnixStream::connect(p).is_ok(),
+        Bind::Tcp(port) => TcpStream::connect(("127.0.0.1", *port)).is_ok(),
+    };
+    Server::start_until(name, cmd, port, vec![log], &ready)
+}
+
+/// Start nginx in the foreground with its own prefix (`<fixture>/nginx`: pid, logs and
+/// every temp path inside) and `site` (a rendered server block listening on `port`) in
+/// the `http` block. `fastcgi_params` is Debian's, copied beside the config so that
+/// `include fastcgi_params;` resolves as it does in /etc/nginx.
+pub fn nginx(fx: &Fixture, port: u16, site: &str) -> Server {
+    let prefix = fx.path().join("nginx");
+    std::fs::create_dir_all(&prefix).unwrap();
+    std::fs::copy("/etc/nginx/fastcgi_params", prefix.join("fastcgi_params")).unwrap_or_else(|e| panic!("/etc/nginx/fastcgi_params: {e} (apt-get install nginx)"));
+    let user = if is_root() { "user www-data;\n" } else { "" };
+    let p = prefix.display();
+    let log = fx.path().join("logs/nginx-error.log");
+    let conf = format!(
+        "{user}worker_processes 1;\npid {p}/nginx.pid;\nerror_log {log} warn;\n\
+         events {{ worker_connections 128; }}\n\
+         http {{\n  access_log off;\n  default_type application/octet-stream;\n\
+         client_body_temp_path {p}/client_body;\n  fastcgi_temp_path {p}/fastcgi;\n  proxy_temp_path {p}/proxy;\n\
+         uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n\n{site}\n}}\n",
+        log = log.display(),
+    );
+    let conf_path = prefix.join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let mut cmd = Command::new("/usr/sbin/nginx");
+    // -e: the error log before the config is read (else /var/log/nginx/error.log).
+    cmd.arg("-p").arg(&prefix).arg("-c").arg(&conf_path).arg("-e").arg(&log).arg("-g").arg("daemon off; master_process on;");
+    Server::start("nginx", cmd, port, vec![log])
 }

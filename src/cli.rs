@@ -98,6 +98,11 @@ pub struct Cli {
     #[arg(long, value_name = "SECONDS", env = "CGI2WSGI_GRACEFUL_TIMEOUT", default_value_t = 30)]
     pub graceful_timeout: u64,
 
+    /// FastCGI: a request running longer than this many seconds is logged with the Python
+    /// stacks, answered 504 and its worker replaced (uWSGI's harakiri)
+    #[arg(long, value_name = "SECONDS", env = "CGI2WSGI_TIMEOUT")]
+    pub timeout: Option<u64>,
+
     /// FastCGI: reload the app (new workers, old ones drain) when its files change
     #[arg(long, env = "CGI2WSGI_RELOAD")]
     pub reload: bool,

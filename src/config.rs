@@ -38,6 +38,7 @@ pub struct Config {
     pub max_rss_mb: Option<u64>,
     pub graceful_timeout: std::time::Duration,
     pub reload: bool,
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// Words that are (or will be) subcommands and so cannot name an app in the first position.
@@ -140,6 +141,7 @@ impl Config {
             max_rss_mb: cli.max_rss.filter(|n| *n > 0),
             graceful_timeout: std::time::Duration::from_secs(cli.graceful_timeout),
             reload: cli.reload,
+            timeout: cli.timeout.filter(|t| *t > 0).map(std::time::Duration::from_secs),
         })
     }
 }

@@ -28,6 +28,8 @@ pub struct Settings {
     pub max_body: Option<u64>,
     pub policy: call::ErrorPolicy,
     pub model: environ::ProcessModel,
+    /// `--timeout`: requests are tracked for the watchdog.
+    pub timeout: Option<Duration>,
 }
 
 /// How long a response write may wait for the web server to read.
@@ -82,6 +84,8 @@ struct Shared {
     peer_eof: bool,
     /// FCGI_STDERR was used for the current request, so its stream needs an end record.
     stderr_used: bool,
+    /// Some STDOUT of the current request has been written (a 504 can no longer be sent).
+    stdout_written: bool,
 }
 
 /// One FastCGI connection.
@@ -98,6 +102,7 @@ impl Conn {
             aborted: None,
             peer_eof: false,
             stderr_used: false,
+            stdout_written: false,
         })))
     }
 
@@ -114,6 +119,16 @@ impl Conn {
     pub fn close(self) {
         if Arc::strong_count(&self.0) > 1 {
             self.lock().stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// `--timeout` hit: answer 504 if nothing was sent yet, end the request either way. Only
+    /// tries the lock: a thread stuck writing holds it, and then the socket simply closes.
+    pub fn answer_timeout(&self, id: u16) {
+        let Ok(mut s) = self.0.try_lock() else { return };
+        let result = if s.stdout_written { s.end_request(id) } else { s.refuse(id, "504 Gateway Timeout", "The application took too long to answer.") };
+        if let Err(e) = result {
+            log::debug!("request {id}: could not answer the timeout: {e}");
         }
     }
 
@@ -378,6 +393,7 @@ impl ResponseSink for FastCgiSink {
         }
         let out = std::mem::take(&mut self.held);
         let mut conn = self.conn.lock();
+        conn.stdout_written = true;
         conn.send(&out)?;
         conn.poll_for_abort(self.id)
     }
@@ -417,6 +433,8 @@ pub static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 pub fn run(py: Python<'_>, conn: &Conn, app: &Py<PyAny>, settings: &Settings, ready: Ready) -> Step {
     IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
     let Ready { id, keep_conn, request, spool } = ready;
+    conn.lock().stdout_written = false;
+    let busy = crate::server::watchdog::Busy::enter(settings.timeout.is_some(), conn, id);
     let ended = Arc::new(AtomicBool::new(false));
     let sink = FastCgiSink { conn: conn.clone(), id, pending_head: Vec::new(), held: Vec::new(), ended: ended.clone() };
     let outcome = (|| -> PyResult<call::Outcome> {
@@ -436,6 +454,7 @@ pub fn run(py: Python<'_>, conn: &Conn, app: &Py<PyAny>, settings: &Settings, re
         ),
         Err(e) => log::error!("request {id}: {e}"),
     }
+    drop(busy);
     let step = conn.after_request(settings, id, keep_conn, ended.load(Ordering::SeqCst));
     IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
     step

@@ -3,6 +3,7 @@
 
 pub mod listen;
 pub mod supervisor;
+pub mod watchdog;
 pub mod worker;
 
 use crate::config::Config;
@@ -124,7 +125,8 @@ pub fn run(config: &Config) -> i32 {
     };
     install_stop_handlers();
     // One process serves by itself unless the process model needs a supervisor.
-    let supervised = workers > 1 || config.lazy_apps || config.max_requests.is_some() || config.max_rss_mb.is_some() || config.reload;
+    // --timeout replaces a stuck worker, so something must start the next one.
+    let supervised = workers > 1 || config.lazy_apps || config.max_requests.is_some() || config.max_rss_mb.is_some() || config.reload || config.timeout.is_some();
     if supervised {
         log::info!("supervising {workers} worker(s) for {spec} on {}", listener.describe());
         return supervisor::run(&supervisor::Plan { config, spec, listener: &listener, workers });
@@ -155,7 +157,11 @@ pub fn serve(config: &Config, listener: &Listener, app: &Py<PyAny>, spec: &crate
         max_body: config.max_body,
         policy: call::ErrorPolicy { show_traceback: config.debug },
         model: environ::ProcessModel { multithread: threads > 1, multiprocess: true, run_once: false },
+        timeout: config.timeout,
     };
+    if let Some(t) = config.timeout {
+        Python::attach(|py| watchdog::arm(py, t));
+    }
     let allowed = listen::allowed_peers();
     let recycle = worker::Recycle::new(config.max_requests, config.max_rss_mb);
     match worker {

@@ -1,0 +1,72 @@
+//! `--timeout` (uWSGI's harakiri): a request running longer is logged with the Python stack
+//! of every thread, answered 504 (if nothing was sent yet) and its worker process replaced.
+//! A thread of its own checks the clock, so it works while the stuck thread holds the GIL.
+
+use crate::fastcgi::conn::Conn;
+use pyo3::prelude::*;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Requests in progress in this process, by request thread.
+fn busy() -> &'static Mutex<HashMap<std::thread::ThreadId, (Instant, Conn, u16)>> {
+    static BUSY: OnceLock<Mutex<HashMap<std::thread::ThreadId, (Instant, Conn, u16)>>> = OnceLock::new();
+    BUSY.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// The exit status of a worker replaced by the watchdog (its zygote forks another at once).
+pub const EXIT_TIMED_OUT: i32 = 0;
+
+/// Marks the current thread busy with a request until dropped.
+pub struct Busy(bool);
+
+impl Busy {
+    pub fn enter(enabled: bool, conn: &Conn, id: u16) -> Busy {
+        if enabled {
+            busy().lock().unwrap_or_else(|p| p.into_inner()).insert(std::thread::current().id(), (Instant::now(), conn.clone(), id));
+        }
+        Busy(enabled)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if self.0 {
+            busy().lock().unwrap_or_else(|p| p.into_inner()).remove(&std::thread::current().id());
+        }
+    }
+}
+
+/// The signal faulthandler dumps every Python thread's stack on (set up in `arm`).
+const DUMP_SIGNAL: i32 = libc::SIGUSR2;
+
+/// Start the watchdog thread of this worker process. `py` is used once, to register
+/// faulthandler, whose C handler prints stacks without needing the GIL.
+pub fn arm(py: Python<'_>, timeout: Duration) {
+    let registered = py.import("faulthandler").and_then(|fh| {
+        let kwargs = pyo3::types::PyDict::new(py);
+        kwargs.set_item("all_threads", true)?;
+        fh.call_method("register", (DUMP_SIGNAL,), Some(&kwargs))
+    });
+    if let Err(e) = registered {
+        log::warn!("--timeout: cannot register faulthandler, stuck requests will be logged without a stack: {e}");
+    }
+    let spawned = std::thread::Builder::new().name("watchdog".into()).spawn(move || loop {
+        std::thread::sleep(Duration::from_millis(250).min(timeout / 4).max(Duration::from_millis(10)));
+        let stuck = {
+            let map = busy().lock().unwrap_or_else(|p| p.into_inner());
+            map.values().find(|(since, _, _)| since.elapsed() > timeout).map(|(since, conn, id)| (since.elapsed(), conn.clone(), *id))
+        };
+        if let Some((elapsed, conn, id)) = stuck {
+            log::error!("request {id} has run for {:.1} s, over --timeout {} s: the Python stacks follow; replacing this worker", elapsed.as_secs_f64(), timeout.as_secs());
+            // SAFETY: raise() delivers to this thread; faulthandler's handler is async-signal-safe.
+            unsafe { libc::raise(DUMP_SIGNAL) };
+            conn.answer_timeout(id);
+            // SAFETY: ends this worker at once; its zygote forks a replacement.
+            unsafe { libc::_exit(EXIT_TIMED_OUT) };
+        }
+    });
+    if let Err(e) = spawned {
+        log::error!("--timeout: cannot start the watchdog: {e}");
+    }
+}

@@ -8,9 +8,11 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// Requests in progress in this process, by request thread.
-fn busy() -> &'static Mutex<HashMap<std::thread::ThreadId, (Instant, Conn, u16)>> {
-    static BUSY: OnceLock<Mutex<HashMap<std::thread::ThreadId, (Instant, Conn, u16)>>> = OnceLock::new();
+/// Requests in progress in this process, by request thread: since when, where, which id.
+type BusyMap = Mutex<HashMap<std::thread::ThreadId, (Instant, Conn, u16)>>;
+
+fn busy() -> &'static BusyMap {
+    static BUSY: OnceLock<BusyMap> = OnceLock::new();
     BUSY.get_or_init(|| Mutex::new(HashMap::new()))
 }
 

@@ -696,7 +696,8 @@ fn keep_conn_and_get_values() {
             let mut got: Vec<(String, String)> = pairs.iter().map(|(n, v)| (String::from_utf8_lossy(n).into(), String::from_utf8_lossy(v).into())).collect();
             got.sort();
             // 8 connections per thread × 2 threads × 3 workers; one request at a time per thread.
-            let want = [("FCGI_MAX_CONNS", "48"), ("FCGI_MAX_REQS", "6"), ("FCGI_MPXS_CONNS", "0")];
+            // With --threads > 1, multiplexed connections are accepted.
+            let want = [("FCGI_MAX_CONNS", "48"), ("FCGI_MAX_REQS", "6"), ("FCGI_MPXS_CONNS", "1")];
             let want: Vec<(String, String)> = want.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
             assert_eq!(got, want);
         }
@@ -790,6 +791,49 @@ fn second_request_on_a_busy_connection_gets_cant_mpx_conn() {
     let h = c.request(3, false, &cgi("GET", "/", "n=2&delay=0"), b"").http();
     assert_eq!(h.status, 200);
     assert!(h.text().contains("chunk 1 at"));
+}
+
+/// With --threads > 1 (FCGI_MPXS_CONNS=1) a web server may interleave requests on one
+/// connection: records of two requests arrive mixed, and each gets its own answer.
+#[test]
+fn interleaved_requests_on_one_connection_with_threads() {
+    let s = Server::start(&echo_app(), &["--threads", "2", "--workers", "1"], &[]);
+    let mut c = s.connect();
+    let (body1, body2) = (b"hello".to_vec(), b"abc".to_vec());
+    let mut p1 = cgi("POST", "/one", "");
+    p1.push(("CONTENT_LENGTH".into(), body1.len().to_string()));
+    let mut p2 = cgi("POST", "/two", "");
+    p2.push(("CONTENT_LENGTH".into(), body2.len().to_string()));
+    let mut out = Vec::new();
+    client::begin_request(&mut out, 1, Role::Responder, true);
+    client::params(&mut out, 1, &p1).unwrap();
+    client::begin_request(&mut out, 2, Role::Responder, true);
+    client::params(&mut out, 2, &p2).unwrap();
+    client::stdin(&mut out, 2, &body2);
+    client::end_stdin(&mut out, 2);
+    client::stdin(&mut out, 1, &body1);
+    client::end_stdin(&mut out, 1);
+    c.send(&out);
+    let mut stdout: std::collections::HashMap<u16, Vec<u8>> = Default::default();
+    let mut ended = Vec::new();
+    while ended.len() < 2 {
+        match c.event() {
+            ClientEvent::Stdout { id, data } => stdout.entry(id).or_default().extend(data),
+            ClientEvent::EndRequest { id, protocol_status, .. } => {
+                assert_eq!(protocol_status, 0, "request {id} was not completed");
+                ended.push(id);
+            }
+            _ => {}
+        }
+    }
+    for (id, path, body) in [(1u16, "/one", &body1), (2, "/two", &body2)] {
+        let r = Reply { events: Vec::new(), stdout: stdout.remove(&id).unwrap_or_default(), stderr: Vec::new(), app_status: 0, protocol_status: 0 };
+        let j = r.http().json();
+        assert_eq!(j["PATH_INFO"], path, "request {id}");
+        assert_eq!(j["body_sha256"], sha256_hex(body), "request {id}");
+    }
+    // The connection goes on.
+    assert_eq!(c.request(3, false, &cgi("GET", "/three", ""), b"").http().status, 200);
 }
 
 // ---------------------------------------------------------------------------------------

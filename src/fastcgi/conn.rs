@@ -15,7 +15,7 @@ use crate::server::listen::Stream;
 use crate::spool::Spool;
 use crate::wsgi::{call, environ, streams};
 use pyo3::prelude::*;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -36,17 +36,8 @@ pub struct Settings {
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 const READ_BUF: usize = 64 * 1024;
 
-/// Where a connection is between records.
-enum Phase {
-    /// Waiting for a BEGIN_REQUEST (or management records).
-    Idle,
-    /// Params complete; reading the request's STDIN.
-    Body(Pending),
-}
-
-/// A request whose STDIN is still arriving.
+/// A request whose params are complete and whose STDIN is still arriving.
 struct Pending {
-    id: u16,
     keep_conn: bool,
     /// `Err((status, detail))`: refused; its STDIN is read and dropped, then the refusal sent.
     request: Result<Request, (&'static str, String)>,
@@ -75,7 +66,9 @@ pub enum Step {
 struct Shared {
     stream: Stream,
     codec: Connection,
-    phase: Phase,
+    /// Requests reading their STDIN, by id: one at a time, or several when multiplexing
+    /// (`--threads` > 1 advertises FCGI_MPXS_CONNS; they then run one after another here).
+    pending: HashMap<u16, Pending>,
     /// Events read while a response was being written (checked for ABORT), handled next.
     queued: VecDeque<Event>,
     /// The request that the web server aborted while we were answering it.
@@ -97,7 +90,7 @@ impl Conn {
         Conn(Arc::new(Mutex::new(Shared {
             stream,
             codec: Connection::new(codec.clone()),
-            phase: Phase::Idle,
+            pending: HashMap::new(),
             queued: VecDeque::new(),
             aborted: None,
             peer_eof: false,
@@ -136,7 +129,7 @@ impl Conn {
     /// closed now (a request the web server already sent is not idle).
     pub fn is_idle(&self) -> bool {
         let s = self.lock();
-        matches!(s.phase, Phase::Idle) && s.codec.active_count() == 0 && !s.codec.has_buffered() && !s.stream.has_unread()
+        s.pending.is_empty() && s.codec.active_count() == 0 && !s.codec.has_buffered() && !s.stream.has_unread()
     }
 
     /// The socket is readable: take in one buffer and act on the events it completes.
@@ -145,7 +138,7 @@ impl Conn {
         let mut buf = [0u8; READ_BUF];
         match s.stream.read_ready(&mut buf) {
             Ok(Some(0)) => {
-                if !matches!(s.phase, Phase::Idle) {
+                if s.codec.active_count() > 0 {
                     log::warn!("the web server closed the connection mid-request");
                 }
                 return Step::Close;
@@ -172,8 +165,7 @@ impl Conn {
                 return Step::Close;
             }
         }
-        s.codec.finish(id);
-        if !keep_conn {
+        if s.finish(id, keep_conn) {
             return Step::Close;
         }
         s.step(settings)
@@ -201,15 +193,16 @@ impl Shared {
 
     fn advance(&mut self, settings: &Settings) -> Result<Step, ConnError> {
         while let Some(event) = self.next_event()? {
-            match (&mut self.phase, event) {
-                (Phase::Idle, Event::Request { id, keep_conn, params }) => {
+            match event {
+                Event::Request { id, keep_conn, params } => {
                     let request = Request::from_params(params, settings.max_body).map_err(|e| {
                         log::warn!("request {id} refused: {e}");
                         (e.status(), e.to_string())
                     });
-                    self.phase = Phase::Body(Pending { id, keep_conn, request, spool: Spool::default() });
+                    self.pending.insert(id, Pending { keep_conn, request, spool: Spool::default() });
                 }
-                (Phase::Body(p), Event::Stdin { id, data }) if id == p.id => {
+                Event::Stdin { id, data } => {
+                    let Some(p) = self.pending.get_mut(&id) else { continue };
                     // Bytes past CONTENT_LENGTH are dropped (FastCGI §6.2).
                     if let Ok(req) = &p.request {
                         let want = match req.body {
@@ -228,16 +221,15 @@ impl Shared {
                         }
                     }
                 }
-                (Phase::Body(p), Event::StdinEnd { id }) if id == p.id => {
-                    let Phase::Body(p) = std::mem::replace(&mut self.phase, Phase::Idle) else { unreachable!() };
+                Event::StdinEnd { id } => {
+                    let Some(p) = self.pending.remove(&id) else { continue };
                     match p.request {
                         Ok(request) => {
                             if let BodyLength::Exact(n) = request.body {
                                 if p.spool.len() < n {
                                     log::warn!("request {id}: STDIN ended after {} of {n} bytes (CONTENT_LENGTH); the client hung up mid-body", p.spool.len());
                                     self.refuse(id, "400 Bad Request", "The request body is shorter than its Content-Length.")?;
-                                    self.codec.finish(id);
-                                    if !p.keep_conn {
+                                    if self.finish(id, p.keep_conn) {
                                         return Ok(Step::Close);
                                     }
                                     continue;
@@ -250,36 +242,37 @@ impl Shared {
                         // kept-alive connection stays usable (FastCGI §5.1).
                         Err((status, detail)) => {
                             self.refuse(id, status, &detail)?;
-                            self.codec.finish(id);
-                            if !p.keep_conn {
+                            if self.finish(id, p.keep_conn) {
                                 return Ok(Step::Close);
                             }
                         }
                     }
                 }
-                (Phase::Body(p), Event::Abort { id }) if p.id != id => log::debug!("ignoring an abort for inactive request {id}"),
-                (_, Event::Abort { id }) => {
-                    let keep_conn = match std::mem::replace(&mut self.phase, Phase::Idle) {
-                        Phase::Body(p) => p.keep_conn,
-                        Phase::Idle => true,
-                    };
+                Event::Abort { id } => {
+                    // Before or during its STDIN (an abort during the app is seen by the sink).
+                    let keep_conn = self.pending.remove(&id).is_none_or(|p| p.keep_conn);
                     self.end_request(id)?;
-                    self.codec.finish(id);
-                    if !keep_conn {
+                    if self.finish(id, keep_conn) {
                         return Ok(Step::Close);
                     }
                 }
-                (_, event @ (Event::GetValues { .. } | Event::UnknownManagementType { .. } | Event::Reject { .. })) => {
+                event @ (Event::GetValues { .. } | Event::UnknownManagementType { .. } | Event::Reject { .. }) => {
                     let close = matches!(event, Event::Reject { keep_conn: false, .. }) && self.codec.active_count() == 0;
                     self.answer_management(&event)?;
                     if close {
                         return Ok(Step::Close);
                     }
                 }
-                (_, other) => log::debug!("ignoring {other:?}"),
             }
         }
         Ok(Step::Wait)
+    }
+
+    /// The request is over (END_REQUEST sent): true if the connection must now close (no
+    /// FCGI_KEEP_CONN and nothing else in progress on it).
+    fn finish(&mut self, id: u16, keep_conn: bool) -> bool {
+        self.codec.finish(id);
+        !keep_conn && self.codec.active_count() == 0
     }
 
     /// Write everything, waiting (bounded) while the web server's side is full.

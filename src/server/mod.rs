@@ -149,7 +149,9 @@ pub fn serve(config: &Config, listener: &Listener, app: &Py<PyAny>, spec: &crate
     let processes = if worker.is_some() { worker_count(config) } else { 1 };
     let settings = conn::Settings {
         codec: fastcgi::Config {
-            mpxs_conns: false,
+            // Several request threads: a web server may interleave requests on a connection
+            // (they are answered in turn by the thread that owns it).
+            mpxs_conns: threads > 1,
             max_conns: u32::try_from(max_conns * threads * processes).unwrap_or(u32::MAX),
             max_reqs: u32::try_from(threads * processes).unwrap_or(u32::MAX),
             limits: Default::default(),

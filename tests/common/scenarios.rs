@@ -32,6 +32,31 @@ impl<'a> Checks<'a> {
     }
 }
 
+/// The Flask example mounted at /app: links built with the prefix, only /app mounted, a POST.
+fn flask_checks(c: &mut Checks, port: u16) {
+    c.check("Flask prefix mount", || {
+        let r = http::get(port, "/app/");
+        ok(&r);
+        assert_eq!(r.text(), "Hello from Flask\n");
+        let r = http::get(port, "/app/users/42");
+        ok(&r);
+        let j = r.json();
+        assert_eq!(j["user"], 42);
+        assert_eq!(j["link"], "/app/users/42");
+        assert_eq!(j["script_root"], "/app");
+    });
+    c.check("/appx is not under the mount", || {
+        let r = http::get(port, "/appx/y");
+        assert_eq!(r.status, 404, "{}", r.text());
+    });
+    c.check("Flask POST", || {
+        let body = test_bytes(100_000);
+        let r = http::request(port, "POST", "/app/upload", &[("Content-Type", "application/octet-stream")], &body);
+        ok(&r);
+        assert_eq!(r.json()["sha256"], sha256_hex(&body));
+    });
+}
+
 fn ok(r: &HttpResponse) {
     assert_eq!(r.status, 200, "status {} body {}", r.status, r.text());
 }
@@ -92,27 +117,7 @@ pub fn cgi_matrix(server: &Server, c: &mut Checks) {
         assert_eq!(j["QUERY_STRING"], "--app+evil:x+--mode+fastcgi");
         assert_eq!(j["name"], "echo");
     });
-    c.check("Flask prefix mount", || {
-        let r = http::get(port, "/app/");
-        ok(&r);
-        assert_eq!(r.text(), "Hello from Flask\n");
-        let r = http::get(port, "/app/users/42");
-        ok(&r);
-        let j = r.json();
-        assert_eq!(j["user"], 42);
-        assert_eq!(j["link"], "/app/users/42");
-        assert_eq!(j["script_root"], "/app");
-    });
-    c.check("/appx is not under the mount", || {
-        let r = http::get(port, "/appx/y");
-        assert_eq!(r.status, 404, "{}", r.text());
-    });
-    c.check("Flask POST", || {
-        let body = test_bytes(100_000);
-        let r = http::request(port, "POST", "/app/upload", &[("Content-Type", "application/octet-stream")], &body);
-        ok(&r);
-        assert_eq!(r.json()["sha256"], sha256_hex(&body));
-    });
+    flask_checks(c, port);
     c.check("doctor JSON", || {
         let r = http::get(port, "/cgi-bin/doctor.cgi?format=json");
         ok(&r);
@@ -319,27 +324,7 @@ pub fn fastcgi_matrix(server: &Server, c: &mut Checks) {
         assert_eq!(j["path_info_utf8"], "/café/€");
         assert_eq!(j["PATH_INFO"], "/caf\u{c3}\u{a9}/\u{e2}\u{82}\u{ac}");
     });
-    c.check("Flask prefix mount", || {
-        let r = http::get(port, "/app/");
-        ok(&r);
-        assert_eq!(r.text(), "Hello from Flask\n");
-        let r = http::get(port, "/app/users/42");
-        ok(&r);
-        let j = r.json();
-        assert_eq!(j["user"], 42);
-        assert_eq!(j["link"], "/app/users/42");
-        assert_eq!(j["script_root"], "/app");
-    });
-    c.check("/appx is not under the mount", || {
-        let r = http::get(port, "/appx/y");
-        assert_eq!(r.status, 404, "{}", r.text());
-    });
-    c.check("Flask POST", || {
-        let body = test_bytes(100_000);
-        let r = http::request(port, "POST", "/app/upload", &[("Content-Type", "application/octet-stream")], &body);
-        ok(&r);
-        assert_eq!(r.json()["sha256"], sha256_hex(&body));
-    });
+    flask_checks(c, port);
     c.check("the app process persists across requests", || {
         let reports = conn_reports(port, 4);
         assert!(reports.iter().all(|j| j["run_once"] == false), "{reports:?}");

@@ -98,16 +98,26 @@ const APACHE_MODULES: &str = "/usr/lib/apache2/modules";
 /// Start Apache in the foreground with `site` (a rendered snippet) included; the document
 /// root is `htdocs` under the fixture with `AllowOverride All`, as on a shared host.
 pub fn apache(fx: &Fixture, mpm: ApacheMpm, site: &str) -> Server {
+    let (mpm_module, cgi_module, extra) = match mpm {
+        ApacheMpm::EventCgid => ("mpm_event_module mod_mpm_event.so", "cgid_module mod_cgid.so", format!("ScriptSock {}/run/cgid.sock\n", fx.path().display())),
+        // mod_cgi does not know ScriptSock.
+        ApacheMpm::PreforkCgi => ("mpm_prefork_module mod_mpm_prefork.so", "cgi_module mod_cgi.so", String::new()),
+    };
+    let modules = [mpm_module, cgi_module, "rewrite_module mod_rewrite.so"];
+    start_apache(fx, &format!("apache {mpm:?}"), &modules, &extra, "All", site)
+}
+
+/// The Apache config every test server shares: its own runtime dir, pid file, mutexes and
+/// log in the fixture, loopback port, www-data workers when root. `modules` are
+/// `"name file.so"` pairs on top of the basics (the MPM among them); `extra` is global config;
+/// `allow_override` is the document root's AllowOverride.
+fn start_apache(fx: &Fixture, name: &str, modules: &[&str], extra: &str, allow_override: &str, site: &str) -> Server {
     let port = free_port();
     let dir = fx.path();
-    let (mpm_module, cgi_module) = match mpm {
-        ApacheMpm::EventCgid => ("mpm_event_module mod_mpm_event.so", "cgid_module mod_cgid.so"),
-        ApacheMpm::PreforkCgi => ("mpm_prefork_module mod_mpm_prefork.so", "cgi_module mod_cgi.so"),
-    };
-    let mut modules = vec![mpm_module, cgi_module, "authz_core_module mod_authz_core.so", "alias_module mod_alias.so", "mime_module mod_mime.so", "env_module mod_env.so", "rewrite_module mod_rewrite.so", "dir_module mod_dir.so"];
-    modules.dedup();
+    let basics = ["authz_core_module mod_authz_core.so", "alias_module mod_alias.so", "mime_module mod_mime.so", "env_module mod_env.so", "dir_module mod_dir.so"];
     let load: String = modules
         .iter()
+        .chain(basics.iter())
         .map(|m| {
             let (name, file) = m.split_once(' ').unwrap();
             format!("LoadModule {name} {APACHE_MODULES}/{file}\n")
@@ -119,24 +129,18 @@ pub fn apache(fx: &Fixture, mpm: ApacheMpm, site: &str) -> Server {
     let conf = format!(
         "ServerRoot {dir}\nDefaultRuntimeDir {dir}/run\nPidFile {dir}/run/httpd.pid\nMutex file:{dir}/run default\n\
          Listen 127.0.0.1:{port}\nServerName 127.0.0.1\n{load}{user}\
-         ErrorLog {dir}/logs/error.log\nLogLevel warn\nTypesConfig /etc/mime.types\n\
-         ScriptSock {dir}/run/cgid.sock\nTimeout 60\n\
+         ErrorLog {dir}/logs/error.log\nLogLevel warn\nTypesConfig /etc/mime.types\nTimeout 60\n{extra}\
          <Directory />\n  AllowOverride None\n  Require all denied\n</Directory>\n\
-         DocumentRoot {htdocs}\n<Directory {htdocs}>\n  AllowOverride All\n  Require all granted\n</Directory>\n\
+         DocumentRoot {htdocs}\n<Directory {htdocs}>\n  AllowOverride {allow_override}\n  Require all granted\n</Directory>\n\
          {site}\n",
         dir = dir.display(),
         htdocs = htdocs.display(),
     );
     let conf_path = dir.join("apache.conf");
     std::fs::write(&conf_path, conf).unwrap();
-    if mpm == ApacheMpm::PreforkCgi {
-        // mod_cgi does not know ScriptSock.
-        let text = std::fs::read_to_string(&conf_path).unwrap().replace(&format!("ScriptSock {}/run/cgid.sock\n", dir.display()), "");
-        std::fs::write(&conf_path, text).unwrap();
-    }
     let mut cmd = Command::new("/usr/sbin/apache2");
     cmd.arg("-f").arg(&conf_path).arg("-DFOREGROUND");
-    Server::start(&format!("apache {mpm:?}"), cmd, port, vec![dir.join("logs/error.log")])
+    Server::start(name, cmd, port, vec![dir.join("logs/error.log")])
 }
 
 /// Start lighttpd in the foreground with `site` (a rendered snippet) included.
@@ -184,35 +188,9 @@ pub fn path_str(p: &Path) -> String {
 /// Start Apache with mpm_event (no CGI module) for the FastCGI recipes: `modules` are
 /// `"name file.so"` pairs loaded on top of the basics; `site` is included at server level.
 pub fn apache_event(fx: &Fixture, name: &str, modules: &[&str], site: &str) -> Server {
-    let port = free_port();
-    let dir = fx.path();
-    let basics = ["mpm_event_module mod_mpm_event.so", "authz_core_module mod_authz_core.so", "alias_module mod_alias.so", "mime_module mod_mime.so", "env_module mod_env.so", "dir_module mod_dir.so"];
-    let load: String = basics
-        .iter()
-        .chain(modules)
-        .map(|m| {
-            let (name, file) = m.split_once(' ').unwrap();
-            format!("LoadModule {name} {APACHE_MODULES}/{file}\n")
-        })
-        .collect();
-    let user = if is_root() { "User www-data\nGroup www-data\n" } else { "" };
-    let htdocs = dir.join("htdocs");
-    std::fs::create_dir_all(&htdocs).unwrap();
-    let conf = format!(
-        "ServerRoot {dir}\nDefaultRuntimeDir {dir}/run\nPidFile {dir}/run/httpd.pid\nMutex file:{dir}/run default\n\
-         Listen 127.0.0.1:{port}\nServerName 127.0.0.1\n{load}{user}\
-         ErrorLog {dir}/logs/error.log\nLogLevel warn\nTypesConfig /etc/mime.types\nTimeout 60\n\
-         <Directory />\n  AllowOverride None\n  Require all denied\n</Directory>\n\
-         DocumentRoot {htdocs}\n<Directory {htdocs}>\n  AllowOverride None\n  Require all granted\n</Directory>\n\
-         {site}\n",
-        dir = dir.display(),
-        htdocs = htdocs.display(),
-    );
-    let conf_path = dir.join("apache.conf");
-    std::fs::write(&conf_path, conf).unwrap();
-    let mut cmd = Command::new("/usr/sbin/apache2");
-    cmd.arg("-f").arg(&conf_path).arg("-DFOREGROUND");
-    Server::start(name, cmd, port, vec![dir.join("logs/error.log")])
+    let mut all = vec!["mpm_event_module mod_mpm_event.so"];
+    all.extend_from_slice(modules);
+    start_apache(fx, name, &all, "", "None", site)
 }
 
 /// Where a standalone cgi2wsgi listens.

@@ -2,27 +2,31 @@
 """FastCGI throughput behind nginx: cgi2wsgi vs uWSGI vs flup (threaded and prefork) vs a C
 libfcgi responder, for the raw hello app and the Flask app, loaded with wrk, in one run.
 
-Every case is: one backend process (FastCGI on a unix socket, or TCP 127.0.0.1 with
---transport tcp, the same for all), one nginx (worker_processes 1, its own prefix in a temp
-dir) on a free 127.0.0.1 port, a warm-up, then `wrk -t2 -c32 --latency` for --duration
-seconds. Cases run one at a time. CPU per request is the backend's utime+stime (+ the
-reaped children's, + its live descendants': uWSGI or flup prefork workers) from
-/proc/PID/stat before and after the measured load, divided by the requests wrk reports;
-nginx's CPU per request is shown too.
+Every case is: one backend (FastCGI on a unix socket, or TCP 127.0.0.1 with --transport
+tcp, the same for all) with --procs N worker processes (default 1: cgi2wsgi --workers N,
+uWSGI --processes N --threads 1 without --master, flup fcgi_fork with N children, the C
+responder forking N children; flup threaded is always one process), one nginx
+(worker_processes 1, its own prefix in a temp dir) on a free 127.0.0.1 port, a warm-up, then
+`wrk -t2 -c32 --latency` for --duration seconds. Cases run one at a time. CPU per request is
+utime+stime (+ reaped children's) of every process of the backend's tree (cgi2wsgi
+supervisor -> zygote -> workers, uWSGI worker 1 -> workers 2..N, flup/C parent -> children)
+from /proc/PID/stat before and after the measured load, divided by the requests wrk reports;
+nginx's CPU per request is shown too. After the load, cgi2wsgi's and uWSGI's workers' USS
+(Private_Clean + Private_Dirty, /proc/PID/smaps_rollup) is printed for the Flask app.
 
 Upstream keep-alive (--keepalive on|off|both, default both): `on` is `fastcgi_keep_conn on`
 + `upstream { keepalive 16; }`; `off` is nginx's default (one FastCGI connection per
 request). Every backend runs in both modes and is compared with cgi2wsgi in the same mode.
 cgi2wsgi, flup (threaded) and libfcgi honour FCGI_KEEP_CONN; uWSGI 2.0 ignores it (closes
-after each response: nginx logs an upstream error and retries on reuse). Backends that
-serve one connection at a time (flup prefork with 1 child, the C responder) stall under
-upstream keep-alive; the table flags them STALLED and gives them no ratio.
+after each response: nginx logs an upstream error and retries on reuse). Backends whose
+processes serve one connection at a time (flup prefork children, the C responder) stall
+under upstream keep-alive; the table flags them STALLED and gives them no ratio.
 
 Usage:
   bench/fastcgi.py --setup         # once: bench/.venv-peers with uwsgi, flup, flask
   bench/fastcgi.py [--duration 10] [--warmup 2] [--keepalive both] [--apps hello,flask]
                    [--backends cgi2wsgi,uwsgi,flup,flup-fork,c] [--transport unix|tcp]
-                   [--rounds 1] [--json FILE|-]
+                   [--procs 1] [--rounds 1] [--json FILE|-]
 Needs: nginx, wrk, gcc + libfcgi-dev (apt-get install nginx-light wrk gcc libfcgi-dev),
 target/release/cgi2wsgi (built with `cargo build --release` when missing).
 """
@@ -39,6 +43,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -54,18 +59,51 @@ APPS = {
     "flask": ("examples/flask/flaskapp.py", "app", "examples/flask/flaskapp.py:app", b"Hello from Flask\n"),
 }
 BACKENDS = ["cgi2wsgi", "uwsgi", "flup", "flup-fork", "c"]
-LABELS = {
-    "cgi2wsgi": "cgi2wsgi",
-    "uwsgi": "uWSGI 1p/1t",
-    "flup": "flup threaded",
-    "flup-fork": "flup prefork 1",
-    "c": "C libfcgi",
-}
+# USS of the workers is measured for these backends (with the Flask app).
+USS_BACKENDS = ("cgi2wsgi", "uwsgi")
+USS_APPS = ("flask",)
+
+
+def label(backend, procs):
+    return {
+        "cgi2wsgi": f"cgi2wsgi {procs}w",
+        "uwsgi": f"uWSGI {procs}p/1t",
+        "flup": "flup threaded 1p",  # one process whatever --procs says
+        "flup-fork": f"flup prefork {procs}",
+        "c": f"C libfcgi {procs}p",
+    }[backend]
+
+
+# cgi2wsgi options that make even one worker run under a supervisor (src/server/mod.rs).
+SUPERVISED_OPTIONS = ("--lazy-apps", "--max-requests", "--max-rss", "--reload", "--timeout")
+
+
+def tree_roles(backend, procs, cgi2wsgi_args=""):
+    """Role of a process of the backend's tree by its depth (0 = the PID we started), and how
+    many processes the tree should have once up."""
+    if backend == "cgi2wsgi":
+        # --workers 1 without lifecycle options: one process, no supervisor (see README).
+        supervised = procs > 1 or any(a.split("=", 1)[0] in SUPERVISED_OPTIONS
+                                      for a in shlex.split(cgi2wsgi_args))
+        if not supervised:
+            return ["worker"], 1
+        return ["supervisor", "zygote", "worker"], procs + 2
+    if backend == "uwsgi":  # no --master: the first process is worker 1 and forks the others
+        return ["worker", "worker"], procs
+    if backend == "flup":
+        return ["worker"], 1
+    if backend == "flup-fork":
+        return ["parent", "worker"], procs + 1
+    if backend == "c":
+        return (["worker"], 1) if procs == 1 else (["parent", "worker"], procs + 1)
+    raise ValueError(backend)
+
+
 PIP_PACKAGES = ["uwsgi", "flup", "flask"]
 
 FLUP_RUNNER = r"""
 import importlib, os, sys
-kind, bind, path, name = sys.argv[1:5]
+kind, bind, path, name, procs = sys.argv[1:6]
 sys.path.insert(0, os.path.dirname(path))
 app = getattr(importlib.import_module(os.path.splitext(os.path.basename(path))[0]), name)
 if not bind.startswith("/"):
@@ -76,7 +114,8 @@ if kind == "thread":
     server = WSGIServer(app, bindAddress=bind, umask=0)
 else:
     from flup.server.fcgi_fork import WSGIServer
-    server = WSGIServer(app, bindAddress=bind, umask=0, minSpare=1, maxSpare=1, maxChildren=1)
+    n = int(procs)
+    server = WSGIServer(app, bindAddress=bind, umask=0, minSpare=n, maxSpare=n, maxChildren=n)
 sys.exit(server.run())
 """
 
@@ -143,8 +182,8 @@ def start(cmd, log_path, cwd=REPO, env=None):
     return proc
 
 
-def descendants(pid):
-    """PIDs of all live descendants of pid (from /proc/*/stat ppid)."""
+def tree(pid):
+    """(pid, depth) of pid (depth 0) and all its live descendants (from /proc/*/stat ppid)."""
     children = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -155,12 +194,18 @@ def descendants(pid):
         except (OSError, IndexError, ValueError):
             continue
         children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
+    out, todo = [(pid, 0)], [(pid, 0)]
     while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
+        parent, depth = todo.pop()
+        for child in children.get(parent, []):
+            out.append((child, depth + 1))
+            todo.append((child, depth + 1))
+    return sorted(out, key=lambda t: (t[1], t[0]))
+
+
+def descendants(pid):
+    """PIDs of all live descendants of pid."""
+    return [p for p, depth in tree(pid) if depth > 0]
 
 
 def stop(proc, sig=signal.SIGTERM, timeout=5.0):
@@ -191,18 +236,44 @@ def on_signal(signum, _frame):
 
 # ---------------------------------------------------------------- measurements
 
-def cpu_ticks(pid):
-    """utime+stime+cutime+cstime (fields 14-17) of pid and its live descendants, in ticks.
-    A process's own fields cover all its threads; reaped children land in cutime/cstime."""
-    total = 0
-    for p in [pid] + descendants(pid):
+def cpu_by_proc(pid):
+    """{pid: utime+stime+cutime+cstime (fields 14-17), in ticks} for pid and every live
+    descendant (the whole tree: supervisor, zygote, workers...). A process's own fields cover
+    all its threads; children it reaped land in its cutime/cstime, and live ones are counted
+    by themselves (not yet in anybody's cutime), so nothing is counted twice."""
+    out = {}
+    for p, _depth in tree(pid):
         try:
             with open(f"/proc/{p}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += sum(int(x) for x in fields[11:15])  # field N is fields[N - 3]
-    return total
+        out[p] = sum(int(x) for x in fields[11:15])  # field N is fields[N - 3]
+    return out
+
+
+def cpu_ticks(pid):
+    return sum(cpu_by_proc(pid).values())
+
+
+def memory_kib(pid):
+    """{"uss", "pss", "rss"} in KiB from /proc/PID/smaps_rollup (USS = Private_Clean +
+    Private_Dirty), summed from /proc/PID/smaps on kernels without smaps_rollup."""
+    fields = {}
+    for name in ("smaps_rollup", "smaps"):
+        try:
+            with open(f"/proc/{pid}/{name}") as f:
+                for line in f:
+                    key, _, rest = line.partition(":")
+                    if key in ("Rss", "Pss", "Private_Clean", "Private_Dirty"):
+                        fields[key] = fields.get(key, 0) + int(rest.split()[0])
+            break
+        except (OSError, ValueError):
+            fields = {}
+    if not fields:
+        return None
+    return {"uss": fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0),
+            "pss": fields.get("Pss", 0), "rss": fields.get("Rss", 0)}
 
 
 def parse_duration(value, unit):
@@ -341,19 +412,22 @@ def backend_cmd(backend, app, bind, args, c_exe, log):
     file, callable_, spec, _ = APPS[app]
     unix = bind.startswith("/")
     if backend == "cgi2wsgi":
+        # --workers always explicit: with --bind the default is one worker per CPU.
         return [os.path.abspath(args.binary), "--bind", f"unix:{bind}" if unix else bind,
+                "--workers", str(args.procs),
                 "--socket-mode", "0666", "--venv", args.venv, "--log-level", "warn", "--log-file", log,
                 *shlex.split(args.cgi2wsgi_args), spec]
     if backend == "uwsgi":
         return [os.path.join(args.venv, "bin", "uwsgi"), "--fastcgi-socket", bind, "--chmod-socket=666",
-                "--wsgi-file", file, "--callable", callable_, "--processes", "1", "--threads", "1",
+                "--wsgi-file", file, "--callable", callable_, "--processes", str(args.procs), "--threads", "1",
                 "--virtualenv", args.venv, "--need-app", "--die-on-term", "--disable-logging",
                 "--ignore-sigpipe", "--ignore-write-errors", "--disable-write-exception"]
     if backend in ("flup", "flup-fork"):
         return [os.path.join(args.venv, "bin", "python3"), "-c", FLUP_RUNNER,
-                "thread" if backend == "flup" else "fork", bind, os.path.join(REPO, file), callable_]
+                "thread" if backend == "flup" else "fork", bind, os.path.join(REPO, file), callable_,
+                str(args.procs)]
     if backend == "c":
-        return [c_exe, bind]
+        return [c_exe, bind, str(args.procs)]
     raise ValueError(backend)
 
 
@@ -373,6 +447,16 @@ def wait_backend(proc, bind, log, timeout=30.0):
         except OSError:
             time.sleep(0.05)
     raise Failure(f"backend not listening on {bind} after {timeout}s; log {log}:\n{tail(log)}")
+
+
+def wait_procs(proc, expected, timeout=15.0):
+    """Wait until the backend's tree has its expected number of processes (workers forked);
+    a shortfall is not an error here: run_case records the count after the load."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(tree(proc.pid)) >= expected:
+            return
+        time.sleep(0.05)
 
 
 def wait_http(proc, url, expect, log, timeout=20.0):
@@ -412,6 +496,8 @@ def run_case(backend, app, keepalive, args, tmp, c_exe, index):
     nginx_proc = None
     try:
         wait_backend(backend_proc, bind, blog)
+        roles, expected_procs = tree_roles(backend, args.procs, args.cgi2wsgi_args)
+        wait_procs(backend_proc, expected_procs)
         port = free_port()
         conf = os.path.join(case, "nginx.conf")
         with open(conf, "w") as f:
@@ -425,18 +511,40 @@ def run_case(backend, app, keepalive, args, tmp, c_exe, index):
         wait_http(nginx_proc, url, APPS[app][3], nlog)
         if args.warmup > 0:
             run_wrk(url, args.warmup, args, latency=False)
-        b0, n0 = cpu_ticks(backend_proc.pid), cpu_ticks(nginx_proc.pid)
+        bt0, n0 = cpu_by_proc(backend_proc.pid), cpu_ticks(nginx_proc.pid)
         res = run_wrk(url, args.duration, args)
         with open(os.path.join(case, "wrk.txt"), "w") as f:
             f.write(res["raw"])
-        b1, n1 = cpu_ticks(backend_proc.pid), cpu_ticks(nginx_proc.pid)
+        bt1, n1 = cpu_by_proc(backend_proc.pid), cpu_ticks(nginx_proc.pid)
+        after = tree(backend_proc.pid)
         if backend_proc.poll() is not None:
             raise Failure(f"backend died during the load; log {blog}:\n{tail(blog)}")
+        b0, b1 = sum(bt0.values()), sum(bt1.values())
         reqs = max(res["requests"], 1)
         res["backend_cpu_us"] = (b1 - b0) * 1e6 / CLK_TCK / reqs
         res["nginx_cpu_us"] = (n1 - n0) * 1e6 / CLK_TCK / reqs
         res["backend_cpu_s"] = (b1 - b0) / CLK_TCK
-        res["backend_procs"] = 1 + len(descendants(backend_proc.pid))
+        res["backend_procs"] = len(after)
+        res["backend_procs_expected"] = expected_procs
+        measure_mem = backend in USS_BACKENDS and app in USS_APPS
+        procs = []
+        for pid, depth in after:
+            role = roles[depth] if depth < len(roles) else "other"
+            entry = {"pid": pid, "depth": depth, "role": role,
+                     "cpu_s": (bt1.get(pid, 0) - bt0.get(pid, 0)) / CLK_TCK}
+            if measure_mem:
+                entry["mem_kib"] = memory_kib(pid)
+            procs.append(entry)
+        gone = sorted(set(bt0) - set(bt1))  # exited during the load: its time moved to its parent
+        res["backend_tree"] = procs
+        res["backend_exited_during_load"] = gone
+        if measure_mem:
+            res["worker_uss_kib"] = sorted(p["mem_kib"]["uss"] for p in procs
+                                           if p["role"] == "worker" and p.get("mem_kib"))
+            res["other_uss_kib"] = {}
+            for p in procs:
+                if p["role"] != "worker" and p.get("mem_kib"):
+                    res["other_uss_kib"][p["role"]] = res["other_uss_kib"].get(p["role"], 0) + p["mem_kib"]["uss"]
         res["stalled"] = res["in_flight"] is not None and res["in_flight"] < 0.5 * args.connections
         with open(nlog, errors="replace") as f:
             res["nginx_errors"] = sum(1 for line in f if "[error]" in line)
@@ -467,7 +575,7 @@ def report(results, args):
         ref = next((q for q in results if q["backend"] == "cgi2wsgi" and q["app"] == r["app"]
                     and q["keepalive"] == r["keepalive"] and "rps" in q), None)
         if "rps" not in r:
-            rows.append([r["app"], LABELS[r["backend"]], "on" if r["keepalive"] else "off",
+            rows.append([r["app"], label(r["backend"], args.procs), "on" if r["keepalive"] else "off",
                          "FAILED", "", "", "", "", "", "", "", "", r["error"].splitlines()[0][:60]])
             continue
         notes = []
@@ -477,12 +585,15 @@ def report(results, args):
             notes.append(f"long waits: p99 {r['p99_ms'] / 1000:.2f} s")
         if r.get("nginx_errors"):
             notes.append(f"{r['nginx_errors']:.0f} upstream errors in nginx log (retried)")
+        if r.get("backend_procs") != r.get("backend_procs_expected"):
+            notes.append(f"{r.get('backend_procs')} backend processes after the load, expected "
+                         f"{r.get('backend_procs_expected')}")
         if r["backend"] == "cgi2wsgi" or r.get("stalled") or not ref or ref.get("stalled"):
             vs_rps = vs_cpu = "1" if r["backend"] == "cgi2wsgi" else "-"
         else:
             vs_rps = ratio(r["rps"], ref["rps"])
             vs_cpu = ratio(r["backend_cpu_us"], ref["backend_cpu_us"])
-        rows.append([r["app"], LABELS[r["backend"]], "on" if r["keepalive"] else "off",
+        rows.append([r["app"], label(r["backend"], args.procs), "on" if r["keepalive"] else "off",
                      f"{r['rps']:.0f}", fmt(r["p50_ms"], ".2f"), fmt(r["p99_ms"], ".2f"),
                      f"{r['backend_cpu_us']:.0f}", f"{r['nginx_cpu_us']:.0f}",
                      f"{r['errors']:.0f}", vs_rps, vs_cpu, "; ".join(notes)])
@@ -500,19 +611,42 @@ def report(results, args):
             print()
         prev = row[0]
         print(line(row))
+    mem = [r for r in results if r.get("worker_uss_kib") is not None]
+    if mem:
+        print()
+        print("Worker USS after the load (Private_Clean + Private_Dirty, /proc/PID/smaps_rollup), MiB"
+              + (", medians of the sorted values over rounds" if args.rounds > 1 else "") + ":")
+        w = max(len(label(r["backend"], args.procs)) for r in mem)
+        for r in mem:
+            uss = r["worker_uss_kib"]
+            text = (", ".join(f"{k / 1024:.1f}" for k in uss) if uss else "none found")
+            if len(uss) > 1:
+                text += f" (sum {sum(uss) / 1024:.1f})"
+            others = r.get("other_uss_kib") or {}
+            if others:
+                text += "; not workers: " + ", ".join(f"{role} {k / 1024:.1f}" for role, k in others.items())
+            print(f"  {r['app']}  {label(r['backend'], args.procs).ljust(w)}  keepalive "
+                  f"{'on ' if r['keepalive'] else 'off'}  workers {text}")
     print()
+    n = args.procs
     print(f"keepalive on  = nginx `upstream {{ keepalive {args.upstream_keepalive}; }}` + `fastcgi_keep_conn on` (FCGI_KEEP_CONN);")
-    print("keepalive off = one FastCGI connection per request (nginx default). Ratios compare each")
-    print("backend with cgi2wsgi for the same app and keepalive setting (req/s: >1 is faster than")
-    print("cgi2wsgi; CPU/req: <1 is cheaper). CPU = backend utime+stime incl. threads and children")
-    print(f"(/proc/PID/stat 14-17), {1e6 / CLK_TCK:.0f} us tick resolution. errors = wrk socket errors +")
-    print("non-2xx responses. STALLED: req/s x mean latency (requests in flight, Little's law) under")
-    print("half of wrk's connections: most were stuck all along. A backend serving one connection at")
-    print("a time (flup prefork 1 child, the C responder) stalls with upstream keep-alive: it waits for")
-    print("the next request on its connection while nginx parks other requests on new connections it")
-    print("never accepts. uWSGI ignores FCGI_KEEP_CONN (closes after every response); nginx logs an")
-    print("upstream error and retries when it reuses such a connection. Shared 2-core machine: wrk,")
-    print("nginx and the backend compete for CPU, and other jobs may be running: expect noise.")
+    print(textwrap.fill(
+        "keepalive off = one FastCGI connection per request (nginx default). Ratios compare each "
+        "backend with cgi2wsgi for the same app and keepalive setting (req/s: >1 is faster than "
+        "cgi2wsgi; CPU/req: <1 is cheaper). "
+        f"--procs {n}: cgi2wsgi --workers {n}, uWSGI --processes {n} --threads 1 (no master), "
+        f"flup prefork {n} child{'ren' if n > 1 else ''}, C {f'{n} children' if n > 1 else '1 process'}; flup threaded is always one process. "
+        "CPU = utime+stime, threads included, of every process of the backend's tree "
+        "(supervisor, zygote, parent and workers; reaped children's via cutime/cstime; "
+        f"/proc/PID/stat 14-17), {1e6 / CLK_TCK:.0f} us tick resolution. errors = wrk socket "
+        "errors + non-2xx responses. STALLED: req/s x mean latency (requests in flight, Little's "
+        "law) under half of wrk's connections: most were stuck all along. A process serving one "
+        "connection at a time (flup prefork children, the C responder) stalls with upstream "
+        "keep-alive: it waits for the next request on its connection while nginx parks other "
+        "requests on connections nobody accepts. uWSGI ignores FCGI_KEEP_CONN (closes after every "
+        "response); nginx logs an upstream error and retries when it reuses such a connection. "
+        "Shared 2-core machine: wrk, nginx and the backend compete for CPU, and other jobs may be "
+        "running: expect noise.", width=95))
 
 
 def median_of(runs):
@@ -525,6 +659,15 @@ def median_of(runs):
         vals = [r[key] for r in ok if r.get(key) is not None]
         out[key] = statistics.median(vals) if vals else None
     out["rounds"] = len(ok)
+    uss = [r["worker_uss_kib"] for r in ok if r.get("worker_uss_kib") is not None]
+    if uss:
+        out["worker_uss_kib_rounds"] = uss
+        if len({len(u) for u in uss}) == 1:
+            out["worker_uss_kib"] = [statistics.median(col) for col in zip(*uss)]
+        others = [r["other_uss_kib"] for r in ok if r.get("other_uss_kib")]
+        if others:
+            out["other_uss_kib"] = {role: statistics.median(o[role] for o in others if role in o)
+                                    for role in others[0]}
     out["stalled"] = any(r.get("stalled") for r in ok)
     out.pop("raw", None)
     return out
@@ -545,6 +688,9 @@ def main():
                     help="idle connections nginx keeps per worker with --keepalive on (16)")
     ap.add_argument("--cgi2wsgi-args", default="", metavar="ARGS",
                     help="extra cgi2wsgi options for experiments, e.g. '--max-conns 4'")
+    ap.add_argument("--procs", type=int, default=1, metavar="N",
+                    help="worker processes of every backend (1): cgi2wsgi --workers N, uWSGI --processes N "
+                         "--threads 1, flup prefork N children, C N children; flup threaded stays 1 process")
     ap.add_argument("--rounds", type=int, default=1, help="run the whole matrix N times; report medians")
     ap.add_argument("--binary", default=os.path.join(REPO, "target", "release", "cgi2wsgi"))
     ap.add_argument("--build", action="store_true", help="run `cargo build --release` first")
@@ -556,6 +702,10 @@ def main():
     args.venv = os.path.abspath(args.venv)
     args.apps = [a for a in args.apps.split(",") if a]
     args.backends = [b for b in args.backends.split(",") if b]
+    if args.procs < 1:
+        ap.error("--procs must be at least 1")
+    if any(a.split("=", 1)[0] == "--workers" for a in shlex.split(args.cgi2wsgi_args)):
+        ap.error("set cgi2wsgi's --workers with --procs (every backend gets the same count)")
     for a in args.apps:
         if a not in APPS:
             ap.error(f"unknown app {a!r} (hello, flask)")
@@ -585,7 +735,7 @@ def main():
             print(f"# cgi2wsgi extra options: {args.cgi2wsgi_args}")
         print(f"# {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start; "
               f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s after {args.warmup}s warm-up; "
-              f"{args.transport} sockets; {len(cases)} cases x {args.rounds} round(s)")
+              f"{args.transport} sockets; --procs {args.procs}; {len(cases)} cases x {args.rounds} round(s)")
         for k, v in vers.items():
             print(f"# {k}: {v}")
         runs = {c: [] for c in cases}
@@ -593,12 +743,13 @@ def main():
         for rnd in range(args.rounds):
             for backend, app, ka in cases:
                 index += 1
-                name = f"{app} / {LABELS[backend]} / keepalive {'on' if ka else 'off'}"
+                name = f"{app} / {label(backend, args.procs)} / keepalive {'on' if ka else 'off'}"
                 print(f"[{rnd + 1}/{args.rounds}] {name} ...", end=" ", flush=True)
                 try:
                     res = run_case(backend, app, ka, args, tmp, c_exe, index)
                     print(f"{res['rps']:.0f} req/s, p99 {fmt(res['p99_ms'], '.2f')} ms, "
-                          f"{res['backend_cpu_us']:.0f} us CPU/req, {res['errors']} errors"
+                          f"{res['backend_cpu_us']:.0f} us CPU/req, {res['errors']} errors, "
+                          f"{res['backend_procs']} backend processes"
                           f"{', STALLED' if res['stalled'] else ''}", flush=True)
                 except Failure as e:
                     res = {"error": str(e)}
@@ -607,12 +758,12 @@ def main():
         results = []
         for (backend, app, ka), rs in runs.items():
             r = median_of(rs)
-            r.update(backend=backend, app=app, keepalive=ka)
+            r.update(backend=backend, app=app, keepalive=ka, label=label(backend, args.procs))
             results.append(r)
         report(results, args)
         if args.json:
             doc = {"settings": {k: getattr(args, k) for k in ("duration", "warmup", "threads", "connections",
-                                                             "transport", "rounds", "keepalive",
+                                                             "transport", "rounds", "keepalive", "procs",
                                                              "upstream_keepalive", "cgi2wsgi_args")},
                    "versions": vers, "cpus": os.cpu_count(),
                    "results": [{k: v for k, v in r.items() if k != "raw"} for r in results]}

@@ -23,6 +23,24 @@ extern "C" fn on_stop_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
+/// SIGHUP in a process without a supervisor: there is nothing to reload with, so it is
+/// noted (and logged by the request loop) instead of killing the process.
+pub(crate) static HUP_IGNORED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_hup_unsupervised(_: libc::c_int) {
+    HUP_IGNORED.store(true, Ordering::SeqCst);
+}
+
+fn ignore_hup() {
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_hup_unsupervised as extern "C" fn(libc::c_int) as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGHUP, &sa, std::ptr::null_mut());
+    }
+}
+
 pub(crate) fn install_stop_handlers() {
     // SAFETY: the handler only stores to an atomic (async-signal-safe). No SA_RESTART, so a
     // blocking epoll_wait returns EINTR at once.
@@ -131,6 +149,7 @@ pub fn run(config: &Config) -> i32 {
         log::info!("supervising {workers} worker(s) for {spec} on {}", listener.describe());
         return supervisor::run(&supervisor::Plan { config, spec, listener: &listener, workers });
     }
+    ignore_hup();
     let app = match wsgi::boot::boot(config, spec) {
         Ok(app) => app,
         Err(e) => {

@@ -189,12 +189,31 @@ pub fn run(plan: &Plan<'_>) -> i32 {
     0
 }
 
-/// Wait (bounded) until a new generation's workers are up; false if it failed.
+/// How long a new generation may take to import the app and start its workers.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Wait (bounded) until a new generation's workers are up; false if it failed. A signal
+/// arriving meanwhile (another SIGHUP) does not count as failure; a stop does.
 fn wait_ready(g: &mut Generation) -> bool {
+    use std::os::fd::AsRawFd;
     let Some(mut pipe) = g.ready.take() else { return true };
-    // The zygote writes one byte once its workers are forked; EOF without it is failure.
+    let deadline = Instant::now() + READY_TIMEOUT;
+    // The zygote writes one byte once its workers are up; EOF without it is failure.
     let mut byte = [0u8; 1];
-    matches!(pipe.read(&mut byte), Ok(1))
+    while Instant::now() < deadline && !STOP.load(Ordering::SeqCst) {
+        if !super::wait_readable(pipe.as_raw_fd(), 1000) {
+            continue;
+        }
+        match pipe.read(&mut byte) {
+            Ok(n) => return n == 1,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return false,
+        }
+    }
+    if !STOP.load(Ordering::SeqCst) {
+        log::error!("the new workers did not start within {} s", READY_TIMEOUT.as_secs());
+    }
+    false
 }
 
 fn pipe() -> std::io::Result<(RawFd, RawFd)> {
@@ -260,10 +279,30 @@ fn zygote(plan: &Plan<'_>, ready_fd: RawFd) -> i32 {
         }
     };
     let mut slots: Vec<Slot> = Vec::with_capacity(plan.workers);
+    // With --lazy-apps the workers import the app: the generation is ready only once each
+    // of the first ones says so (through this pipe), so a broken app never replaces a
+    // working one.
+    let boot_pipe = if config.lazy_apps { pipe().ok() } else { None };
     for i in 0..plan.workers {
-        match fork_worker(plan, app.as_ref(), i) {
+        match fork_worker(plan, app.as_ref(), i, boot_pipe.map(|(_, w)| w)) {
             Ok(pid) => slots.push(Slot { pid, started: Instant::now(), backoff: Duration::from_millis(100) }),
             Err(e) => log::error!("cannot fork worker {i}: {e}"),
+        }
+    }
+    if let Some((read_end, write_end)) = boot_pipe {
+        // SAFETY: the zygote's copy of the write end is closed (the workers hold theirs), and
+        // the read end becomes a File we own.
+        let mut booted = unsafe {
+            libc::close(write_end);
+            std::fs::File::from_raw_fd(read_end)
+        };
+        let mut ok = vec![0u8; slots.len()];
+        if slots.is_empty() || booted.read_exact(&mut ok).is_err() {
+            log::error!("the workers could not load the app");
+            for s in &slots {
+                kill(s.pid, libc::SIGKILL);
+            }
+            return 3;
         }
     }
     // SAFETY: writing one byte to our pipe, then closing it: the supervisor's "ready".
@@ -304,7 +343,7 @@ fn zygote(plan: &Plan<'_>, ready_fd: RawFd) -> i32 {
                     slot.backoff = Duration::from_millis(100);
                 }
             }
-            match fork_worker(plan, app.as_ref(), i) {
+            match fork_worker(plan, app.as_ref(), i, None) {
                 Ok(new) => {
                     slots[i].pid = new;
                     slots[i].started = Instant::now();
@@ -328,7 +367,7 @@ fn zygote(plan: &Plan<'_>, ready_fd: RawFd) -> i32 {
 }
 
 /// Fork one worker from the zygote; the child serves and never returns.
-fn fork_worker(plan: &Plan<'_>, app: Option<&Py<PyAny>>, index: usize) -> std::io::Result<libc::pid_t> {
+fn fork_worker(plan: &Plan<'_>, app: Option<&Py<PyAny>>, index: usize, boot_fd: Option<RawFd>) -> std::io::Result<libc::pid_t> {
     let me = std::process::id() as libc::pid_t;
     let forked = |pid: libc::pid_t| -> std::io::Result<libc::pid_t> {
         if pid < 0 {
@@ -363,7 +402,16 @@ fn fork_worker(plan: &Plan<'_>, app: Option<&Py<PyAny>>, index: usize) -> std::i
     let code = match app {
         Some(app) => serve(plan.config, plan.listener, app, plan.spec, Some(index)),
         None => match wsgi::boot::boot(plan.config, plan.spec) {
-            Ok(app) => serve(plan.config, plan.listener, &app, plan.spec, Some(index)),
+            Ok(app) => {
+                if let Some(fd) = boot_fd {
+                    // SAFETY: one byte to the zygote's pipe: this worker has the app.
+                    unsafe {
+                        libc::write(fd, [b'R'].as_ptr().cast(), 1);
+                        libc::close(fd);
+                    }
+                }
+                serve(plan.config, plan.listener, &app, plan.spec, Some(index))
+            }
             Err(e) => {
                 log::error!("{e}");
                 3

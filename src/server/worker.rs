@@ -134,6 +134,9 @@ impl Worker<'_> {
         let mut stop_deadline: Option<Instant> = None;
         loop {
             let n = py.detach(|| epoll.wait(&mut events, 1000));
+            if super::HUP_IGNORED.swap(false, Ordering::SeqCst) {
+                log::warn!("SIGHUP ignored: a single process cannot reload itself; run with a supervisor (--workers 2 or more, --reload, --max-requests) or let the web server restart it");
+            }
             if STOP.load(Ordering::SeqCst) && stop_deadline.is_none() {
                 // Stop: no new connections; idle ones close now, busy ones when done.
                 stop_deadline = Some(Instant::now() + self.graceful_timeout);

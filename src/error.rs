@@ -76,6 +76,4 @@ pub enum ConnError {
     Protocol(#[from] crate::fastcgi::ProtocolError),
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
-    #[error("the web server closed the connection mid-request")]
-    Closed,
 }

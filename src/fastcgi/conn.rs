@@ -18,7 +18,7 @@ use pyo3::prelude::*;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -419,12 +419,8 @@ fn errors_sink(conn: Conn, id: u16) -> streams::ErrorSink {
     })
 }
 
-/// Requests being answered right now in this process (a graceful stop waits for them).
-pub static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
-
 /// Run the app for a ready request on this thread; then end it and continue the connection.
 pub fn run(py: Python<'_>, conn: &Conn, app: &Py<PyAny>, settings: &Settings, ready: Ready) -> Step {
-    IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
     let Ready { id, keep_conn, request, spool } = ready;
     conn.lock().stdout_written = false;
     let busy = crate::server::watchdog::Busy::enter(settings.timeout.is_some(), conn, id);
@@ -448,7 +444,5 @@ pub fn run(py: Python<'_>, conn: &Conn, app: &Py<PyAny>, settings: &Settings, re
         Err(e) => log::error!("request {id}: {e}"),
     }
     drop(busy);
-    let step = conn.after_request(settings, id, keep_conn, ended.load(Ordering::SeqCst));
-    IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
-    step
+    conn.after_request(settings, id, keep_conn, ended.load(Ordering::SeqCst))
 }

@@ -33,6 +33,8 @@ fn one_gib_upload_is_spooled_not_buffered() {
     let child = Command::new(common::binary())
         .arg("--bind")
         .arg(format!("unix:{}", sock.display()))
+        // One process: the pid measured is the one that reads the body and runs the app.
+        .args(["--workers", "1"])
         .arg(common::repo().join("examples/echo.py"))
         .env_clear()
         .stdin(Stdio::null())
@@ -47,6 +49,7 @@ fn one_gib_upload_is_spooled_not_buffered() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let pid = server.0.id();
+    assert!(status_kib(pid, "VmRSS:") > 8 * 1024, "pid {pid} is not the Python process serving the upload");
     // The app is imported before the socket accepts, so this is the steady-state baseline.
     let mut s = UnixStream::connect(&sock).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(600))).unwrap();

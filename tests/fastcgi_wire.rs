@@ -197,7 +197,18 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// SIGTERM first, so a supervisor stops its workers too (they would otherwise follow
+    /// it only through PR_SET_PDEATHSIG, after their own graceful drain); SIGKILL if slow.
     fn drop(&mut self) {
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

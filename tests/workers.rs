@@ -788,3 +788,27 @@ fn max_rss_recycles_a_growing_worker() {
     assert!(failed.is_empty(), "requests failed:\n{}\n{}", list(&failed, t0), stack.logs());
     stack.backend.wait_workers(Duration::from_secs(10), "a fresh worker", |w| w.len() == 2 && *w != before);
 }
+
+/// `--timeout`: a request stuck past it is answered 504 through nginx, the log shows the
+/// Python stack of the stuck frame, its worker is replaced, and the service goes on.
+#[test]
+fn stuck_request_hits_the_timeout() {
+    let (fx, app) = fixture();
+    let stack = Stack::start(&fx, &app, &["--workers", "2", "--timeout", "2"]);
+    stack.backend.wait_workers(Duration::from_secs(10), "two workers", |w| w.len() == 2);
+    warm_up(&stack);
+    let port = stack.port();
+    let before = stack.backend.workers();
+    let t0 = Instant::now();
+    // /slow?30 sleeps 30 s: far past the 2 s timeout.
+    let stuck = fetch(port, "/app/slow?30", REQUEST_TIMEOUT);
+    assert_eq!(stuck.status, Some(504), "{}\n{}", stuck.describe(t0), stack.logs());
+    assert!(stuck.end.duration_since(stuck.start) < Duration::from_secs(20), "the timeout did not cut the request: {}", stuck.describe(t0));
+    assert!(stack.backend.wait_log("over --timeout 2 s", Duration::from_secs(5)), "no timeout line\n{}", stack.logs());
+    // faulthandler's dump names the app's file and function where it was stuck.
+    let frame = format!("File \"{}\"", app.display());
+    assert!(stack.backend.wait_log(&frame, Duration::from_secs(5)) && stack.backend.log().contains("in application"), "no Python stack in the log\n{}", stack.logs());
+    stack.backend.wait_workers(Duration::from_secs(25), "a replacement worker", |w| w.len() == 2 && *w != before);
+    let outcomes = Load::start(port, "/app/", 2, 10).join();
+    assert!(failures(&outcomes).is_empty(), "after the timeout:\n{}", list(&failures(&outcomes), t0));
+}

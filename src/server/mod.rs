@@ -31,27 +31,21 @@ extern "C" fn on_hup_unsupervised(_: libc::c_int) {
     HUP_IGNORED.store(true, Ordering::SeqCst);
 }
 
-fn ignore_hup() {
-    // SAFETY: the handler only stores to an atomic.
+/// Install `handler` for `sig` (`None`: ignore it). Handlers here only store to atomics
+/// (async-signal-safe); no SA_RESTART, so a blocking epoll_wait or poll returns at once.
+pub(crate) fn set_signal(sig: libc::c_int, handler: Option<extern "C" fn(libc::c_int)>) {
+    // SAFETY: a zeroed sigaction with an empty mask and a valid handler or SIG_IGN.
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_hup_unsupervised as extern "C" fn(libc::c_int) as usize;
+        sa.sa_sigaction = handler.map_or(libc::SIG_IGN, |h| h as usize);
         libc::sigemptyset(&mut sa.sa_mask);
-        libc::sigaction(libc::SIGHUP, &sa, std::ptr::null_mut());
+        libc::sigaction(sig, &sa, std::ptr::null_mut());
     }
 }
 
 pub(crate) fn install_stop_handlers() {
-    // SAFETY: the handler only stores to an atomic (async-signal-safe). No SA_RESTART, so a
-    // blocking epoll_wait returns EINTR at once.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_stop_signal as extern "C" fn(libc::c_int) as usize;
-        libc::sigemptyset(&mut sa.sa_mask);
-        for sig in [libc::SIGTERM, libc::SIGINT] {
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
-        }
-    }
+    set_signal(libc::SIGTERM, Some(on_stop_signal));
+    set_signal(libc::SIGINT, Some(on_stop_signal));
 }
 
 /// Connections kept open at once per request thread (FCGI_MAX_CONNS reports the total).
@@ -149,7 +143,7 @@ pub fn run(config: &Config) -> i32 {
         log::info!("supervising {workers} worker(s) for {spec} on {}", listener.describe());
         return supervisor::run(&supervisor::Plan { config, spec, listener: &listener, workers });
     }
-    ignore_hup();
+    set_signal(libc::SIGHUP, Some(on_hup_unsupervised));
     let app = match wsgi::boot::boot(config, spec) {
         Ok(app) => app,
         Err(e) => {

@@ -26,19 +26,6 @@ extern "C" fn on_reload_signal(_: libc::c_int) {
     RELOAD.store(true, Ordering::SeqCst);
 }
 
-fn set_handler(sig: libc::c_int, handler: Option<extern "C" fn(libc::c_int)>) {
-    // SAFETY: the handlers only store to atomics (async-signal-safe); ignored otherwise.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = match handler {
-            Some(h) => h as usize,
-            None => libc::SIG_IGN,
-        };
-        libc::sigemptyset(&mut sa.sa_mask);
-        libc::sigaction(sig, &sa, std::ptr::null_mut());
-    }
-}
-
 /// How often the supervisor and the zygotes look at their children and flags.
 const TICK: Duration = Duration::from_millis(50);
 /// A worker that dies sooner than this after its start counts as crashing.
@@ -102,7 +89,7 @@ struct Generation {
 
 /// The supervisor: returns the process exit status.
 pub fn run(plan: &Plan<'_>) -> i32 {
-    set_handler(libc::SIGHUP, Some(on_reload_signal));
+    super::set_signal(libc::SIGHUP, Some(on_reload_signal));
     let graceful = plan.config.graceful_timeout;
     let mut current = match spawn_generation(plan) {
         Ok(g) => g,
@@ -257,7 +244,7 @@ struct Slot {
 
 /// The zygote: import the app (unless `--lazy-apps`), fork the workers, keep them.
 fn zygote(plan: &Plan<'_>, ready_fd: RawFd) -> i32 {
-    set_handler(libc::SIGHUP, None);
+    super::set_signal(libc::SIGHUP, None);
     let config = plan.config;
     let app = if config.lazy_apps {
         None

@@ -26,6 +26,11 @@ pub struct Request {
 
 /// Decode bytes as latin-1: every byte maps to the code point of the same value.
 pub fn latin1(bytes: &[u8]) -> String {
+    // Nearly every name and value is ASCII, which is already valid UTF-8 of the same chars.
+    if bytes.is_ascii() {
+        // SAFETY: ASCII bytes are valid UTF-8.
+        return unsafe { String::from_utf8_unchecked(bytes.to_vec()) };
+    }
     bytes.iter().map(|&b| b as char).collect()
 }
 
@@ -59,18 +64,15 @@ impl Request {
         N: AsRef<[u8]>,
         V: AsRef<[u8]>,
     {
-        let mut vars: Vec<(String, String)> = Vec::new();
+        let mut vars: Vec<(String, String)> = Vec::with_capacity(48);
         for (name, value) in params {
-            let name = latin1(name.as_ref());
-            if SHADOW_HEADERS.contains(&name.as_str()) {
+            let name = name.as_ref();
+            if SHADOW_HEADERS.iter().any(|h| h.as_bytes() == name) {
                 continue;
             }
-            let value = latin1(value.as_ref());
-            // A later duplicate replaces the earlier one, as a dict insert would.
-            match vars.iter_mut().find(|(n, _)| *n == name) {
-                Some(slot) => slot.1 = value,
-                None => vars.push((name, value)),
-            }
+            // A duplicate stays in the list; the later one wins, in `get` and in the environ
+            // dict alike (a later insert replaces an earlier one).
+            vars.push((latin1(name), latin1(value.as_ref())));
         }
         let mut req = Request { vars, body: BodyLength::None, scheme: "http" };
         for key in ["QUERY_STRING", "PATH_INFO", "SCRIPT_NAME"] {
@@ -90,12 +92,13 @@ impl Request {
         Ok(req)
     }
 
+    /// The value of `name` (the last one, if a server sent it twice).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.vars.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.vars.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
     pub fn set(&mut self, name: &str, value: String) {
-        match self.vars.iter_mut().find(|(n, _)| n == name) {
+        match self.vars.iter_mut().rev().find(|(n, _)| n == name) {
             Some(slot) => slot.1 = value,
             None => self.vars.push((name.to_owned(), value)),
         }
@@ -172,6 +175,12 @@ mod tests {
         assert_eq!(r.get("HTTP_CONTENT_LENGTH"), None);
         assert_eq!(r.body, BodyLength::None);
         assert_eq!(r.scheme, "http");
+    }
+
+    #[test]
+    fn duplicates_keep_the_last_value() {
+        let r = req(&[("HTTP_X", "first"), ("HTTP_X", "second")]).unwrap();
+        assert_eq!(r.get("HTTP_X"), Some("second"));
     }
 
     #[test]

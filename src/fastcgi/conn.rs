@@ -34,7 +34,8 @@ pub struct Settings {
 
 /// How long a response write may wait for the web server to read.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
-const READ_BUF: usize = 64 * 1024;
+/// How much one read takes in; the event loop owns the buffer.
+pub const READ_BUF: usize = 64 * 1024;
 
 /// A request whose params are complete and whose STDIN is still arriving.
 struct Pending {
@@ -132,11 +133,11 @@ impl Conn {
         s.pending.is_empty() && s.codec.active_count() == 0 && !s.codec.has_buffered() && !s.stream.has_unread()
     }
 
-    /// The socket is readable: take in one buffer and act on the events it completes.
-    pub fn on_readable(&self, settings: &Settings) -> Step {
+    /// The socket is readable: take in one buffer (`buf`, the loop's, reused) and act on the
+    /// events it completes.
+    pub fn on_readable(&self, settings: &Settings, buf: &mut [u8]) -> Step {
         let mut s = self.lock();
-        let mut buf = [0u8; READ_BUF];
-        match s.stream.read_ready(&mut buf) {
+        match s.stream.read_ready(buf) {
             Ok(Some(0)) => {
                 if s.codec.active_count() > 0 {
                     log::warn!("the web server closed the connection mid-request");

@@ -131,6 +131,7 @@ impl Worker<'_> {
         // When each connection last finished something: the least recent idle one makes room.
         let mut last_used: HashMap<RawFd, Instant> = HashMap::new();
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
+        let mut buf = vec![0u8; conn::READ_BUF];
         let mut stop_deadline: Option<Instant> = None;
         loop {
             let n = py.detach(|| epoll.wait(&mut events, 1000));
@@ -156,7 +157,7 @@ impl Worker<'_> {
                 let fd = token as RawFd;
                 let Some(conn) = conns.get(&fd).cloned() else { continue };
                 last_used.insert(fd, Instant::now());
-                let mut step = conn.on_readable(self.settings);
+                let mut step = conn.on_readable(self.settings, &mut buf);
                 loop {
                     step = match step {
                         Step::Wait => break,

@@ -26,12 +26,17 @@ pub struct Request {
 
 /// Decode bytes as latin-1: every byte maps to the code point of the same value.
 pub fn latin1(bytes: &[u8]) -> String {
-    // Nearly every name and value is ASCII, which is already valid UTF-8 of the same chars.
-    if bytes.is_ascii() {
-        // SAFETY: ASCII bytes are valid UTF-8.
-        return unsafe { String::from_utf8_unchecked(bytes.to_vec()) };
+    latin1_owned(bytes.to_vec())
+}
+
+/// `latin1` taking ownership: ASCII (nearly every name and value) is already valid UTF-8 of
+/// the same characters, so the buffer becomes the `String` without a copy.
+pub fn latin1_owned(bytes: Vec<u8>) -> String {
+    match String::from_utf8(bytes) {
+        Ok(s) if s.is_ascii() => s,
+        Ok(s) => s.bytes().map(char::from).collect(),
+        Err(e) => e.into_bytes().into_iter().map(char::from).collect(),
     }
-    bytes.iter().map(|&b| b as char).collect()
 }
 
 /// Decode `%XX` escapes (a malformed escape stays as it is); `+` is left alone.
@@ -61,18 +66,18 @@ impl Request {
     /// Build a request from raw CGI meta-variables (RFC 3875 names, any bytes as values).
     pub fn from_params<N, V>(params: impl IntoIterator<Item = (N, V)>, max_body: Option<u64>) -> Result<Request, RequestError>
     where
-        N: AsRef<[u8]>,
-        V: AsRef<[u8]>,
+        N: Into<Vec<u8>>,
+        V: Into<Vec<u8>>,
     {
         let mut vars: Vec<(String, String)> = Vec::with_capacity(48);
         for (name, value) in params {
-            let name = name.as_ref();
+            let name = name.into();
             if SHADOW_HEADERS.iter().any(|h| h.as_bytes() == name) {
                 continue;
             }
             // A duplicate stays in the list; the later one wins, in `get` and in the environ
             // dict alike (a later insert replaces an earlier one).
-            vars.push((latin1(name), latin1(value.as_ref())));
+            vars.push((latin1_owned(name), latin1_owned(value.into())));
         }
         let mut req = Request { vars, body: BodyLength::None, scheme: "http" };
         for key in ["QUERY_STRING", "PATH_INFO", "SCRIPT_NAME"] {

@@ -127,7 +127,7 @@ fn start_apache(fx: &Fixture, name: &str, modules: &[&str], extra: &str, allow_o
     let htdocs = dir.join("htdocs");
     std::fs::create_dir_all(&htdocs).unwrap();
     let conf = format!(
-        "ServerRoot {dir}\nDefaultRuntimeDir {dir}/run\nPidFile {dir}/run/httpd.pid\nMutex file:{dir}/run default\n\
+        "ServerRoot {dir}\nDefaultRuntimeDir {dir}/run\nPidFile {dir}/run/httpd.pid\nMutex default:{dir}/run default\n\
          Listen 127.0.0.1:{port}\nServerName 127.0.0.1\n{load}{user}\
          ErrorLog {dir}/logs/error.log\nLogLevel warn\nTypesConfig /etc/mime.types\nTimeout 60\n{extra}\
          <Directory />\n  AllowOverride None\n  Require all denied\n</Directory>\n\

@@ -150,33 +150,16 @@ impl Worker<'_> {
                 let token = ev.u64;
                 if token == LISTENER {
                     if stop_deadline.is_none() {
-                        self.accept_all(&epoll, &mut conns, &mut last_used);
+                        // A web server that connects per request (mod_fcgid, lighttpd) has
+                        // usually sent the request already: read it now, not one epoll round
+                        // trip later.
+                        for fd in self.accept_all(&epoll, &mut conns, &mut last_used) {
+                            self.serve_readable(py, fd, &mut conns, &mut last_used, &mut buf);
+                        }
                     }
                     continue;
                 }
-                let fd = token as RawFd;
-                let Some(conn) = conns.get(&fd).cloned() else { continue };
-                last_used.insert(fd, Instant::now());
-                let mut step = conn.on_readable(self.settings, &mut buf);
-                loop {
-                    step = match step {
-                        Step::Wait => break,
-                        Step::Run(ready) => {
-                            let next = conn::run(py, &conn, self.app, self.settings, ready);
-                            if self.recycle.due() {
-                                STOP.store(true, Ordering::SeqCst);
-                            }
-                            next
-                        }
-                        Step::Close => {
-                            // Closing the fd takes it out of the epoll set (it is never dup'ed).
-                            conns.remove(&fd);
-                            last_used.remove(&fd);
-                            conn.close();
-                            break;
-                        }
-                    };
-                }
+                self.serve_readable(py, token as RawFd, &mut conns, &mut last_used, &mut buf);
             }
             if let Some(deadline) = stop_deadline {
                 let idle: Vec<RawFd> = conns.iter().filter(|(_, c)| c.is_idle()).map(|(fd, _)| *fd).collect();
@@ -203,7 +186,35 @@ impl Worker<'_> {
         }
     }
 
-    fn accept_all(&self, epoll: &Epoll, conns: &mut HashMap<RawFd, Conn>, last_used: &mut HashMap<RawFd, Instant>) {
+    /// Take in what a connection has sent and run every request it completes.
+    fn serve_readable(&self, py: Python<'_>, fd: RawFd, conns: &mut HashMap<RawFd, Conn>, last_used: &mut HashMap<RawFd, Instant>, buf: &mut [u8]) {
+        let Some(conn) = conns.get(&fd).cloned() else { return };
+        last_used.insert(fd, Instant::now());
+        let mut step = conn.on_readable(self.settings, buf);
+        loop {
+            step = match step {
+                Step::Wait => return,
+                Step::Run(ready) => {
+                    let next = conn::run(py, &conn, self.app, self.settings, ready);
+                    if self.recycle.due() {
+                        STOP.store(true, Ordering::SeqCst);
+                    }
+                    next
+                }
+                Step::Close => {
+                    // Closing the fd takes it out of the epoll set (it is never dup'ed).
+                    conns.remove(&fd);
+                    last_used.remove(&fd);
+                    conn.close();
+                    return;
+                }
+            };
+        }
+    }
+
+    /// Accept every waiting connection; returns their fds.
+    fn accept_all(&self, epoll: &Epoll, conns: &mut HashMap<RawFd, Conn>, last_used: &mut HashMap<RawFd, Instant>) -> Vec<RawFd> {
+        let mut accepted = Vec::new();
         loop {
             // At the limit, the least recently used idle connection (a web server's pooled
             // one) gives way to a waiting new one: FastCGI lets the application close a
@@ -211,10 +222,10 @@ impl Worker<'_> {
             // new one waits in the backlog.
             if conns.len() >= self.max_conns {
                 if !super::wait_readable(self.listener.raw_fd(), 0) {
-                    return;
+                    return accepted;
                 }
                 let oldest_idle = conns.iter().filter(|(_, c)| c.is_idle()).min_by_key(|(fd, _)| last_used.get(fd).copied()).map(|(fd, _)| *fd);
-                let Some(old) = oldest_idle else { return };
+                let Some(old) = oldest_idle else { return accepted };
                 log::debug!("closing an idle connection to make room (--max-conns {})", self.max_conns);
                 last_used.remove(&old);
                 if let Some(c) = conns.remove(&old) {
@@ -223,11 +234,11 @@ impl Worker<'_> {
             }
             let (stream, peer) = match self.listener.accept() {
                 Ok(c) => c,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return accepted,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     log::warn!("accept: {e}");
-                    return;
+                    return accepted;
                 }
             };
             if let (Some(allowed), Some(peer)) = (self.allowed, peer) {
@@ -244,6 +255,7 @@ impl Worker<'_> {
             }
             conns.insert(fd, conn);
             last_used.insert(fd, Instant::now());
+            accepted.push(fd);
         }
     }
 }

@@ -44,7 +44,8 @@ pub fn percent_decode(raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < raw.len() {
-        let hex = raw.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+        // Two hex digits exactly (from_str_radix alone would also take "+f").
+        let hex = raw.get(i + 1..i + 3).filter(|h| h.iter().all(u8::is_ascii_hexdigit)).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
         match (raw[i], hex) {
             (b'%', Some(b)) => {
                 out.push(b);
@@ -180,6 +181,13 @@ mod tests {
         assert_eq!(r.get("HTTP_CONTENT_LENGTH"), None);
         assert_eq!(r.body, BodyLength::None);
         assert_eq!(r.scheme, "http");
+    }
+
+    #[test]
+    fn percent_decoding_takes_two_hex_digits_only() {
+        assert_eq!(percent_decode(b"/a%2Fb%7e"), b"/a/b~".to_vec());
+        // Found by the fuzzer: a sign is not a hex digit.
+        assert_eq!(percent_decode(b"%+E%-1%4"), b"%+E%-1%4".to_vec());
     }
 
     #[test]

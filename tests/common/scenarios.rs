@@ -32,6 +32,28 @@ impl<'a> Checks<'a> {
     }
 }
 
+/// Request bodies through the echo app at `echo`: 1 MiB with Content-Length, then chunked.
+fn body_checks(c: &mut Checks, port: u16, echo: &'static str) {
+    c.check("POST 1 MiB, sha256 echoed", || {
+        let body = test_bytes(1 << 20);
+        let r = http::request(port, "POST", echo, &[("Content-Type", "application/octet-stream")], &body);
+        ok(&r);
+        let j = r.json();
+        assert_eq!(j["body_length"], 1 << 20);
+        assert_eq!(j["body_sha256"], sha256_hex(&body));
+        assert_eq!(j["CONTENT_TYPE"], "application/octet-stream");
+        assert!(j["HTTP_CONTENT_TYPE"].is_null() && j["HTTP_CONTENT_LENGTH"].is_null());
+    });
+    c.check("chunked POST", || {
+        let body = test_bytes(300_000);
+        let r = http::post_chunked(port, echo, &body, 7000);
+        ok(&r);
+        let j = r.json();
+        assert_eq!(j["body_sha256"], sha256_hex(&body), "{j}");
+        assert_eq!(j["body_length"], 300_000);
+    });
+}
+
 /// The Flask example mounted at /app: links built with the prefix, only /app mounted, a POST.
 fn flask_checks(c: &mut Checks, port: u16) {
     c.check("Flask prefix mount", || {
@@ -81,23 +103,7 @@ pub fn cgi_matrix(server: &Server, c: &mut Checks) {
         assert_eq!(j["run_once"], true);
         assert_eq!(j["body_length"], 0);
     });
-    c.check("POST 1 MiB, sha256 echoed", || {
-        let body = test_bytes(1 << 20);
-        let r = http::request(port, "POST", "/cgi-bin/echo.cgi", &[("Content-Type", "application/octet-stream")], &body);
-        ok(&r);
-        let j = r.json();
-        assert_eq!(j["body_length"], 1 << 20);
-        assert_eq!(j["body_sha256"], sha256_hex(&body));
-        assert_eq!(j["CONTENT_TYPE"], "application/octet-stream");
-        assert!(j["HTTP_CONTENT_TYPE"].is_null() && j["HTTP_CONTENT_LENGTH"].is_null());
-    });
-    c.check("chunked POST", || {
-        let body = test_bytes(300_000);
-        let r = http::post_chunked(port, "/cgi-bin/echo.cgi", &body, 7000);
-        ok(&r);
-        let j = r.json();
-        assert_eq!(j["body_sha256"], sha256_hex(&body), "{j}");
-    });
+    body_checks(c, port, "/cgi-bin/echo.cgi");
     c.check("HEAD", || {
         let r = http::request(port, "HEAD", "/cgi-bin/hello.cgi", &[], b"");
         ok(&r);
@@ -293,24 +299,7 @@ pub fn fastcgi_matrix(server: &Server, c: &mut Checks) {
         ok(&r);
         assert_eq!(r.json()["HTTP_AUTHORIZATION"], "Bearer t0ken");
     });
-    c.check("POST 1 MiB, sha256 echoed", || {
-        let body = test_bytes(1 << 20);
-        let r = http::request(port, "POST", "/app/echo", &[("Content-Type", "application/octet-stream")], &body);
-        ok(&r);
-        let j = r.json();
-        assert_eq!(j["body_length"], 1 << 20);
-        assert_eq!(j["body_sha256"], sha256_hex(&body));
-        assert_eq!(j["CONTENT_TYPE"], "application/octet-stream");
-        assert!(j["HTTP_CONTENT_TYPE"].is_null() && j["HTTP_CONTENT_LENGTH"].is_null());
-    });
-    c.check("chunked POST", || {
-        let body = test_bytes(300_000);
-        let r = http::post_chunked(port, "/app/echo", &body, 7000);
-        ok(&r);
-        let j = r.json();
-        assert_eq!(j["body_sha256"], sha256_hex(&body), "{j}");
-        assert_eq!(j["body_length"], 300_000);
-    });
+    body_checks(c, port, "/app/echo");
     c.check("HEAD", || {
         let r = http::request(port, "HEAD", "/app/hello", &[], b"");
         ok(&r);

@@ -649,6 +649,16 @@ def report(results, args):
         "running: expect noise.", width=95))
 
 
+def write_json(dest, doc):
+    """Write the results document to a file, or to stdout for "-"."""
+    if dest == "-":
+        json.dump(doc, sys.stdout, indent=2)
+        print()
+    else:
+        with open(dest, "w") as f:
+            json.dump(doc, f, indent=2)
+
+
 def median_of(runs):
     ok = [r for r in runs if "rps" in r]
     if not ok:
@@ -767,12 +777,7 @@ def main():
                                                              "upstream_keepalive", "cgi2wsgi_args")},
                    "versions": vers, "cpus": os.cpu_count(),
                    "results": [{k: v for k, v in r.items() if k != "raw"} for r in results]}
-            if args.json == "-":
-                json.dump(doc, sys.stdout, indent=2)
-                print()
-            else:
-                with open(args.json, "w") as f:
-                    json.dump(doc, f, indent=2)
+            write_json(args.json, doc)
         return 1 if any("rps" not in r for r in results) else 0
     except Failure as e:
         print(f"\nerror: {e}", file=sys.stderr)

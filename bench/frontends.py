@@ -696,12 +696,7 @@ def main():
                                                              "connections", "procs", "flup_children")},
                    "versions": vers, "cpus": os.cpu_count(),
                    "results": [{k: v for k, v in r.items() if k != "raw"} for r in results]}
-            if args.json == "-":
-                json.dump(doc, sys.stdout, indent=2)
-                print()
-            else:
-                with open(args.json, "w") as f:
-                    json.dump(doc, f, indent=2)
+            fb.write_json(args.json, doc)
         return 1 if any("rps" not in r for r in results) else 0
     except Failure as e:
         print(f"\nerror: {e}", file=sys.stderr)

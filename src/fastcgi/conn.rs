@@ -141,6 +141,8 @@ impl Conn {
             Ok(Some(0)) => {
                 if s.codec.active_count() > 0 {
                     log::warn!("the web server closed the connection mid-request");
+                } else if s.codec.has_buffered() {
+                    log::warn!("the web server closed the connection in the middle of a record");
                 }
                 return Step::Close;
             }

@@ -470,6 +470,18 @@ fn exception_in_close_with_empty_body_is_500() {
 }
 
 #[test]
+fn segfault_in_the_app_is_named_in_the_error_log() {
+    // The process dies before any head (the web server answers 500 for "premature end of
+    // script headers"); the error log must say what happened and where.
+    let env = cgi_env("GET", "/segv", "", &[]);
+    let out = cgi_run(&[&test_app("workers_app.py")], &env, b"");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.stdout.is_empty(), "half a response: {:?}", String::from_utf8_lossy(&out.stdout));
+    assert!(stderr.contains("Fatal Python error: Segmentation fault"), "{stderr}");
+    assert!(stderr.contains("workers_app.py"), "no Python stack: {stderr}");
+}
+
+#[test]
 fn debug_puts_the_traceback_in_the_500_body() {
     let r = get(&["--debug", &format!("{}:raise_before_start", test_app("misbehave.py"))], "", &[]);
     assert_eq!(r.status, 500);

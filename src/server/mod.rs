@@ -179,7 +179,7 @@ pub fn serve(config: &Config, listener: &Listener, app: &Py<PyAny>, spec: &crate
         },
         max_body: config.max_body,
         policy: call::ErrorPolicy { show_traceback: config.debug },
-        model: environ::ProcessModel { multithread: threads > 1, multiprocess: true, run_once: false },
+        environ: environ::Template::new(environ::ProcessModel { multithread: threads > 1, multiprocess: true, run_once: false }),
         timeout: config.timeout,
     };
     if let Some(t) = config.timeout {

@@ -157,8 +157,19 @@ impl Worker<'_> {
                         // A web server that connects per request (mod_fcgid, lighttpd) has
                         // usually sent the request already: read it now, not one epoll round
                         // trip later.
-                        for fd in self.accept_all(&epoll, &mut conns, &mut last_used) {
+                        // A connection answered and closed on that first read (one request
+                        // per connection: nginx's default) never enters the epoll set.
+                        for fd in self.accept_all(&mut conns, &mut last_used) {
                             self.serve_readable(py, fd, &mut conns, &mut last_used, &mut buf);
+                            if conns.contains_key(&fd) {
+                                if let Err(e) = epoll.ctl(libc::EPOLL_CTL_ADD, fd, libc::EPOLLIN as u32 | libc::EPOLLRDHUP as u32, fd as u64) {
+                                    log::warn!("cannot watch a new connection: {e}");
+                                    last_used.remove(&fd);
+                                    if let Some(c) = conns.remove(&fd) {
+                                        c.close();
+                                    }
+                                }
+                            }
                         }
                     }
                     continue;
@@ -243,8 +254,9 @@ impl Worker<'_> {
         }
     }
 
-    /// Accept every waiting connection; returns their fds.
-    fn accept_all(&self, epoll: &Epoll, conns: &mut HashMap<RawFd, Conn>, last_used: &mut HashMap<RawFd, Instant>) -> Vec<RawFd> {
+    /// Accept every waiting connection; returns their fds (the caller adds them to the
+    /// epoll set once their first read leaves them open).
+    fn accept_all(&self, conns: &mut HashMap<RawFd, Conn>, last_used: &mut HashMap<RawFd, Instant>) -> Vec<RawFd> {
         let mut accepted = Vec::new();
         loop {
             // At the limit, the least recently used idle connection (a web server's pooled
@@ -280,10 +292,6 @@ impl Worker<'_> {
             }
             let conn = Conn::new(stream, &self.settings.codec);
             let fd = conn.fd();
-            if let Err(e) = epoll.ctl(libc::EPOLL_CTL_ADD, fd, libc::EPOLLIN as u32 | libc::EPOLLRDHUP as u32, fd as u64) {
-                log::warn!("cannot watch a new connection: {e}");
-                continue;
-            }
             conns.insert(fd, conn);
             last_used.insert(fd, Instant::now());
             accepted.push(fd);

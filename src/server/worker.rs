@@ -295,6 +295,12 @@ impl Worker<'_> {
             conns.insert(fd, conn);
             last_used.insert(fd, Instant::now());
             accepted.push(fd);
+            // Sharing the listener with other workers: take one connection per wake-up, so a
+            // busy worker does not drain the backlog while an idle one waits (the kernel wakes
+            // the idle one for the next connection).
+            if self.exclusive {
+                return accepted;
+            }
         }
     }
 }

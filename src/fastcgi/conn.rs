@@ -383,6 +383,7 @@ impl ResponseSink for FastCgiSink {
 
     fn send_body(&mut self, chunk: &[u8], last: bool) -> io::Result<()> {
         let head = std::mem::take(&mut self.pending_head);
+        let first = !head.is_empty();
         encode::stdout(&mut self.held, self.id, &head);
         encode::stdout(&mut self.held, self.id, chunk);
         if last {
@@ -392,6 +393,11 @@ impl ResponseSink for FastCgiSink {
         let mut conn = self.conn.lock();
         conn.stdout_written = true;
         conn.send(&out)?;
+        // Most responses are one chunk (Flask's too, behind an iterator of unknown length):
+        // look for an ABORT from the second chunk on, sparing them a read that finds nothing.
+        if first {
+            return Ok(());
+        }
         conn.poll_for_abort(self.id)
     }
 

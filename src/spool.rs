@@ -19,6 +19,16 @@ impl Default for Spool {
 }
 
 impl Spool {
+    /// A spool for a body of `expected` bytes (when known): a body that stays in memory
+    /// gets its buffer in one allocation, not a chain of doublings to 1 MiB.
+    pub fn with_expected(expected: Option<u64>) -> Spool {
+        let cap = expected.map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
+        if cap == 0 || cap > MEMORY_LIMIT {
+            return Spool::default();
+        }
+        Spool::Memory(Vec::with_capacity(cap))
+    }
+
     pub fn len(&self) -> u64 {
         match self {
             Spool::Memory(v) => v.len() as u64,

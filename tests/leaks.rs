@@ -244,11 +244,11 @@ fn one_mib_uploads_do_not_grow_the_workers() {
     let port = stack.nginx.port;
     let body = Arc::new(common::test_bytes(1 << 20));
     let t0 = Instant::now();
-    let (failed, examples) = load(port, "/app/upload", Some(body.clone()), 300, 16, echo_ok);
+    let (failed, examples) = load(port, "/app/upload", Some(body.clone()), 1_000, 16, echo_ok);
     assert_eq!(failed, 0, "warm-up failures: {examples:#?}\n{}", stack.logs());
     let before: Vec<u64> = workers.iter().map(|&p| rss_kib(p)).collect();
     let (failed, examples) = load(port, "/app/upload", Some(body), 3_000, 16, echo_ok);
-    eprintln!("[leaks] 3,300 uploads of 1 MiB in {:.1} s", t0.elapsed().as_secs_f64());
+    eprintln!("[leaks] 4,000 uploads of 1 MiB in {:.1} s", t0.elapsed().as_secs_f64());
     assert_eq!(failed, 0, "{failed} of 3,000 uploads failed, e.g. {examples:#?}\n{}", stack.logs());
     assert_no_growth(&stack, &workers, &before, "3,000 uploads of 1 MiB");
 }

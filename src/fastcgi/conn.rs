@@ -203,7 +203,11 @@ impl Shared {
                         log::warn!("request {id} refused: {e}");
                         (e.status(), e.to_string())
                     });
-                    self.pending.insert(id, Pending { keep_conn, request, spool: Spool::default() });
+                    let expected = match &request {
+                        Ok(Request { body: BodyLength::Exact(n), .. }) => Some(*n),
+                        _ => None,
+                    };
+                    self.pending.insert(id, Pending { keep_conn, request, spool: Spool::with_expected(expected) });
                 }
                 Event::Stdin { id, data } => {
                     let Some(p) = self.pending.get_mut(&id) else { continue };

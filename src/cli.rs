@@ -53,6 +53,12 @@ pub struct Cli {
     #[arg(long, value_name = "SIZE", env = "CGI2WSGI_MAX_BODY")]
     pub max_body: Option<String>,
 
+    /// The app's mount point as browsers see it (`/` for the site root), when the server
+    /// sends another SCRIPT_NAME (mod_rewrite to a drop-in): PATH_INFO is then taken from
+    /// REQUEST_URI below it
+    #[arg(long, value_name = "PATH", env = "CGI2WSGI_SCRIPT_NAME")]
+    pub script_name: Option<String>,
+
     /// Log level on stderr: error, warn, info, debug or trace
     #[arg(long, value_name = "LEVEL", env = "CGI2WSGI_LOG_LEVEL")]
     pub log_level: Option<String>,

@@ -170,6 +170,7 @@ pub fn serve(config: &Config, listener: &Listener, app: &Py<PyAny>, spec: &crate
             limits: Default::default(),
         },
         max_body: config.max_body,
+        script_name: config.script_name.clone(),
         policy: call::ErrorPolicy { show_traceback: config.debug },
         model: environ::ProcessModel { multithread: threads > 1, multiprocess: true, run_once: false },
         timeout: config.timeout,

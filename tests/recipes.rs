@@ -106,3 +106,148 @@ fn shared_hosting_htaccess_rewrite_fcgid() {
     let server = servers::apache_event_htaccess(&fx, "apache mod_fcgid + .htaccess", &["fcgid_module mod_fcgid.so", "rewrite_module mod_rewrite.so"], &site);
     shared_hosting_checks(&server);
 }
+
+// ---------------------------------------------------------------- systemd
+
+/// `Key=Value` lines of a unit file (comments and section headers skipped), in order.
+fn unit_settings(file: &str) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(common::repo().join(file)).unwrap();
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with(';') && !l.starts_with('['))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+fn unit_value(settings: &[(String, String)], key: &str, file: &str) -> String {
+    settings.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()).unwrap_or_else(|| panic!("{file} has no {key}="))
+}
+
+/// A unit's ExecStart as argv, its example paths pointed into the fixture (the app at
+/// `app`, sockets under `run`); `--socket-group www-data` dropped when not root.
+fn exec_start(file: &str, fx: &Fixture, app: &std::path::Path, run: &std::path::Path) -> Vec<String> {
+    let line = unit_value(&unit_settings(file), "ExecStart", file);
+    let line = line
+        .replace("/usr/local/bin/cgi2wsgi", &path_str(&fx.bin()))
+        .replace("/srv/myapp/venv", &path_str(&fx.venv()))
+        .replace("/srv/myapp/app.py", &path_str(app))
+        .replace("/run/cgi2wsgi", &path_str(run));
+    let mut argv: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+    assert_eq!(argv[0], path_str(&fx.bin()), "{file}: ExecStart does not run /usr/local/bin/cgi2wsgi");
+    if !servers::is_root() {
+        if let Some(i) = argv.iter().position(|a| a == "--socket-group") {
+            argv.drain(i..i + 2);
+        }
+    }
+    argv
+}
+
+/// nginx in front of `sock` with examples/nginx/unix.conf; `backend_log` joins its logs.
+fn nginx_unix(fx: &Fixture, sock: &std::path::Path, backend_log: std::path::PathBuf) -> Server {
+    let port = servers::free_port();
+    let site = servers::render_snippet("examples/nginx/unix.conf", &[("listen 80;", format!("listen 127.0.0.1:{port};")), ("/run/cgi2wsgi", path_str(sock.parent().unwrap()))]);
+    let mut server = servers::nginx(fx, port, &site);
+    server.logs.push(backend_log);
+    server
+}
+
+/// A directory for the socket, as RuntimeDirectory= makes it.
+fn runtime_dir(fx: &Fixture) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let run = fx.path().join("run/cgi2wsgi");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).unwrap();
+    run
+}
+
+/// Sends SIGTERM to a process group we started (systemd-socket-activate forks the service
+/// into its own group), so the service is stopped with its launcher.
+struct GroupGuard(i32);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        // SAFETY: signalling the process group of a child we started.
+        unsafe { libc::kill(-self.0, libc::SIGTERM) };
+    }
+}
+
+/// examples/systemd/cgi2wsgi.socket + cgi2wsgi.service under `systemd-socket-activate`
+/// (systemd's own tool: it listens on ListenStream, and on the first connection starts
+/// ExecStart with the socket as fd 3, LISTEN_FDS=1 and LISTEN_PID set, as systemd does);
+/// SocketMode/SocketGroup applied as systemd would. nginx in front (unix.conf) runs the
+/// FastCGI matrix; the service's stderr stands for the journal.
+#[test]
+fn systemd_socket_activation() {
+    use std::os::unix::fs::MetadataExt;
+    let fx = Fixture::new(true);
+    let app = common::scenarios::install_mount_app(&fx);
+    let run = runtime_dir(&fx);
+    let socket_unit = unit_settings("examples/systemd/cgi2wsgi.socket");
+    let listen = unit_value(&socket_unit, "ListenStream", "cgi2wsgi.socket");
+    assert!(listen.starts_with("/run/cgi2wsgi/"), "ListenStream={listen}");
+    let sock = std::path::PathBuf::from(listen.replace("/run/cgi2wsgi", &path_str(&run)));
+    let argv = exec_start("examples/systemd/cgi2wsgi.service", &fx, &app, &run);
+    assert!(!argv.iter().any(|a| a == "--bind"), "a socket-activated service must not --bind: {argv:?}");
+    let journal = fx.path().join("logs/journal.log");
+    let mut cmd = std::process::Command::new("systemd-socket-activate");
+    cmd.arg("-l").arg(&sock).args(&argv).stderr(std::fs::File::create(&journal).unwrap());
+    let probe = sock.clone();
+    let launcher = Server::start_until("systemd-socket-activate", cmd, 0, vec![journal.clone()], &move || probe.exists());
+    let _group = GroupGuard(launcher.pid() as i32);
+    // What systemd does with SocketUser/SocketGroup/SocketMode after binding.
+    if servers::is_root() {
+        let owner = format!("{}:{}", unit_value(&socket_unit, "SocketUser", "cgi2wsgi.socket"), unit_value(&socket_unit, "SocketGroup", "cgi2wsgi.socket"));
+        assert!(std::process::Command::new("chown").arg(&owner).arg(&sock).status().unwrap().success());
+    }
+    let mode = unit_value(&socket_unit, "SocketMode", "cgi2wsgi.socket");
+    assert!(std::process::Command::new("chmod").arg(&mode).arg(&sock).status().unwrap().success());
+    let inode = std::fs::metadata(&sock).unwrap().ino();
+
+    let server = nginx_unix(&fx, &sock, journal);
+    let mut c = common::scenarios::Checks::new(&server);
+    common::scenarios::fastcgi_matrix(&server, &mut c);
+    c.check("cgi2wsgi served the socket systemd passed, with a worker per CPU", || {
+        let log = server.log();
+        assert!(log.contains("serving the socket systemd passed (LISTEN_FDS)"), "no socket-activation line in the journal");
+        let cpus = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+        assert!(log.contains(&format!("{cpus} worker(s) serving")), "expected {cpus} workers");
+        assert_eq!(std::fs::metadata(&sock).unwrap().ino(), inode, "the socket was replaced: cgi2wsgi bound its own");
+    });
+    c.finish();
+}
+
+/// examples/systemd/cgi2wsgi-unix.service: cgi2wsgi makes its own socket (0660, group
+/// www-data) in the RuntimeDirectory; nginx in front (unix.conf) runs the FastCGI matrix.
+#[test]
+fn systemd_plain_service_unix_socket() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let fx = Fixture::new(true);
+    let app = common::scenarios::install_mount_app(&fx);
+    let run = runtime_dir(&fx);
+    let file = "examples/systemd/cgi2wsgi-unix.service";
+    let settings = unit_settings(file);
+    assert_eq!(unit_value(&settings, "RuntimeDirectory", file), "cgi2wsgi");
+    let argv = exec_start(file, &fx, &app, &run);
+    let bind = argv.iter().position(|a| a == "--bind").map(|i| argv[i + 1].clone()).expect("--bind in ExecStart");
+    let sock = std::path::PathBuf::from(bind.strip_prefix("unix:").expect("--bind unix:"));
+    let journal = fx.path().join("logs/journal.log");
+    let mut cmd = std::process::Command::new(&argv[0]);
+    cmd.env_clear().args(&argv[1..]).stderr(std::fs::File::create(&journal).unwrap());
+    let probe = sock.clone();
+    let _service = Server::start_until("cgi2wsgi-unix.service", cmd, 0, vec![journal.clone()], &move || std::os::unix::net::UnixStream::connect(&probe).is_ok());
+    let meta = std::fs::metadata(&sock).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    let server = nginx_unix(&fx, &sock, journal);
+    let mut c = common::scenarios::Checks::new(&server);
+    common::scenarios::fastcgi_matrix(&server, &mut c);
+    if servers::is_root() {
+        c.check("the socket belongs to group www-data", || {
+            let www = std::ffi::CString::new("www-data").unwrap();
+            // SAFETY: getgrnam returns NULL or a static struct read at once.
+            let gid = unsafe { libc::getgrnam(www.as_ptr()).as_ref().map(|g| g.gr_gid) };
+            assert_eq!(Some(meta.gid()), gid);
+        });
+    }
+    c.finish();
+}

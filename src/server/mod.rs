@@ -91,7 +91,7 @@ pub fn open_listener(config: &Config) -> Result<Listener, ServerError> {
         return listen::bind(spec, &config.socket_perms);
     }
     if let Some(l) = listen::from_systemd() {
-        return l;
+        return l.inspect(|l| log::info!("serving the socket systemd passed (LISTEN_FDS): {}", l.describe()));
     }
     if crate::config::stdin_is_listening_socket() {
         return listen::from_fd0();

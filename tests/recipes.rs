@@ -251,3 +251,145 @@ fn systemd_plain_service_unix_socket() {
     }
     c.finish();
 }
+
+// ---------------------------------------------------------------- scale-out
+
+/// The /app dispatcher, plus `/app/whoami`: which backend (`BACKEND` from `--env`) answered.
+const WHOAMI_APP: &str = r#""""Which backend answered: /whoami; everything else to the /app dispatcher."""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import app as mount
+
+
+def application(environ, start_response):
+    if environ.get("PATH_INFO") == "/whoami":
+        body = json.dumps({"backend": os.environ.get("BACKEND"), "pid": os.getpid()}).encode()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+    return mount.application(environ, start_response)
+"#;
+
+/// One request of the load: when it was sent, its status and which backend answered.
+struct Outcome {
+    sent: std::time::Instant,
+    status: u16,
+    backend: Option<String>,
+}
+
+/// `threads` clients sending GET /app/whoami one after another (5 ms apart) until `stop`, at most
+/// `limit` requests in all.
+fn load(port: u16, threads: usize, limit: usize, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Vec<std::thread::JoinHandle<Vec<Outcome>>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let sent = std::sync::Arc::new(AtomicUsize::new(0));
+    (0..threads)
+        .map(|_| {
+            let (stop, sent) = (stop.clone(), sent.clone());
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                while !stop.load(Ordering::Relaxed) && sent.fetch_add(1, Ordering::Relaxed) < limit {
+                    let at = std::time::Instant::now();
+                    let r = http::get(port, "/app/whoami");
+                    let backend = if r.status == 200 { r.json()["backend"].as_str().map(str::to_owned) } else { None };
+                    out.push(Outcome { sent: at, status: r.status, backend });
+                    // Paced: a steady load over the whole run, not a burst that ends early.
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                out
+            })
+        })
+        .collect()
+}
+
+/// Two cgi2wsgi backends on two TCP ports behind `front` (a web server configured with
+/// the recipe); under load, backend a is killed with SIGKILL (its whole process group:
+/// supervisor, zygote and workers, as a host going down). Requests sent after the kill
+/// must all succeed, answered by b.
+fn scale_out(front: &dyn Fn(&Fixture, u16, u16) -> Server) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+    let fx = Fixture::new(true);
+    common::scenarios::install_mount_app(&fx);
+    let whoami = fx.path().join("apps/whoami.py");
+    std::fs::write(&whoami, WHOAMI_APP).unwrap();
+    let status = std::process::Command::new("chmod").arg("a+r").arg(&whoami).status().unwrap();
+    assert!(status.success());
+    let backend = |name: &str| {
+        let port = servers::free_port();
+        let args: Vec<String> = ["--workers", "2", "--env", &format!("BACKEND={name}"), "--venv", &path_str(&fx.venv()), &path_str(&whoami)].iter().map(|s| s.to_string()).collect();
+        (servers::fastcgi_backend(&fx, &format!("backend-{name}"), &servers::Bind::Tcp(port), &args), port)
+    };
+    let (a, port_a) = backend("a");
+    let (b, port_b) = backend("b");
+    let mut server = front(&fx, port_a, port_b);
+    server.logs.extend(a.logs.iter().chain(b.logs.iter()).cloned());
+    let port = server.port;
+    let mut c = common::scenarios::Checks::new(&server);
+    c.check("the Flask app's links through the pool", || {
+        let r = http::get(port, "/app/users/42");
+        assert_eq!((r.status, r.json()["link"].as_str()), (200, Some("/app/users/42")), "{}", r.text());
+    });
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let clients = load(port, 4, 20_000, stop.clone());
+    // Until both backends have answered (bounded).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let both = loop {
+        let seen: std::collections::HashSet<String> = (0..20).filter_map(|_| http::get(port, "/app/whoami").json()["backend"].as_str().map(str::to_owned)).collect();
+        if seen.len() == 2 || Instant::now() > deadline {
+            break seen.len() == 2;
+        }
+    };
+    std::thread::sleep(Duration::from_secs(1)); // mid-load
+    let killed_at = Instant::now();
+    // SAFETY: SIGKILL to the process group of a backend we started (its own group).
+    let rc = unsafe { libc::kill(-(a.pid() as i32), libc::SIGKILL) };
+    assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    drop(a); // reaps the supervisor
+    // Requests sent within this margin may have met a process still exiting.
+    let settled = killed_at + Duration::from_secs(1);
+    std::thread::sleep(Duration::from_secs(5));
+    stop.store(true, Ordering::Relaxed);
+    let outcomes: Vec<Outcome> = clients.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let before: Vec<&Outcome> = outcomes.iter().filter(|o| o.sent < killed_at).collect();
+    let after: Vec<&Outcome> = outcomes.iter().filter(|o| o.sent >= settled).collect();
+    let failed = outcomes.iter().filter(|o| o.status != 200).count();
+    eprintln!("[{}] {} requests: {} before the kill, {} sent 1 s or more after it, {failed} failed in all", server.name, outcomes.len(), before.len(), after.len());
+    c.check("both backends served before the kill", || {
+        assert!(both, "the load never reached both backends");
+    });
+    c.check("after the kill every request succeeds, through b", || {
+        assert!(after.len() >= 20, "only {} requests after the kill", after.len());
+        let bad: Vec<String> = after.iter().filter(|o| o.status != 200 || o.backend.as_deref() != Some("b")).map(|o| format!("{} {:?}", o.status, o.backend)).collect();
+        assert!(bad.is_empty(), "{} of {} requests after the kill failed or came from a: {:?}", bad.len(), after.len(), &bad[..bad.len().min(10)]);
+    });
+    c.finish();
+    drop(b);
+    let _ = port_b;
+}
+
+/// examples/nginx/upstream.conf with its two hosts pointed at two loopback ports.
+#[test]
+fn scale_out_nginx_upstream() {
+    scale_out(&|fx, a, b| {
+        let port = servers::free_port();
+        let site = servers::render_snippet(
+            "examples/nginx/upstream.conf",
+            &[("listen 80;", format!("listen 127.0.0.1:{port};")), ("10.0.0.11:9000", format!("127.0.0.1:{a}")), ("10.0.0.12:9000", format!("127.0.0.1:{b}"))],
+        );
+        let mut server = servers::nginx(fx, port, &site);
+        server.name = "nginx upstream".into();
+        server
+    });
+}
+
+/// apache/balancer.conf (mod_proxy_balancer) with its two members on loopback ports.
+#[test]
+fn scale_out_apache_balancer() {
+    scale_out(&|fx, a, b| {
+        let site = servers::render_snippet("apache/balancer.conf", &[("10.0.0.11:9000", format!("127.0.0.1:{a}")), ("10.0.0.12:9000", format!("127.0.0.1:{b}"))]);
+        let modules = ["proxy_module mod_proxy.so", "proxy_fcgi_module mod_proxy_fcgi.so", "proxy_balancer_module mod_proxy_balancer.so", "slotmem_shm_module mod_slotmem_shm.so", "lbmethod_byrequests_module mod_lbmethod_byrequests.so"];
+        servers::apache_event(fx, "apache mod_proxy_balancer", &modules, &site)
+    });
+}

@@ -393,3 +393,111 @@ fn scale_out_apache_balancer() {
         servers::apache_event(fx, "apache mod_proxy_balancer", &modules, &site)
     });
 }
+
+// ---------------------------------------------------------------- Django
+
+/// The Django example (examples/django) copied into the fixture with its static files
+/// collected (`manage.py collectstatic`, as a deploy does); returns the project directory.
+fn django_project(fx: &Fixture) -> std::path::PathBuf {
+    let project = fx.examples().join("django");
+    let out = std::process::Command::new(fx.venv().join("bin/python3")).arg("manage.py").arg("collectstatic").arg("--noinput").current_dir(&project).output().unwrap();
+    assert!(out.status.success(), "collectstatic: {}", String::from_utf8_lossy(&out.stderr));
+    let status = std::process::Command::new("chmod").arg("-R").arg("a+rX").arg(&project).status().unwrap();
+    assert!(status.success());
+    project
+}
+
+/// `name=value` of the first Set-Cookie for `name`.
+fn cookie(r: &http::HttpResponse, name: &str) -> Option<String> {
+    r.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("set-cookie")).filter_map(|(_, v)| v.split(';').next()).find(|c| c.starts_with(&format!("{name}="))).map(str::to_owned)
+}
+
+/// The value of the hidden csrfmiddlewaretoken input in a page.
+fn csrf_token(html: &str) -> Option<String> {
+    let at = html.find("name=\"csrfmiddlewaretoken\"")?;
+    let rest = &html[at..];
+    let value = rest.find("value=\"")? + 7;
+    Some(rest[value..].split('"').next()?.to_owned())
+}
+
+/// The Django example mounted at /app with /static/ served by the web server.
+fn django_checks(server: &Server, project: &std::path::Path) {
+    let port = server.port;
+    let style = std::fs::read_to_string(project.join("mysite/static/mysite/style.css")).unwrap();
+    let mut c = common::scenarios::Checks::new(server);
+    c.check("form page: CSRF cookie and token, links with the mount", || {
+        let r = http::get(port, "/app/");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let html = r.text();
+        assert!(html.contains("action=\"/app/\""), "form action without the mount: {html}");
+        assert!(html.contains("href=\"/static/mysite/style.css\""), "{html}");
+        assert!(cookie(&r, "csrftoken").is_some(), "no csrftoken cookie: {:?}", r.headers);
+        assert!(csrf_token(&html).is_some(), "no csrfmiddlewaretoken in {html}");
+    });
+    c.check("POST with the CSRF token and cookie succeeds", || {
+        let page = http::get(port, "/app/");
+        let (cookie, token) = (cookie(&page, "csrftoken").unwrap(), csrf_token(&page.text()).unwrap());
+        let body = format!("csrfmiddlewaretoken={token}&name=Ada");
+        let r = http::request(port, "POST", "/app/", &[("Cookie", &cookie), ("Content-Type", "application/x-www-form-urlencoded")], body.as_bytes());
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.text().contains("Thanks, Ada!"), "{}", r.text());
+    });
+    c.check("POST without the CSRF token is refused (403)", || {
+        let r = http::request(port, "POST", "/app/", &[("Content-Type", "application/x-www-form-urlencoded")], b"name=Eve");
+        assert_eq!(r.status, 403, "{}", r.text());
+        let page = http::get(port, "/app/");
+        let cookie = cookie(&page, "csrftoken").unwrap();
+        let r = http::request(port, "POST", "/app/", &[("Cookie", &cookie), ("Content-Type", "application/x-www-form-urlencoded")], b"csrfmiddlewaretoken=forged&name=Eve");
+        assert_eq!(r.status, 403, "a forged token passed: {}", r.text());
+    });
+    c.check("reverse() includes SCRIPT_NAME", || {
+        let r = http::get(port, "/app/users/42");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let j = r.json();
+        assert_eq!((j["link"].as_str(), j["script_name"].as_str()), (Some("/app/users/42"), Some("/app")));
+    });
+    c.check("the static file is served by the web server from STATIC_ROOT", || {
+        let r = http::get(port, "/static/mysite/style.css");
+        // (Its Content-Type is the server's business: the test nginx has no mime.types.)
+        assert_eq!((r.status, r.text()), (200, style.clone()));
+    });
+    c.check("no traceback in the logs", || {
+        assert!(!server.log().contains("Traceback"));
+    });
+    c.finish();
+}
+
+/// examples/django/apache-fcgid.conf: mod_fcgid starts cgi2wsgi with the Django project.
+#[test]
+fn django_apache_mod_fcgid() {
+    let fx = Fixture::new(true);
+    let project = django_project(&fx);
+    let recipe = servers::render_snippet(
+        "examples/django/apache-fcgid.conf",
+        &[("/usr/local/bin/cgi2wsgi", path_str(&fx.bin())), ("/srv/mysite/venv", path_str(&fx.venv())), ("/srv/mysite", path_str(&project))],
+    );
+    let run = fx.path().join("run");
+    let site = format!("FcgidIPCDir {run}/fcgid\nFcgidProcessTableFile {run}/fcgid_shm\n{recipe}", run = path_str(&run));
+    let server = servers::apache_event(&fx, "apache mod_fcgid (Django)", &["fcgid_module mod_fcgid.so"], &site);
+    django_checks(&server, &project);
+}
+
+/// examples/django/nginx.conf: cgi2wsgi on a unix socket with the command its comment gives.
+#[test]
+fn django_nginx_fastcgi() {
+    let fx = Fixture::new(true);
+    let project = django_project(&fx);
+    let run = runtime_dir(&fx);
+    let sock = run.join("mysite.sock");
+    let args: Vec<String> = ["--venv", &path_str(&fx.venv()), "--pythonpath", &path_str(&project), "--env", "DJANGO_SECRET_KEY=test-only", "mysite.wsgi:application"].iter().map(|s| s.to_string()).collect();
+    let backend = servers::fastcgi_backend(&fx, "cgi2wsgi-django", &servers::Bind::Unix(sock.clone()), &args);
+    let port = servers::free_port();
+    let site = servers::render_snippet(
+        "examples/django/nginx.conf",
+        &[("listen 80;", format!("listen 127.0.0.1:{port};")), ("/run/cgi2wsgi", path_str(&run)), ("/srv/mysite", path_str(&project))],
+    );
+    let mut server = servers::nginx(&fx, port, &site);
+    server.name = "nginx (Django)".into();
+    server.logs.extend(backend.logs.iter().cloned());
+    django_checks(&server, &project);
+}

@@ -149,11 +149,20 @@ impl Request {
         }
     }
 
-    /// IIS repeats SCRIPT_NAME at the start of PATH_INFO (as `wsgiref.handlers.IISCGIHandler` fixes).
+    /// IIS repeats SCRIPT_NAME at the start of PATH_INFO (as `wsgiref.handlers.IISCGIHandler`
+    /// fixes), and sends no REQUEST_URI: when its URL Rewrite module routed the request, the
+    /// URL the browser asked for is in `HTTP_X_ORIGINAL_URL`, which becomes REQUEST_URI (so
+    /// `--script-name` can recompute PATH_INFO from it). A client can send that header
+    /// itself on a request that was not rewritten: docs/iis.md refuses direct requests.
     fn fix_iis_path_info(&mut self) {
         let is_iis = self.get("SERVER_SOFTWARE").is_some_and(|s| s.starts_with("Microsoft-IIS"));
         if !is_iis {
             return;
+        }
+        if self.get("REQUEST_URI").is_none() {
+            if let Some(original) = self.get("HTTP_X_ORIGINAL_URL").map(str::to_owned) {
+                self.set("REQUEST_URI", original);
+            }
         }
         let script = self.get("SCRIPT_NAME").unwrap_or_default().to_owned();
         let path = self.get("PATH_INFO").unwrap_or_default().to_owned();
@@ -263,6 +272,33 @@ mod tests {
         assert_eq!(req(&pairs).unwrap().get("PATH_INFO"), Some("/users/1"));
         let pairs = [("SERVER_SOFTWARE", "Apache"), ("SCRIPT_NAME", "/app.cgi"), ("PATH_INFO", "/app.cgi/users/1")];
         assert_eq!(req(&pairs).unwrap().get("PATH_INFO"), Some("/app.cgi/users/1"));
+    }
+
+    #[test]
+    fn iis_path_info_equal_to_script_name_becomes_empty() {
+        let pairs = [("SERVER_SOFTWARE", "Microsoft-IIS/10.0"), ("SCRIPT_NAME", "/app.cgi"), ("PATH_INFO", "/app.cgi")];
+        assert_eq!(req(&pairs).unwrap().get("PATH_INFO"), Some(""));
+    }
+
+    #[test]
+    fn iis_url_rewrite_original_url_becomes_request_uri() {
+        // URL Rewrite sent /users/42 to app.cgi: IIS names the script twice, no REQUEST_URI.
+        let rewritten = [
+            ("SERVER_SOFTWARE", "Microsoft-IIS/10.0"),
+            ("SCRIPT_NAME", "/app.cgi"),
+            ("PATH_INFO", "/app.cgi"),
+            ("HTTP_X_ORIGINAL_URL", "/users/42?x=1"),
+        ];
+        let mut r = req(&rewritten).unwrap();
+        assert_eq!(r.get("REQUEST_URI"), Some("/users/42?x=1"));
+        r.mount_at("/");
+        assert_eq!((r.get("SCRIPT_NAME"), r.get("PATH_INFO")), (Some(""), Some("/users/42")));
+        // A REQUEST_URI that is there already stays; other servers never use the header.
+        let mut with_uri = rewritten.to_vec();
+        with_uri.push(("REQUEST_URI", "/kept"));
+        assert_eq!(req(&with_uri).unwrap().get("REQUEST_URI"), Some("/kept"));
+        let apache = [("SERVER_SOFTWARE", "Apache"), ("HTTP_X_ORIGINAL_URL", "/admin")];
+        assert_eq!(req(&apache).unwrap().get("REQUEST_URI"), None);
     }
 
     #[test]

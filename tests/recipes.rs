@@ -501,3 +501,106 @@ fn django_nginx_fastcgi() {
     server.logs.extend(backend.logs.iter().cloned());
     django_checks(&server, &project);
 }
+
+// ---------------------------------------------------------------- the doctor in a browser
+
+/// Run Debian's headless chromium on `url` with `args` (--dump-dom or --screenshot=...);
+/// its stdout. Bounded: its process group is killed after 90 s.
+fn chromium(url: &str, args: &[String], profile: &std::path::Path) -> String {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    use std::time::{Duration, Instant};
+    let mut cmd = std::process::Command::new("chromium");
+    cmd.args(["--headless", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]);
+    if servers::is_root() {
+        cmd.arg("--no-sandbox"); // chromium refuses to run as root with its sandbox
+    }
+    let mut child = cmd
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start chromium: {e} (apt-get install chromium; .ci/run installs it)"));
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = stdout.read_to_string(&mut out);
+        out
+    });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            // SAFETY: killing the process group of the browser we started.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let _ = child.wait();
+            panic!("chromium did not finish within 90 s on {url}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Its helpers (zygote, renderer) share its group and may outlive it briefly.
+    // SAFETY: as above.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+    let out = reader.join().unwrap();
+    assert!(status.success(), "chromium {args:?} {url}: {status}");
+    out
+}
+
+/// builtin:doctor behind nginx, loaded by a real browser: under a deliberately broken
+/// mount (fastcgi_split_path_info without `fastcgi_param PATH_INFO`, the classic omission
+/// with Debian's fastcgi_params) the page a person sees shows the environ table and the
+/// warning with its fix; under the correct mount (examples/nginx/unix.conf's location), no
+/// warning. A screenshot of the broken one is left in target/doctor.png for humans.
+#[test]
+fn doctor_in_headless_chromium() {
+    let fx = Fixture::new(false);
+    let run = runtime_dir(&fx);
+    let sock = run.join("app.sock");
+    let backend = servers::fastcgi_backend(&fx, "cgi2wsgi-doctor", &servers::Bind::Unix(sock.clone()), &["--workers".into(), "1".into(), "builtin:doctor".into()]);
+    let port = servers::free_port();
+    // The recipe's server block, with a second, broken location beside its /app one.
+    let broken = format!(
+        "    location ~ ^/broken(/|$) {{\n        include fastcgi_params;\n        fastcgi_split_path_info ^(/broken)(/.*)$;\n        fastcgi_pass unix:{};\n    }}\n\n    location ~ ^/app(/|$) {{",
+        sock.display()
+    );
+    let site = servers::render_snippet(
+        "examples/nginx/unix.conf",
+        &[("listen 80;", format!("listen 127.0.0.1:{port};")), ("/run/cgi2wsgi", path_str(&run)), ("    location ~ ^/app(/|$) {", broken)],
+    );
+    let mut server = servers::nginx(&fx, port, &site);
+    server.logs.extend(backend.logs.iter().cloned());
+    let profile = fx.path().join("chromium-profile");
+    let mut c = common::scenarios::Checks::new(&server);
+    c.check("broken mount: the environ table and the PATH_INFO warning", || {
+        let dom = chromium(&format!("http://127.0.0.1:{port}/broken/users/42?x=1"), &["--dump-dom".into()], &profile);
+        assert!(dom.contains("<h1>cgi2wsgi doctor</h1>"), "not the doctor page: {dom}");
+        assert!(dom.contains("<h2>1 warning(s)</h2>"), "{dom}");
+        assert!(dom.contains("id=\"script-name-path-info-disagree\""), "{dom}");
+        assert!(dom.contains("links the app builds will point elsewhere"), "{dom}");
+        assert!(dom.contains("fastcgi_param PATH_INFO $fastcgi_path_info;"), "the fix is not shown: {dom}");
+        // The environ table: a row per variable, values as the app sees them.
+        assert!(dom.contains("<h2>environ</h2>") && dom.contains("<table>"), "{dom}");
+        for row in ["<th align=\"left\">REQUEST_URI</th><td><code>/broken/users/42?x=1</code></td>", "<th align=\"left\">SCRIPT_NAME</th><td><code>/broken</code></td>", "<th align=\"left\">QUERY_STRING</th><td><code>x=1</code></td>"] {
+            assert!(dom.contains(row), "no row {row} in {dom}");
+        }
+    });
+    c.check("correct mount: no warning", || {
+        let dom = chromium(&format!("http://127.0.0.1:{port}/app/users/42"), &["--dump-dom".into()], &profile);
+        assert!(dom.contains("<h2>No warnings</h2>"), "{dom}");
+        assert!(dom.contains("<th align=\"left\">PATH_INFO</th><td><code>/users/42</code></td>"), "{dom}");
+    });
+    c.check("a screenshot for humans: target/doctor.png", || {
+        let png = common::repo().join("target/doctor.png");
+        let _ = std::fs::remove_file(&png);
+        chromium(&format!("http://127.0.0.1:{port}/broken/users/42?x=1"), &[format!("--screenshot={}", png.display()), "--window-size=1200,1000".into(), "--hide-scrollbars".into()], &profile);
+        let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
+        assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 5000, "not a PNG of a page ({} bytes)", bytes.len());
+    });
+    c.finish();
+}

@@ -604,3 +604,29 @@ fn doctor_in_headless_chromium() {
     });
     c.finish();
 }
+
+// ---------------------------------------------------------------- distribution
+
+/// A venv made with another Python (3.9 here, pyvenv.cfg as `python3.9 -m venv` writes it):
+/// the error names the exact rebuild command for that Python, and the venv command for the
+/// linked one.
+#[test]
+fn venv_of_another_python_names_the_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let venv = dir.path().join("venv39");
+    std::fs::create_dir_all(venv.join("bin")).unwrap();
+    std::fs::write(venv.join("pyvenv.cfg"), "home = /opt/py39/bin\ninclude-system-site-packages = false\nversion = 3.9.18\nexecutable = /opt/py39/bin/python3.9\n").unwrap();
+    std::os::unix::fs::symlink("/usr/bin/python3", venv.join("bin/python3")).unwrap();
+    let app = common::repo().join("examples/hello.py");
+    let env = common::cgi_env("GET", "/", "", &[]);
+    let out = common::cgi_run(&["--venv", venv.to_str().unwrap(), app.to_str().unwrap()], &env, b"");
+    let r = common::parse_cgi(&out);
+    assert_eq!(r.status, 500, "{}", r.stderr);
+    assert!(r.stderr.contains("is for Python 3.9.18"), "{}", r.stderr);
+    assert!(r.stderr.contains("`PYO3_PYTHON=/opt/py39/bin/python3.9 cargo build --release`"), "{}", r.stderr);
+    assert!(r.stderr.contains(&format!(" -m venv {}`", venv.display())), "{}", r.stderr);
+    // Without `executable` (Python before 3.11): from `home`.
+    std::fs::write(venv.join("pyvenv.cfg"), "home = /opt/py38/bin\nversion = 3.8.10\n").unwrap();
+    let r = common::parse_cgi(&common::cgi_run(&["--venv", venv.to_str().unwrap(), app.to_str().unwrap()], &env, b""));
+    assert!(r.stderr.contains("`PYO3_PYTHON=/opt/py38/bin/python3.8 cargo build --release`"), "{}", r.stderr);
+}

@@ -630,3 +630,42 @@ fn venv_of_another_python_names_the_rebuild() {
     let r = common::parse_cgi(&common::cgi_run(&["--venv", venv.to_str().unwrap(), app.to_str().unwrap()], &env, b""));
     assert!(r.stderr.contains("`PYO3_PYTHON=/opt/py38/bin/python3.8 cargo build --release`"), "{}", r.stderr);
 }
+
+// ---------------------------------------------------------------- mod_fcgid recycling
+
+/// apache/fcgid.conf with `--max-requests 3` added to the wrapper line: cgi2wsgi recycles
+/// its worker under mod_fcgid (fresh pids, every request answered) while the process
+/// mod_fcgid started stays the same.
+#[test]
+fn apache_mod_fcgid_with_max_requests() {
+    let fx = Fixture::new(true);
+    let app = common::scenarios::install_mount_app(&fx);
+    let recipe = servers::render_snippet(
+        "apache/fcgid.conf",
+        &[
+            ("\"/usr/local/bin/cgi2wsgi --venv", format!("\"{} --max-requests 3 --log-level info --venv", path_str(&fx.bin()))),
+            ("/usr/local/bin/cgi2wsgi", path_str(&fx.bin())),
+            ("/srv/myapp/venv", path_str(&fx.venv())),
+            ("/srv/myapp/app.py", path_str(&app)),
+            ("/srv/fcgi-bin", path_str(&fx.path().join("fcgi-bin"))),
+        ],
+    );
+    let run = fx.path().join("run");
+    // One process, so every request meets the same cgi2wsgi.
+    let site = format!("FcgidIPCDir {run}/fcgid\nFcgidProcessTableFile {run}/fcgid_shm\nFcgidMaxProcesses 1\n{recipe}", run = path_str(&run));
+    let server = servers::apache_event(&fx, "apache mod_fcgid --max-requests 3", &["fcgid_module mod_fcgid.so"], &site);
+    let port = server.port;
+    let mut c = common::scenarios::Checks::new(&server);
+    c.check("20 requests: all answered, by several recycled workers", || {
+        let reports = common::scenarios::conn_reports(port, 20);
+        let pids: std::collections::HashSet<String> = reports.iter().map(|j| j["pid"].to_string()).collect();
+        // About 3 requests each (up to 10% more): at least 5 workers for 20 requests.
+        assert!(pids.len() >= 5, "{} worker pid(s) for 20 requests: {reports:?}", pids.len());
+        assert!(reports.iter().all(|j| j["served"].as_u64().unwrap() <= 4), "a worker served more than 3 (+10%): {reports:?}");
+    });
+    c.check("mod_fcgid started one cgi2wsgi: the supervisor kept it", || {
+        let log = server.log();
+        assert_eq!(log.matches("supervising 1 worker(s)").count(), 1, "mod_fcgid restarted cgi2wsgi");
+    });
+    c.finish();
+}

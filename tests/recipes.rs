@@ -1,7 +1,11 @@
 //! The deployment recipes beyond the basic mounts, each against the real server with the
-//! repo's files as users copy them: shared hosting with pretty URLs (`apache/htaccess-rewrite`
-//! under `AllowOverride All`, mod_cgid and mod_fcgid, `script-name`), a Flask app whose
-//! generated links are followed, and HTTP auth passed through by `CGIPassAuth`.
+//! repo's files as users copy them (only example paths replaced): shared hosting with
+//! pretty URLs (`apache/htaccess-rewrite` under `AllowOverride All`, mod_cgid and
+//! mod_fcgid, `script-name`, HTTP auth through `CGIPassAuth`), the systemd units under
+//! `systemd-socket-activate`, scale-out over two backends with one killed (nginx
+//! `upstream`, Apache `mod_proxy_balancer`), the Django example through mod_fcgid and
+//! nginx, the doctor page in headless chromium, mod_fcgid with `--max-requests`, and the
+//! venv/linked-Python mismatch message.
 
 mod common;
 
@@ -668,4 +672,20 @@ fn apache_mod_fcgid_with_max_requests() {
         assert_eq!(log.matches("supervising 1 worker(s)").count(), 1, "mod_fcgid restarted cgi2wsgi");
     });
     c.finish();
+}
+
+/// `--script-name` and `CGI2WSGI_SCRIPT_NAME` on a bare CGI request shaped like
+/// mod_rewrite's (SCRIPT_NAME of the drop-in, the pretty URL only in REQUEST_URI); the
+/// flag beats the variable.
+#[test]
+fn script_name_flag_and_variable() {
+    let app = common::repo().join("examples/echo.py");
+    let app = app.to_str().unwrap();
+    let env = common::cgi_env("GET", "", "a=1", &[("SCRIPT_NAME", "/cgi-bin/app.cgi"), ("REQUEST_URI", "/blog/users/42?a=1"), ("CGI2WSGI_SCRIPT_NAME", "/blog/")]);
+    let r = common::parse_cgi(&common::cgi_run(&[app], &env, b""));
+    let j = r.json();
+    assert_eq!((j["SCRIPT_NAME"].as_str(), j["PATH_INFO"].as_str(), j["QUERY_STRING"].as_str()), (Some("/blog"), Some("/users/42"), Some("a=1")));
+    let r = common::parse_cgi(&common::cgi_run(&["--script-name", "/", app], &env, b""));
+    let j = r.json();
+    assert_eq!((j["SCRIPT_NAME"].as_str(), j["PATH_INFO"].as_str()), (Some(""), Some("/blog/users/42")));
 }

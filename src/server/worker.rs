@@ -63,6 +63,9 @@ pub struct Worker<'a> {
     pub exclusive: bool,
     pub graceful_timeout: Duration,
     pub recycle: &'a Recycle,
+    /// `--read-timeout`: a connection in the middle of sending a request that goes quiet for
+    /// this long is closed (slowloris), so it holds neither memory nor a connection slot.
+    pub read_timeout: Option<Duration>,
 }
 
 /// `--max-requests` (with up to 10% jitter, so workers do not all recycle at once) and
@@ -133,6 +136,7 @@ impl Worker<'_> {
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
         let mut buf = vec![0u8; conn::READ_BUF];
         let mut stop_deadline: Option<Instant> = None;
+        let mut last_sweep = Instant::now();
         loop {
             let n = py.detach(|| epoll.wait(&mut events, 1000));
             if super::HUP_IGNORED.swap(false, Ordering::SeqCst) {
@@ -160,6 +164,13 @@ impl Worker<'_> {
                     continue;
                 }
                 self.serve_readable(py, token as RawFd, &mut conns, &mut last_used, &mut buf);
+            }
+            if let Some(limit) = self.read_timeout {
+                // At most once a second: the check locks every connection.
+                if last_sweep.elapsed() >= Duration::from_secs(1) {
+                    last_sweep = Instant::now();
+                    self.close_stalled(limit, &mut conns, &mut last_used);
+                }
             }
             if let Some(deadline) = stop_deadline {
                 let idle: Vec<RawFd> = conns.iter().filter(|(_, c)| c.is_idle()).map(|(fd, _)| *fd).collect();
@@ -196,6 +207,8 @@ impl Worker<'_> {
                 Step::Wait => return,
                 Step::Run(ready) => {
                     let next = conn::run(py, &conn, self.app, self.settings, ready);
+                    // The quiet time of what follows counts from now, not from before the app ran.
+                    last_used.insert(fd, Instant::now());
                     if self.recycle.due() {
                         STOP.store(true, Ordering::SeqCst);
                     }
@@ -209,6 +222,24 @@ impl Worker<'_> {
                     return;
                 }
             };
+        }
+    }
+
+    /// Close connections that started a request and then sent nothing for `limit`. Idle
+    /// ones (between requests: a web server's pool) are left alone; `--max-conns` bounds them.
+    fn close_stalled(&self, limit: Duration, conns: &mut HashMap<RawFd, Conn>, last_used: &mut HashMap<RawFd, Instant>) {
+        let now = Instant::now();
+        let stalled: Vec<RawFd> = conns
+            .iter()
+            .filter(|(fd, c)| last_used.get(fd).is_some_and(|t| now.duration_since(*t) >= limit) && !c.is_idle())
+            .map(|(fd, _)| *fd)
+            .collect();
+        for fd in stalled {
+            log::warn!("closing a connection that sent part of a request and then nothing for {}s (--read-timeout)", limit.as_secs());
+            last_used.remove(&fd);
+            if let Some(c) = conns.remove(&fd) {
+                c.close();
+            }
         }
     }
 

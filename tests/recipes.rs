@@ -474,7 +474,7 @@ fn django_checks(server: &Server, project: &std::path::Path) {
 /// examples/django/apache-fcgid.conf: mod_fcgid starts cgi2wsgi with the Django project.
 #[test]
 fn django_apache_mod_fcgid() {
-    let fx = Fixture::new(true);
+    let fx = Fixture::with_django();
     let project = django_project(&fx);
     let recipe = servers::render_snippet(
         "examples/django/apache-fcgid.conf",
@@ -489,7 +489,7 @@ fn django_apache_mod_fcgid() {
 /// examples/django/nginx.conf: cgi2wsgi on a unix socket with the command its comment gives.
 #[test]
 fn django_nginx_fastcgi() {
-    let fx = Fixture::new(true);
+    let fx = Fixture::with_django();
     let project = django_project(&fx);
     let run = runtime_dir(&fx);
     let sock = run.join("mysite.sock");

@@ -161,7 +161,12 @@ pub fn run(config: &Config) -> i32 {
     // Captured above: HTTP_PROXY stays in the environ as the header it is.
     wsgi::boot::prepare_environment(config);
     let request = match Request::from_params(params, config.max_body) {
-        Ok(r) => r,
+        Ok(mut r) => {
+            if let Some(mount) = &config.script_name {
+                r.mount_at(mount);
+            }
+            r
+        }
         Err(e) => {
             log::warn!("refused: {e}");
             return respond_error(&mut sink, e.status(), &e.to_string());

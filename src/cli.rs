@@ -8,7 +8,9 @@ use std::path::PathBuf;
 pub enum Mode {
     /// FastCGI if fd 0 is a listening socket, else CGI if GATEWAY_INTERFACE is set.
     Auto,
+    /// One request from the environment and stdin, as a cgi-bin program
     Cgi,
+    /// A persistent responder on fd 0, --bind or the systemd socket
     Fastcgi,
 }
 
@@ -17,8 +19,14 @@ pub enum Mode {
     name = "cgi2wsgi",
     about = "Host a Python WSGI app as a CGI program or FastCGI responder",
     after_help = "APP is pkg.module, pkg.module:callable, pkg.module:factory() or path/to/file.py[:callable];\n\
-                  the callable defaults to `application`, then `app`. `builtin:doctor` shows the environ.\n\
-                  A cgi-bin drop-in starts with `#!/path/to/cgi2wsgi` and may hold `# cgi2wsgi: key = value` lines."
+                  the callable defaults to `application`, then `app`.\n\
+                  Every option can also be set as CGI2WSGI_<NAME>; a cgi-bin drop-in starts with\n\
+                  `#!/path/to/cgi2wsgi` and may hold `# cgi2wsgi: key = value` lines (flag > variable > drop-in).\n\n\
+                  Examples:\n  \
+                    cgi2wsgi --bind unix:/run/cgi2wsgi/app.sock --socket-group www-data --venv /srv/app/venv /srv/app/app.py\n  \
+                    cgi2wsgi --bind 127.0.0.1:9000 --pythonpath /srv/mysite mysite.wsgi:application\n  \
+                    cgi2wsgi --app builtin:doctor     (mount it where the app goes: shows what the server sends, with fixes)\n\n\
+                  Recipes for Apache, nginx, lighttpd, systemd, shared hosting and Django: see the README."
 )]
 pub struct Cli {
     /// The WSGI app (see below)
@@ -52,6 +60,12 @@ pub struct Cli {
     /// Refuse request bodies larger than this with 413 (bytes; K, M, G suffixes)
     #[arg(long, value_name = "SIZE", env = "CGI2WSGI_MAX_BODY")]
     pub max_body: Option<String>,
+
+    /// The app's mount point as browsers see it (`/` for the site root), when the server
+    /// sends another SCRIPT_NAME (mod_rewrite to a drop-in): PATH_INFO is then taken from
+    /// REQUEST_URI below it
+    #[arg(long, value_name = "PATH", env = "CGI2WSGI_SCRIPT_NAME")]
+    pub script_name: Option<String>,
 
     /// Log level on stderr: error, warn, info, debug or trace
     #[arg(long, value_name = "LEVEL", env = "CGI2WSGI_LOG_LEVEL")]

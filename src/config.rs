@@ -25,6 +25,8 @@ pub struct Config {
     pub chdir: Option<PathBuf>,
     pub env: Vec<(String, String)>,
     pub max_body: Option<u64>,
+    /// `--script-name`: see `Request::mount_at`.
+    pub script_name: Option<String>,
     pub log_level: String,
     pub debug: bool,
     pub bind: Option<BindSpec>,
@@ -132,6 +134,7 @@ impl Config {
             chdir: cli.chdir.or(dropin.chdir),
             env,
             max_body,
+            script_name: cli.script_name.or(dropin.script_name),
             log_level: cli.log_level.or(dropin.log_level).unwrap_or_else(|| "warn".into()),
             debug: cli.debug || dropin.debug.unwrap_or(false),
             bind: cli.bind.as_deref().map(BindSpec::parse),

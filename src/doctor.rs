@@ -38,9 +38,16 @@ pub fn warnings(env: &BTreeMap<String, String>) -> Vec<Warning> {
             out.push(Warning {
                 code: "script-name-path-info-disagree",
                 message: format!("SCRIPT_NAME + PATH_INFO = {joined:?} but the URL path is {uri_path:?}: links the app builds will point elsewhere"),
-                fix: "Apache: mount with ScriptAlias /prefix /path/app.cgi (or RewriteRule ^(.*)$ app.cgi/$1 [L] in .htaccess); nginx: fastcgi_split_path_info and fastcgi_param SCRIPT_NAME $fastcgi_script_name",
+                fix: "Apache: mount with ScriptAlias /prefix /path/app.cgi, or behind mod_rewrite set cgi2wsgi's script-name (apache/htaccess-rewrite); nginx: fastcgi_split_path_info ^(/prefix)(/.*)$; plus fastcgi_param PATH_INFO $fastcgi_path_info; (Debian's fastcgi_params sends no PATH_INFO)",
             });
         }
+    }
+    if script.len() > 1 && script.ends_with('/') {
+        out.push(Warning {
+            code: "script-name-ends-with-slash",
+            message: format!("SCRIPT_NAME {script:?} ends with '/' and PATH_INFO is {path:?}: the whole URL went into SCRIPT_NAME, so every page looks like the app's root"),
+            fix: "nginx: fastcgi_split_path_info ^(/prefix)(/.*)$; and fastcgi_param PATH_INFO $fastcgi_path_info; in the location; elsewhere, give cgi2wsgi --script-name /prefix",
+        });
     }
     let scheme = get(env, "wsgi.url_scheme");
     let https_hints = get(env, "HTTP_X_FORWARDED_PROTO").eq_ignore_ascii_case("https")
@@ -113,6 +120,14 @@ mod tests {
     fn healthy_environ_has_no_warnings() {
         let ok = [("SCRIPT_NAME", "/app"), ("PATH_INFO", "/users/42"), ("REQUEST_URI", "/app/users/42?x=1"), ("wsgi.url_scheme", "http"), ("SERVER_SOFTWARE", "lighttpd/1.4")];
         assert!(codes(&ok).is_empty(), "{:?}", codes(&ok));
+    }
+
+    #[test]
+    fn whole_url_in_script_name() {
+        // nginx with no split: SCRIPT_NAME is the whole URI, PATH_INFO empty.
+        let c = codes(&[("SCRIPT_NAME", "/doctor/"), ("PATH_INFO", ""), ("REQUEST_URI", "/doctor/")]);
+        assert_eq!(c, vec!["script-name-ends-with-slash"]);
+        assert!(codes(&[("SCRIPT_NAME", "/app"), ("PATH_INFO", "/"), ("REQUEST_URI", "/app/")]).is_empty());
     }
 
     #[test]

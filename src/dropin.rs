@@ -25,6 +25,7 @@ pub struct DropIn {
     pub env: Vec<String>,
     pub callable: Option<String>,
     pub max_body: Option<String>,
+    pub script_name: Option<String>,
     pub log_level: Option<String>,
     pub debug: Option<bool>,
 }
@@ -66,9 +67,10 @@ impl DropIn {
             "env" => self.env.push(value),
             "callable" => self.callable = Some(value),
             "max-body" | "max_body" => self.max_body = Some(value),
+            "script-name" | "script_name" => self.script_name = Some(value),
             "log-level" | "log_level" => self.log_level = Some(value),
             "debug" => self.debug = Some(matches!(value.to_ascii_lowercase().as_str(), "1" | "on" | "yes" | "true")),
-            _ => return Err(format!("unknown setting {key:?} (known: app, venv, pythonpath, chdir, env, callable, max-body, log-level, debug)")),
+            _ => return Err(format!("unknown setting {key:?} (known: app, venv, pythonpath, chdir, env, callable, max-body, script-name, log-level, debug)")),
         }
         Ok(())
     }

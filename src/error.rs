@@ -35,8 +35,8 @@ pub enum ConfigError {
 pub enum EmbedError {
     #[error("venv {path}: {why}")]
     Venv { path: PathBuf, why: String },
-    #[error("the venv {path} is for Python {venv}, but cgi2wsgi is linked against Python {linked}; recreate the venv with that Python or rebuild cgi2wsgi with PYO3_PYTHON set to the venv's interpreter")]
-    VersionMismatch { path: PathBuf, venv: String, linked: String },
+    #[error("the venv {path} is for Python {venv}, but this cgi2wsgi is linked against Python {linked} (a binary embeds one Python version): rebuild it for the venv's Python with `PYO3_PYTHON={venv_python} cargo build --release`, or recreate the venv with Python {linked}: `python{linked_xy} -m venv {path}`")]
+    VersionMismatch { path: PathBuf, venv: String, linked: String, venv_python: String, linked_xy: String },
     #[error("Python initialization failed: {0}")]
     Init(String),
     #[error("cannot load the app: {0}")]

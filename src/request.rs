@@ -110,6 +110,35 @@ impl Request {
         }
     }
 
+    /// `--script-name`: where the app is mounted as the browser sees it, for a server that
+    /// cannot be made to send it (mod_rewrite routing pretty URLs to `/cgi-bin/app.cgi`,
+    /// which sends SCRIPT_NAME=/cgi-bin/app.cgi, PATH_INFO often empty, and the pretty URL
+    /// only in REQUEST_URI). The rule: SCRIPT_NAME becomes `mount` (a trailing `/` dropped,
+    /// so `/` is the root mount ""); when the request's path (REQUEST_URI without its query,
+    /// percent-decoded as PATH_INFO is; else SCRIPT_NAME + PATH_INFO as sent) is `mount` or
+    /// lies under `mount/`, PATH_INFO becomes the rest of it; otherwise (a request that
+    /// reached the app by another URL) PATH_INFO stays as the server sent it.
+    pub fn mount_at(&mut self, mount: &str) {
+        let mount = mount.trim_end_matches('/');
+        let sent = format!("{}{}", self.get("SCRIPT_NAME").unwrap_or_default(), self.get("PATH_INFO").unwrap_or_default());
+        let path = match self.get("REQUEST_URI") {
+            Some(uri) if uri.starts_with('/') => {
+                let raw = uri.split_once('?').map_or(uri, |(p, _)| p);
+                // Latin-1 str back to its bytes, decoded like PATH_INFO.
+                let bytes: Vec<u8> = raw.chars().map(|c| c as u32 as u8).collect();
+                latin1_owned(percent_decode(&bytes))
+            }
+            _ => sent,
+        };
+        if let Some(rest) = path.strip_prefix(mount).filter(|rest| rest.is_empty() || rest.starts_with('/')) {
+            let rest = rest.to_owned();
+            self.set("PATH_INFO", rest);
+        } else {
+            log::debug!("--script-name {mount:?}: request path {path:?} is not under it; PATH_INFO kept");
+        }
+        self.set("SCRIPT_NAME", mount.to_owned());
+    }
+
     /// PEP 3333: SCRIPT_NAME is never "/"; a root mount has SCRIPT_NAME "" and PATH_INFO "/...".
     fn fix_root_script_name(&mut self) {
         if self.get("SCRIPT_NAME") == Some("/") {
@@ -120,11 +149,20 @@ impl Request {
         }
     }
 
-    /// IIS repeats SCRIPT_NAME at the start of PATH_INFO (as `wsgiref.handlers.IISCGIHandler` fixes).
+    /// IIS repeats SCRIPT_NAME at the start of PATH_INFO (as `wsgiref.handlers.IISCGIHandler`
+    /// fixes), and sends no REQUEST_URI: when its URL Rewrite module routed the request, the
+    /// URL the browser asked for is in `HTTP_X_ORIGINAL_URL`, which becomes REQUEST_URI (so
+    /// `--script-name` can recompute PATH_INFO from it). A client can send that header
+    /// itself on a request that was not rewritten: docs/iis.md refuses direct requests.
     fn fix_iis_path_info(&mut self) {
         let is_iis = self.get("SERVER_SOFTWARE").is_some_and(|s| s.starts_with("Microsoft-IIS"));
         if !is_iis {
             return;
+        }
+        if self.get("REQUEST_URI").is_none() {
+            if let Some(original) = self.get("HTTP_X_ORIGINAL_URL").map(str::to_owned) {
+                self.set("REQUEST_URI", original);
+            }
         }
         let script = self.get("SCRIPT_NAME").unwrap_or_default().to_owned();
         let path = self.get("PATH_INFO").unwrap_or_default().to_owned();
@@ -237,8 +275,79 @@ mod tests {
     }
 
     #[test]
+    fn iis_path_info_equal_to_script_name_becomes_empty() {
+        let pairs = [("SERVER_SOFTWARE", "Microsoft-IIS/10.0"), ("SCRIPT_NAME", "/app.cgi"), ("PATH_INFO", "/app.cgi")];
+        assert_eq!(req(&pairs).unwrap().get("PATH_INFO"), Some(""));
+    }
+
+    #[test]
+    fn iis_url_rewrite_original_url_becomes_request_uri() {
+        // URL Rewrite sent /users/42 to app.cgi: IIS names the script twice, no REQUEST_URI.
+        let rewritten = [
+            ("SERVER_SOFTWARE", "Microsoft-IIS/10.0"),
+            ("SCRIPT_NAME", "/app.cgi"),
+            ("PATH_INFO", "/app.cgi"),
+            ("HTTP_X_ORIGINAL_URL", "/users/42?x=1"),
+        ];
+        let mut r = req(&rewritten).unwrap();
+        assert_eq!(r.get("REQUEST_URI"), Some("/users/42?x=1"));
+        r.mount_at("/");
+        assert_eq!((r.get("SCRIPT_NAME"), r.get("PATH_INFO")), (Some(""), Some("/users/42")));
+        // A REQUEST_URI that is there already stays; other servers never use the header.
+        let mut with_uri = rewritten.to_vec();
+        with_uri.push(("REQUEST_URI", "/kept"));
+        assert_eq!(req(&with_uri).unwrap().get("REQUEST_URI"), Some("/kept"));
+        let apache = [("SERVER_SOFTWARE", "Apache"), ("HTTP_X_ORIGINAL_URL", "/admin")];
+        assert_eq!(req(&apache).unwrap().get("REQUEST_URI"), None);
+    }
+
+    #[test]
     fn root_script_name_moves_into_path_info() {
         let r = req(&[("SCRIPT_NAME", "/"), ("PATH_INFO", "x")]).unwrap();
         assert_eq!((r.get("SCRIPT_NAME"), r.get("PATH_INFO")), (Some(""), Some("/x")));
+    }
+
+    fn mounted(pairs: &[(&str, &str)], mount: &str) -> (String, String) {
+        let mut r = req(pairs).unwrap();
+        r.mount_at(mount);
+        (r.get("SCRIPT_NAME").unwrap().to_owned(), r.get("PATH_INFO").unwrap().to_owned())
+    }
+
+    fn pair(a: &str, b: &str) -> (String, String) {
+        (a.to_owned(), b.to_owned())
+    }
+
+    #[test]
+    fn script_name_override_for_mod_rewrite() {
+        // RewriteRule ^ app.cgi: no PATH_INFO, the pretty URL only in REQUEST_URI.
+        let rewritten = [("SCRIPT_NAME", "/app.cgi"), ("PATH_INFO", ""), ("REQUEST_URI", "/users/42?x=1")];
+        assert_eq!(mounted(&rewritten, "/"), pair("", "/users/42"));
+        assert_eq!(mounted(&rewritten, ""), pair("", "/users/42"));
+        // RewriteRule ^(.*)$ /cgi-bin/app.cgi/$1: PATH_INFO set, REQUEST_URI still wins.
+        let with_path = [("SCRIPT_NAME", "/cgi-bin/app.cgi"), ("PATH_INFO", "/users/42"), ("REQUEST_URI", "/blog/users/42")];
+        assert_eq!(mounted(&with_path, "/blog/"), pair("/blog", "/users/42"));
+        assert_eq!(mounted(&with_path, "/blog"), pair("/blog", "/users/42"));
+        // The mount itself, with and without its slash.
+        let at_root = [("SCRIPT_NAME", "/app.cgi"), ("REQUEST_URI", "/blog")];
+        assert_eq!(mounted(&at_root, "/blog"), pair("/blog", ""));
+        let at_root = [("SCRIPT_NAME", "/app.cgi"), ("REQUEST_URI", "/blog/")];
+        assert_eq!(mounted(&at_root, "/blog"), pair("/blog", "/"));
+        // Decoded as PATH_INFO is (latin-1 bytes-as-str).
+        let encoded = [("SCRIPT_NAME", "/app.cgi"), ("REQUEST_URI", "/caf%C3%A9%20x")];
+        assert_eq!(mounted(&encoded, "/"), pair("", "/caf\u{c3}\u{a9} x"));
+    }
+
+    #[test]
+    fn script_name_override_outside_the_mount_keeps_path_info() {
+        // /blogger is not under /blog; reached directly at /cgi-bin/app.cgi/x.
+        let other = [("SCRIPT_NAME", "/cgi-bin/app.cgi"), ("PATH_INFO", "/x"), ("REQUEST_URI", "/blogger/x")];
+        assert_eq!(mounted(&other, "/blog"), pair("/blog", "/x"));
+        // No REQUEST_URI (not every server sends it): SCRIPT_NAME + PATH_INFO as sent.
+        let no_uri = [("SCRIPT_NAME", "/app"), ("PATH_INFO", "/users/1")];
+        assert_eq!(mounted(&no_uri, "/app"), pair("/app", "/users/1"));
+        assert_eq!(mounted(&no_uri, "/"), pair("", "/app/users/1"));
+        // An absolute-form REQUEST_URI is not a path: fall back likewise.
+        let absolute = [("SCRIPT_NAME", "/app"), ("PATH_INFO", "/a"), ("REQUEST_URI", "http://h/app/b")];
+        assert_eq!(mounted(&absolute, "/app"), pair("/app", "/a"));
     }
 }

@@ -26,6 +26,8 @@ use std::time::Duration;
 pub struct Settings {
     pub codec: CodecConfig,
     pub max_body: Option<u64>,
+    /// `--script-name`: see `Request::mount_at`.
+    pub script_name: Option<String>,
     pub policy: call::ErrorPolicy,
     /// Builds each environ (from `wsgi.*` constants and the CGI names learned so far).
     pub environ: environ::Template,
@@ -199,7 +201,13 @@ impl Shared {
         while let Some(event) = self.next_event()? {
             match event {
                 Event::Request { id, keep_conn, params } => {
-                    let request = Request::from_params(params, settings.max_body).map_err(|e| {
+                    let request = Request::from_params(params, settings.max_body).map(|mut r| {
+                        if let Some(mount) = &settings.script_name {
+                            r.mount_at(mount);
+                        }
+                        r
+                    });
+                    let request = request.map_err(|e| {
                         log::warn!("request {id} refused: {e}");
                         (e.status(), e.to_string())
                     });

@@ -92,7 +92,7 @@ pub fn open_listener(config: &Config) -> Result<Listener, ServerError> {
         return listen::bind(spec, &config.socket_perms);
     }
     if let Some(l) = listen::from_systemd() {
-        return l;
+        return l.inspect(|l| log::info!("serving the socket systemd passed (LISTEN_FDS): {}", l.describe()));
     }
     if crate::config::stdin_is_listening_socket() {
         return listen::from_fd0();
@@ -178,6 +178,7 @@ pub fn serve(config: &Config, listener: &Listener, app: &Py<PyAny>, spec: &crate
             limits: Default::default(),
         },
         max_body: config.max_body,
+        script_name: config.script_name.clone(),
         policy: call::ErrorPolicy { show_traceback: config.debug },
         environ: environ::Template::new(environ::ProcessModel { multithread: threads > 1, multiprocess: true, run_once: false }),
         timeout: config.timeout,

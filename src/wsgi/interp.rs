@@ -25,14 +25,21 @@ fn major_minor(v: &str) -> String {
 fn check_venv(venv: &Path) -> Result<PathBuf, EmbedError> {
     let err = |why: String| EmbedError::Venv { path: venv.to_owned(), why };
     let cfg = std::fs::read_to_string(venv.join("pyvenv.cfg")).map_err(|e| err(format!("no readable pyvenv.cfg ({e}); is this a venv?")))?;
-    let version = cfg.lines().find_map(|line| {
-        let (k, v) = line.split_once('=')?;
-        matches!(k.trim(), "version" | "version_info").then(|| v.trim().to_owned())
-    });
+    let setting = |keys: &[&str]| {
+        cfg.lines().find_map(|line| {
+            let (k, v) = line.split_once('=')?;
+            keys.contains(&k.trim()).then(|| v.trim().to_owned())
+        })
+    };
     let linked = linked_version();
-    if let Some(venv_version) = version {
+    if let Some(venv_version) = setting(&["version", "version_info"]) {
         if major_minor(&venv_version) != major_minor(&linked) {
-            return Err(EmbedError::VersionMismatch { path: venv.to_owned(), venv: venv_version, linked });
+            // The interpreter the venv was made with (3.11+ records it), else its home's.
+            let venv_python = setting(&["executable"])
+                .or_else(|| setting(&["home"]).map(|home| format!("{home}/python{}", major_minor(&venv_version))))
+                .unwrap_or_else(|| format!("/path/to/python{}", major_minor(&venv_version)));
+            let linked_xy = major_minor(&linked);
+            return Err(EmbedError::VersionMismatch { path: venv.to_owned(), venv: venv_version, linked, venv_python, linked_xy });
         }
     }
     let exe = ["python3", "python"].iter().map(|n| venv.join("bin").join(n)).find(|p| p.exists());

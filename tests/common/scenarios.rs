@@ -71,6 +71,15 @@ fn flask_checks(c: &mut Checks, port: u16) {
         let r = http::get(port, "/appx/y");
         assert_eq!(r.status, 404, "{}", r.text());
     });
+    c.check("Flask HTTP Basic auth (Authorization passed on)", || {
+        let r = http::get(port, "/app/private");
+        assert_eq!(r.status, 401, "{}", r.text());
+        assert!(r.header("www-authenticate").is_some_and(|v| v.starts_with("Basic")), "{:?}", r.headers);
+        // demo:s3cret
+        let r = http::request(port, "GET", "/app/private", &[("Authorization", "Basic ZGVtbzpzM2NyZXQ=")], b"");
+        ok(&r);
+        assert_eq!(r.text(), "hello demo\n");
+    });
     c.check("Flask POST", || {
         let body = test_bytes(100_000);
         let r = http::request(port, "POST", "/app/upload", &[("Content-Type", "application/octet-stream")], &body);

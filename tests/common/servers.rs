@@ -193,6 +193,13 @@ pub fn apache_event(fx: &Fixture, name: &str, modules: &[&str], site: &str) -> S
     start_apache(fx, name, &all, "", "None", site)
 }
 
+/// `apache_event` with the document root's `AllowOverride All`, as on a shared host.
+pub fn apache_event_htaccess(fx: &Fixture, name: &str, modules: &[&str], site: &str) -> Server {
+    let mut all = vec!["mpm_event_module mod_mpm_event.so"];
+    all.extend_from_slice(modules);
+    start_apache(fx, name, &all, "", "All", site)
+}
+
 /// Where a standalone cgi2wsgi listens.
 #[derive(Debug, Clone)]
 pub enum Bind {

@@ -18,7 +18,8 @@ pub enum Mode {
     about = "Host a Python WSGI app as a CGI program or FastCGI responder",
     after_help = "APP is pkg.module, pkg.module:callable, pkg.module:factory() or path/to/file.py[:callable];\n\
                   the callable defaults to `application`, then `app`. `builtin:doctor` shows the environ.\n\
-                  A cgi-bin drop-in starts with `#!/path/to/cgi2wsgi` and may hold `# cgi2wsgi: key = value` lines."
+                  A cgi-bin drop-in starts with `#!/path/to/cgi2wsgi` and may hold `# cgi2wsgi: key = value` lines.\n\
+                  `cgi2wsgi bench APP` measures per-request CGI against a persistent worker (see cgi2wsgi bench --help)."
 )]
 pub struct Cli {
     /// The WSGI app (see below)

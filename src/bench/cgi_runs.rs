@@ -193,13 +193,13 @@ fn diagnose(variant: Variant, target: &Target, code: Option<i32>, stdout: &[u8],
     if let Some(line) = log.lines().find_map(|l| l.strip_prefix("cgi2wsgi: ")) {
         return Some(BenchError::BadApp(line.to_owned()));
     }
-    let tail = last_line(&log).unwrap_or("(nothing in its log)");
+    let tail = last_line(&log).unwrap_or("nothing was logged");
     if log.contains("cannot load the app") || (variant == Variant::Wsgiref && status.is_none()) {
         return Some(BenchError::AppFailed(format!("{who}: cannot load the app {}: {tail}", target.args.app)));
     }
     Some(BenchError::AppFailed(match status {
-        Some((_, line)) => format!("{who}: the app answered {line} to {request}; a benchmark needs a 2xx answer (its log: {tail})"),
-        None => format!("{who}: no CGI response to {request} (exit status {code:?}; its log: {tail})"),
+        Some((_, line)) => format!("{who}: the app answered {line} to {request}; a benchmark needs a 2xx answer (log: {tail})"),
+        None => format!("{who}: no CGI response to {request} (exit status {code:?}; log: {tail})"),
     }))
 }
 

@@ -103,7 +103,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Write the distributions side by side as an SVG file
+    /// Write the distributions side by side as an SVG file (FILE.png: PNG, with rsvg-convert)
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
 
@@ -251,30 +251,33 @@ pub fn measure(args: &BenchArgs) -> Result<report::Report, BenchError> {
 
 fn bench(args: &BenchArgs) -> Result<(), BenchError> {
     let report = measure(args)?;
-    if let Some(file) = &args.plot {
-        std::fs::write(file, svg::render(&report)).map_err(BenchError::io(format!("--plot {}", file.display())))?;
-    }
+    // The figures first: a plot that cannot be written must not lose them.
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report.to_json()).expect("a JSON value serialises"));
     } else {
         print!("{}", report.table());
     }
-    Ok(())
+    match &args.plot {
+        Some(file) => svg::write(file, &report),
+        None => Ok(()),
+    }
 }
 
 /// `cgi2wsgi bench ...` (argv with the word `bench` at index 1). Returns the exit status.
 pub fn main(mut argv: Vec<OsString>) -> i32 {
     argv.remove(1);
-    let matches = match BenchArgs::command().version(crate::version_string()).try_get_matches_from(argv) {
+    let matches = match BenchArgs::command().bin_name("cgi2wsgi bench").version(crate::version_string()).try_get_matches_from(argv) {
         Ok(m) => m,
         Err(e) if !e.use_stderr() => {
             let _ = e.print();
             return 0;
         }
         Err(e) => {
+            // clap's message may span lines (the missing arguments): one line, without usage.
             let text = e.to_string();
-            let line = text.lines().next().unwrap_or("bad arguments").trim_start_matches("error: ");
-            eprintln!("cgi2wsgi bench: {line} (see cgi2wsgi bench --help)");
+            let message = text.split("\n\nUsage").next().unwrap_or("bad arguments");
+            let line = message.split_whitespace().collect::<Vec<_>>().join(" ");
+            eprintln!("cgi2wsgi bench: {} (see cgi2wsgi bench --help)", line.trim_start_matches("error: "));
             return 2;
         }
     };

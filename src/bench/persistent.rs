@@ -47,7 +47,7 @@ impl Worker {
         let mut text = std::fs::read_to_string(&self.stderr).unwrap_or_default();
         text.push_str(&std::fs::read_to_string(&self.log).unwrap_or_default());
         // The traceback's last line when the app failed to load, else the last line.
-        last_line(&text).unwrap_or("(nothing in its log)").to_owned()
+        format!("log: {}", last_line(&text).unwrap_or("nothing was logged"))
     }
 }
 
@@ -178,7 +178,7 @@ fn ready(worker: &mut Worker, sock: &Path, request: &[u8], target: &Target) -> R
                 return match conn.exchange(request) {
                     Ok(Ok(())) => Ok(()),
                     Ok(Err(status)) => Err(BenchError::AppFailed(format!(
-                        "FastCGI: the app answered {status} to GET {}; a benchmark needs a 2xx answer (its log: {})",
+                        "FastCGI: the app answered {status} to GET {}; a benchmark needs a 2xx answer ({})",
                         target.path_info,
                         worker.log_tail()
                     ))),

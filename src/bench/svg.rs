@@ -1,9 +1,10 @@
 //! `--plot FILE.svg`: the latency distributions side by side on one log-scale axis (a strip
 //! of points per mode with its box: quartiles, p5–p95 whiskers, median), and the CGI run's
-//! phases as one stacked bar. Hand-written SVG: no plotting dependency.
+//! phases as one stacked bar. Hand-written SVG: no plotting dependency (PNG via rsvg-convert).
 
 use super::cgi_runs::PHASES;
 use super::report::Report;
+use super::BenchError;
 use super::stats::{quantile, Summary};
 use std::fmt::Write;
 
@@ -29,6 +30,28 @@ struct Row {
 fn strip(sorted: &[u64], n: usize) -> Vec<f64> {
     let k = sorted.len().min(n);
     (0..k).map(|i| quantile(sorted, (i as f64 + 0.5) / k as f64)).collect()
+}
+
+/// Write the plot: SVG, or PNG (by the file's extension) through `rsvg-convert` when it is
+/// installed (librsvg2-bin), so no image library is linked in.
+pub fn write(path: &std::path::Path, report: &Report) -> Result<(), BenchError> {
+    let svg = render(report);
+    let what = || format!("--plot {}", path.display());
+    if !path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")) {
+        return std::fs::write(path, svg).map_err(BenchError::io(what()));
+    }
+    let mut child = std::process::Command::new("rsvg-convert")
+        .args(["--format", "png", "--output"])
+        .arg(path)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| BenchError::BadApp(format!("{}: PNG needs rsvg-convert (apt-get install librsvg2-bin), or write FILE.svg: {e}", what())))?;
+    let fed = child.stdin.take().map(|mut stdin| std::io::Write::write_all(&mut stdin, svg.as_bytes()));
+    let status = child.wait().map_err(BenchError::io(what()))?;
+    match fed {
+        Some(Ok(())) if status.success() => Ok(()),
+        _ => Err(BenchError::BadApp(format!("{}: rsvg-convert failed ({status})", what()))),
+    }
 }
 
 pub fn render(report: &Report) -> String {

@@ -204,7 +204,7 @@ fn resolve(args: &BenchArgs) -> Result<AppSpec, BenchError> {
         }
     }
     for pair in &args.env {
-        if !pair.split_once('=').is_some_and(|(k, _)| !k.is_empty()) {
+        if pair.split_once('=').is_none_or(|(k, _)| k.is_empty()) {
             return Err(BenchError::BadApp(format!("--env {pair:?}: expected KEY=VALUE")));
         }
     }

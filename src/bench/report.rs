@@ -54,7 +54,11 @@ pub struct Report {
 }
 
 pub(crate) fn ms(x: f64) -> String {
-    if x >= 100.0 {
+    if x < 0.01 {
+        format!("{:.1} µs", x * 1000.0)
+    } else if x < 1.0 {
+        format!("{:.0} µs", x * 1000.0)
+    } else if x >= 100.0 {
         format!("{x:.0} ms")
     } else if x >= 10.0 {
         format!("{x:.1} ms")
@@ -152,7 +156,8 @@ impl Report {
         let _ = writeln!(t, "cgi2wsgi bench: {} ({})", self.app, self.request);
         let _ = writeln!(t, "machine: {}", self.machine.describe());
         let _ = writeln!(t);
-        let _ = writeln!(t, "CGI, one process per request ({} cold runs)        median        p95", self.cgi.runs.len());
+        let title = format!("CGI, a process per request ({} cold runs)", self.cgi.runs.len());
+        let _ = writeln!(t, "{title:<42} {:>12} {:>10}", "median", "p95");
         for (i, (_, label)) in PHASES.iter().enumerate() {
             let s = Summary::of(&self.cgi.phase(i));
             let _ = writeln!(t, "  {label:<40} {:>12} {:>10}", ms(s.p50), ms(s.p95));
@@ -195,5 +200,19 @@ impl Report {
             let _ = writeln!(t, "wsgiref's CGIHandler takes {r:.2}× cgi2wsgi's CGI time for the same request.");
         }
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(ms(0.0042), "4.2 µs");
+        assert_eq!(ms(0.081), "81 µs");
+        assert_eq!(ms(9.784), "9.78 ms");
+        assert_eq!(ms(13.04), "13.0 ms");
+        assert_eq!(ms(131.2), "131 ms");
     }
 }

@@ -235,21 +235,30 @@ fn run_once(target: &Target, variant: Variant, dir: &Path) -> Result<Run, BenchE
     Ok(Run { total_ns: reaped - spawned, phases })
 }
 
-/// One warm-up run (not kept: it fills the page cache and checks the app answers 2xx), then
-/// cold runs until `budget` is spent or `max_runs` are made, at least min(5, max_runs).
-pub fn measure(target: &Target, variant: Variant, dir: &Path, budget: Duration, max_runs: usize, bar: &mut Progress) -> Result<CgiResult, BenchError> {
-    let label = format!("{}: warm-up", variant.label());
-    bar.update(&label, 0.0);
-    run_once(target, variant, dir)?;
+/// For each variant one warm-up run (not kept: it fills the page cache and checks the app
+/// answers 2xx), then cold runs in turn, one of each variant after the other so a change in
+/// the machine's load hits them alike, until `budget` is spent or each has `max_runs`
+/// (at least min(5, max_runs) each).
+pub fn measure(target: &Target, variants: &[Variant], dir: &Path, budget: Duration, max_runs: usize, bar: &mut Progress) -> Result<Vec<CgiResult>, BenchError> {
+    for &v in variants {
+        bar.update(&format!("{}: warm-up", v.label()), 0.0);
+        run_once(target, v, dir)?;
+    }
+    let names: Vec<&str> = variants.iter().map(|v| v.label()).collect();
+    let label = names.join(" + ");
     let start = Instant::now();
     let min_runs = max_runs.min(5);
-    let mut runs = Vec::new();
-    while runs.len() < max_runs && (runs.len() < min_runs || start.elapsed() < budget) {
-        runs.push(run_once(target, variant, dir)?);
-        let fraction = (start.elapsed().as_secs_f64() / budget.as_secs_f64().max(1e-3)).max(runs.len() as f64 / max_runs as f64);
-        bar.update(&format!("{}: {} cold runs", variant.label(), runs.len()), fraction);
+    let mut results: Vec<CgiResult> = variants.iter().map(|&variant| CgiResult { variant, runs: Vec::new() }).collect();
+    let mut made = 0;
+    while made < max_runs && (made < min_runs || start.elapsed() < budget) {
+        for r in &mut results {
+            r.runs.push(run_once(target, r.variant, dir)?);
+        }
+        made += 1;
+        let fraction = (start.elapsed().as_secs_f64() / budget.as_secs_f64().max(1e-3)).max(made as f64 / max_runs as f64);
+        bar.update(&format!("{label}: {made} cold runs"), fraction);
     }
-    Ok(CgiResult { variant, runs })
+    Ok(results)
 }
 
 #[cfg(test)]

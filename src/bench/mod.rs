@@ -155,8 +155,8 @@ impl PythonOptions {
 /// How long each part may take.
 #[derive(Debug, Clone, Copy)]
 pub struct Budget {
+    /// The cold runs of every variant, interleaved.
     pub cgi: Duration,
-    pub wsgiref: Duration,
     /// Per concurrency level, warm-up included.
     pub per_level: Duration,
     pub max_runs: usize,
@@ -170,11 +170,10 @@ pub fn total_secs(args: &BenchArgs) -> f64 {
 impl Budget {
     pub fn plan(args: &BenchArgs) -> Budget {
         let total = total_secs(args);
-        let (cgi_w, wsgiref_w, persistent_w) = if args.compare_wsgiref { (0.35, 0.2, 0.45) } else { (0.5, 0.0, 0.5) };
+        let (cgi_w, persistent_w) = if args.compare_wsgiref { (0.6, 0.4) } else { (0.5, 0.5) };
         let levels = args.concurrency.len().max(1) as f64;
         Budget {
             cgi: Duration::from_secs_f64(total * cgi_w),
-            wsgiref: Duration::from_secs_f64(total * wsgiref_w),
             per_level: Duration::from_secs_f64(total * persistent_w / levels),
             max_runs: args.runs.unwrap_or(if args.quick { 200 } else { 1000 }).max(1),
         }
@@ -238,13 +237,14 @@ pub fn measure(args: &BenchArgs) -> Result<report::Report, BenchError> {
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map(usize::from).unwrap_or(1)).max(1);
     let threads = args.threads.max(1);
 
-    let cgi = cgi_runs::measure(&target, cgi_runs::Variant::Cgi, tmp.path(), budget.cgi, budget.max_runs, &mut bar)?;
+    let mut variants = vec![cgi_runs::Variant::Cgi];
+    if args.compare_wsgiref {
+        variants.push(cgi_runs::Variant::Wsgiref);
+    }
+    let mut cold = cgi_runs::measure(&target, &variants, tmp.path(), budget.cgi, budget.max_runs, &mut bar)?.into_iter();
+    let cgi = cold.next().expect("one result per variant");
+    let wsgiref = cold.next();
     let persistent = persistent::measure(&target, tmp.path(), workers, threads, &args.concurrency, budget.per_level, &mut bar)?;
-    let wsgiref = if args.compare_wsgiref {
-        Some(cgi_runs::measure(&target, cgi_runs::Variant::Wsgiref, tmp.path(), budget.wsgiref, budget.max_runs, &mut bar)?)
-    } else {
-        None
-    };
     bar.finish();
     Ok(report::Report::new(&target, args, cgi, persistent, wsgiref))
 }

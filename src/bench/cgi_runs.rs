@@ -69,6 +69,28 @@ impl CgiResult {
     pub fn phase(&self, i: usize) -> Vec<u64> {
         self.runs.iter().filter_map(|r| r.phases.map(|p| p[i])).collect()
     }
+
+    /// The breakdown of a typical run, in ms: each phase averaged over the runs whose totals
+    /// are the middle fifth (at least the median run), and how many runs that is. Unlike
+    /// the phases' own medians (the median of a sum is not the sum of the medians when the
+    /// machine is busy and the distributions skew), it adds up to those runs' total.
+    pub fn median_run_breakdown(&self) -> Option<([f64; 5], usize)> {
+        let mut runs: Vec<(u64, [u64; 5])> = self.runs.iter().filter_map(|r| Some((r.total_ns, r.phases?))).collect();
+        if runs.is_empty() {
+            return None;
+        }
+        runs.sort_unstable_by_key(|(total, _)| *total);
+        let n = runs.len();
+        let (lo, hi) = (n * 2 / 5, (n * 3).div_ceil(5).max(n * 2 / 5 + 1).min(n));
+        let middle = &runs[lo..hi];
+        let mut out = [0.0; 5];
+        for (_, p) in middle {
+            for (o, v) in out.iter_mut().zip(p) {
+                *o += *v as f64 / 1e6 / middle.len() as f64;
+            }
+        }
+        Some((out, middle.len()))
+    }
 }
 
 const WSGIREF_DRIVER: &str = r#"# cgi2wsgi bench: the same app under wsgiref's CGIHandler, imported as cgi2wsgi does.
@@ -264,6 +286,19 @@ pub fn measure(target: &Target, variants: &[Variant], dir: &Path, budget: Durati
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn median_run_breakdown_adds_up_to_the_middle_runs() {
+        let run = |total: u64, p: [u64; 5]| Run { total_ns: total, phases: Some(p) };
+        let mut runs: Vec<Run> = (1..=10).map(|k| run(k * 5_000_000, [k * 1_000_000; 5])).collect();
+        runs.push(Run { total_ns: 1, phases: None });
+        let r = CgiResult { variant: Variant::Cgi, runs };
+        let (b, n) = r.median_run_breakdown().unwrap();
+        // Runs 5 and 6 of 10 (totals 25 and 30 ms): phases of 5.5 ms each.
+        assert_eq!(n, 2);
+        assert!(b.iter().all(|&x| (x - 5.5).abs() < 1e-9), "{b:?}");
+        assert!(CgiResult { variant: Variant::Wsgiref, runs: vec![Run { total_ns: 1, phases: None }] }.median_run_breakdown().is_none());
+    }
 
     #[test]
     fn status_from_cgi_headers() {

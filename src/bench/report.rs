@@ -101,6 +101,12 @@ impl Report {
         let total = Summary::of(&self.cgi.totals());
         let phases: serde_json::Map<String, Value> = PHASES.iter().enumerate().map(|(i, (key, _))| (key.to_string(), Summary::of(&self.cgi.phase(i)).to_json())).collect();
         let sum_of_medians: f64 = (0..PHASES.len()).map(|i| Summary::of(&self.cgi.phase(i)).p50).sum();
+        let breakdown = self.cgi.median_run_breakdown().map(|(b, n)| {
+            let mut m: serde_json::Map<String, Value> = PHASES.iter().zip(b).map(|((key, _), v)| (format!("{key}_ms"), json!(round(v, 3)))).collect();
+            m.insert("total_ms".into(), json!(round(b.iter().sum(), 3)));
+            m.insert("runs".into(), json!(n));
+            Value::Object(m)
+        });
         let levels: Vec<Value> = self
             .persistent
             .levels
@@ -135,6 +141,7 @@ impl Report {
                 "total": total.to_json(),
                 "phases": phases,
                 "phases_median_sum_ms": round(sum_of_medians, 3),
+                "median_run_breakdown": breakdown,
                 "samples_ms": samples(&self.cgi),
             },
             "persistent": {
@@ -157,12 +164,16 @@ impl Report {
         let _ = writeln!(t, "machine: {}", self.machine.describe());
         let _ = writeln!(t);
         let title = format!("CGI, a process per request ({} cold runs)", self.cgi.runs.len());
-        let _ = writeln!(t, "{title:<42} {:>12} {:>10}", "median", "p95");
+        let typical = self.cgi.median_run_breakdown().map(|(b, _)| b).unwrap_or([f64::NAN; 5]);
+        let typical_sum: f64 = typical.iter().sum();
+        let _ = writeln!(t, "{title:<42} {:>12} {:>12} {:>10}", "median run", "median", "p95");
         for (i, (_, label)) in PHASES.iter().enumerate() {
             let s = Summary::of(&self.cgi.phase(i));
-            let _ = writeln!(t, "  {label:<40} {:>12} {:>10}", ms(s.p50), ms(s.p95));
+            let share = format!("{} {:>3.0}%", ms(typical[i]), 100.0 * typical[i] / typical_sum);
+            let _ = writeln!(t, "  {label:<40} {share:>12} {:>12} {:>10}", ms(s.p50), ms(s.p95));
         }
-        let _ = writeln!(t, "  {:<40} {:>12} {:>10}", "total (spawn → reaped)", ms(total.p50), ms(total.p95));
+        let _ = writeln!(t, "  {:<40} {:>12} {:>12} {:>10}", "total (spawn → reaped)", ms(typical_sum), ms(total.p50), ms(total.p95));
+        let _ = writeln!(t, "  (median run: the phases averaged over the runs whose totals are the middle fifth)");
         let _ = writeln!(t);
         let _ = writeln!(
             t,
@@ -193,8 +204,8 @@ impl Report {
             ms(base.p50),
             self.baseline().concurrency
         );
-        let startup = Summary::of(&self.cgi.phase(0)).p50 + Summary::of(&self.cgi.phase(1)).p50 + Summary::of(&self.cgi.phase(2)).p50;
-        let _ = writeln!(t, "Process start, interpreter init and app import are {:.0}% of a CGI request: the part a persistent worker pays once.", 100.0 * startup / total.p50);
+        let startup = typical[0] + typical[1] + typical[2];
+        let _ = writeln!(t, "Process start, interpreter init and app import are {:.0}% of a CGI request: the part a persistent worker pays once.", 100.0 * startup / typical_sum);
         if let Some(w) = &self.wsgiref {
             let r = Summary::of(&w.totals()).p50 / total.p50;
             let _ = writeln!(t, "wsgiref's CGIHandler takes {r:.2}× cgi2wsgi's CGI time for the same request.");

@@ -163,7 +163,7 @@ impl Report {
         let _ = writeln!(t, "cgi2wsgi bench: {} ({})", self.app, self.request);
         let _ = writeln!(t, "machine: {}", self.machine.describe());
         let _ = writeln!(t);
-        let title = format!("CGI, a process per request ({} cold runs)", self.cgi.runs.len());
+        let title = format!("CGI: a process per request, {} runs", self.cgi.runs.len());
         let typical = self.cgi.median_run_breakdown().map(|(b, _)| b).unwrap_or([f64::NAN; 5]);
         let typical_sum: f64 = typical.iter().sum();
         let _ = writeln!(t, "{title:<42} {:>12} {:>12} {:>10}", "median run", "median", "p95");

@@ -160,24 +160,29 @@ fn command(target: &Target, variant: Variant, dir: &Path) -> Result<(Command, Op
         Variant::Wsgiref => {
             let driver = dir.join("wsgiref_driver.py");
             std::fs::write(&driver, WSGIREF_DRIVER).map_err(BenchError::io("cannot write the wsgiref driver"))?;
-            let python = super::python_for(target.args.venv.as_deref());
+            // The settings as cgi2wsgi resolves them, a drop-in's `# cgi2wsgi:` lines included.
+            let mut argv: Vec<OsString> = vec!["cgi2wsgi".into(), "--mode".into(), "cgi".into()];
+            argv.extend(target.args.python_flags());
+            argv.push(target.args.app.clone().into());
+            let config = <crate::cli::Cli as clap::Parser>::try_parse_from(argv)
+                .map_err(|e| e.to_string())
+                .and_then(|cli| crate::config::Config::from_cli(cli, true).map_err(|e| e.to_string()))
+                .map_err(|e| BenchError::BadApp(format!("--compare-wsgiref: {}", e.lines().next().unwrap_or_default())))?;
+            let spec = config.app.as_ref().ok_or_else(|| BenchError::BadApp("--compare-wsgiref: no app".into()))?;
+            let python = super::python_for(config.venv.as_deref());
             if !python.exists() {
                 return Err(BenchError::BadApp(format!("--compare-wsgiref: no interpreter at {}", python.display())));
             }
-            let (kind, name): (&str, OsString) = match &target.spec.target {
+            let (kind, name): (&str, OsString) = match &spec.target {
                 AppTarget::File(p) => ("file", p.into()),
                 AppTarget::Module(m) => ("module", m.into()),
                 AppTarget::Builtin(_) => return Err(BenchError::BadApp("wsgiref cannot run a builtin app".into())),
             };
             let mut cmd = Command::new(python);
-            cmd.arg(&driver).arg(kind).arg(name).arg(target.spec.callable.as_deref().unwrap_or(""));
-            cmd.arg(if target.spec.factory { "1" } else { "0" }).arg(target.args.chdir.as_deref().unwrap_or(Path::new("")));
-            cmd.args(&target.args.pythonpath);
-            for pair in &target.args.env {
-                if let Some((k, v)) = pair.split_once('=') {
-                    env.push((k.to_owned(), v.to_owned()));
-                }
-            }
+            cmd.arg(&driver).arg(kind).arg(name).arg(spec.callable.as_deref().unwrap_or(""));
+            cmd.arg(if spec.factory { "1" } else { "0" }).arg(config.chdir.as_deref().unwrap_or(Path::new("")));
+            cmd.args(&config.pythonpath);
+            env.extend(config.env.iter().cloned());
             (cmd, None)
         }
     };
@@ -218,6 +223,11 @@ fn diagnose(variant: Variant, target: &Target, code: Option<i32>, stdout: &[u8],
     let tail = last_line(&log).unwrap_or("nothing was logged");
     if log.contains("cannot load the app") || (variant == Variant::Wsgiref && status.is_none()) {
         return Some(BenchError::AppFailed(format!("{who}: cannot load the app {}: {tail}", target.args.app)));
+    }
+    // cgi2wsgi's own start-up errors (a venv, --chdir, the interpreter) are not the app's 500.
+    let first_error = log.lines().find_map(|l| l.split_once("]: ERROR: ").map(|(_, m)| m.trim_end_matches(':')));
+    if let Some(message) = first_error.filter(|m| variant == Variant::Cgi && !m.starts_with("the app")) {
+        return Some(BenchError::BadApp(format!("{who}: cannot start the app: {message}")));
     }
     Some(BenchError::AppFailed(match status {
         Some((_, line)) => format!("{who}: the app answered {line} to {request}; a benchmark needs a 2xx answer (log: {tail})"),

@@ -116,14 +116,13 @@ pub struct BenchArgs {
 #[derive(Debug, Clone)]
 pub struct Target {
     pub exe: PathBuf,
-    pub spec: AppSpec,
     pub args: PythonOptions,
     /// PATH_INFO and QUERY_STRING of the request.
     pub path_info: String,
     pub query: String,
 }
 
-/// The Python options, as flags for a child cgi2wsgi (APP last, after them).
+/// APP and the Python options, as given to the bench and passed on to each child.
 #[derive(Debug, Clone)]
 pub struct PythonOptions {
     pub app: String,
@@ -134,6 +133,7 @@ pub struct PythonOptions {
 }
 
 impl PythonOptions {
+    /// The options as flags; APP goes after them (a drop-in path ends a CGI argv).
     pub fn python_flags(&self) -> Vec<OsString> {
         let mut v: Vec<OsString> = Vec::new();
         if let Some(venv) = &self.venv {
@@ -181,7 +181,7 @@ impl Budget {
 }
 
 /// Check the app before anything runs: the spec parses, a file app exists, the venv is one.
-fn resolve(args: &BenchArgs) -> Result<AppSpec, BenchError> {
+fn check_app(args: &BenchArgs) -> Result<(), BenchError> {
     let spec = AppSpec::parse(&args.app).map_err(|e| BenchError::BadApp(e.to_string()))?;
     if let AppTarget::File(path) = &spec.target {
         let seen_from = match &args.chdir {
@@ -207,12 +207,12 @@ fn resolve(args: &BenchArgs) -> Result<AppSpec, BenchError> {
             return Err(BenchError::BadApp(format!("--env {pair:?}: expected KEY=VALUE")));
         }
     }
-    Ok(spec)
+    Ok(())
 }
 
 /// Run the whole bench and return the report (nothing printed yet).
 pub fn measure(args: &BenchArgs) -> Result<report::Report, BenchError> {
-    let spec = resolve(args)?;
+    check_app(args)?;
     if args.concurrency.iter().any(|c| *c == 0 || *c > 1024) {
         return Err(BenchError::BadApp("--concurrency levels must be between 1 and 1024".into()));
     }
@@ -226,7 +226,6 @@ pub fn measure(args: &BenchArgs) -> Result<report::Report, BenchError> {
     }
     let target = Target {
         exe,
-        spec,
         args: PythonOptions { app: args.app.clone(), venv: args.venv.clone(), pythonpath: args.pythonpath.clone(), chdir: args.chdir.clone(), env: args.env.clone() },
         path_info,
         query,

@@ -77,6 +77,25 @@ fn hello_json_holds_a_breakdown_that_adds_up() {
     assert_eq!(r["persistent"]["threads"], 1);
     assert!(r["wsgiref"].is_null());
     assert_eq!(r["request"], "GET /");
+    assert_no_worker_left();
+}
+
+/// The bench stops the worker it started: no process of this binary serves a bench socket.
+fn assert_no_worker_left() {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let left: Vec<String> = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.starts_with(common::binary().to_str().unwrap()) && c.contains("cgi2wsgi-bench-"))
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "bench left workers running: {left:?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 #[test]
@@ -169,4 +188,13 @@ fn import_error_and_500_are_one_line() {
     let raises = dir.path().join("raises.py");
     std::fs::write(&raises, "def application(environ, start_response):\n    raise RuntimeError('boom')\n").unwrap();
     assert_one_line_error(&bench(&["--quick", "--compare-wsgiref", raises.to_str().unwrap()]), "RuntimeError: boom");
+    // Fine as CGI, failing only in the persistent worker: caught there, and the worker stopped.
+    let persistent_fails = dir.path().join("persistent_fails.py");
+    std::fs::write(
+        &persistent_fails,
+        "def application(environ, start_response):\n    status = '200 OK' if environ['wsgi.run_once'] else '503 Service Unavailable'\n    start_response(status, [('Content-Type', 'text/plain')])\n    return [b'x']\n",
+    )
+    .unwrap();
+    assert_one_line_error(&bench(&["--quick", "--runs", "5", persistent_fails.to_str().unwrap()]), "FastCGI: the app answered 503 Service Unavailable");
+    assert_no_worker_left();
 }

@@ -199,6 +199,7 @@ pub fn run(config: &Config) -> i32 {
             }
         }
     });
+    crate::bench::timings::stamp(crate::bench::timings::Stamp::Response);
     if let Some(o) = &outcome {
         log::info!("{} {} -> {} ({} bytes)", request.get("REQUEST_METHOD").unwrap_or("?"), request.get("REQUEST_URI").or(request.get("PATH_INFO")).unwrap_or(""), o.status, o.body_bytes);
     }

@@ -25,7 +25,8 @@ pub enum Mode {
                   Examples:\n  \
                     cgi2wsgi --bind unix:/run/cgi2wsgi/app.sock --socket-group www-data --venv /srv/app/venv /srv/app/app.py\n  \
                     cgi2wsgi --bind 127.0.0.1:9000 --pythonpath /srv/mysite mysite.wsgi:application\n  \
-                    cgi2wsgi --app builtin:doctor     (mount it where the app goes: shows what the server sends, with fixes)\n\n\
+                    cgi2wsgi --app builtin:doctor     (mount it where the app goes: shows what the server sends, with fixes)\n  \
+                    cgi2wsgi bench APP                 (per-request CGI against a persistent worker: see cgi2wsgi bench --help)\n\n\
                   Recipes for Apache, nginx, lighttpd, systemd, shared hosting and Django: see the README."
 )]
 pub struct Cli {

@@ -14,7 +14,7 @@ pub enum ConfigError {
     NoGateway,
     #[error("--socket-mode {0:?}: expected an octal mode such as 0660")]
     BadMode(String),
-    #[error("'{0}' is a reserved subcommand that this build does not have yet; an app module with that name is written ./{0}.py or {0}:application")]
+    #[error("'{0}' is a subcommand (cgi2wsgi {0} APP, first on the command line, not under a web server); an app module with that name is written ./{0}.py or {0}:application")]
     ReservedWord(String),
     #[error("--env {0:?}: expected KEY=VALUE")]
     BadEnv(String),

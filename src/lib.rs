@@ -5,6 +5,7 @@
 
 pub mod appspec;
 pub mod argv;
+pub mod bench;
 pub mod cgi;
 pub mod cli;
 pub mod config;
@@ -50,10 +51,15 @@ fn config_failure(message: &str, in_cgi: bool) -> i32 {
 
 /// The whole program; returns the exit status.
 pub fn run() -> i32 {
+    bench::timings::stamp(bench::timings::Stamp::Main);
     let in_cgi = std::env::var_os("GATEWAY_INTERFACE").is_some();
     let env = |k: &str| std::env::var_os(k);
     let exe = std::env::current_exe().ok();
     let args = argv::strip_server_words(std::env::args_os().collect(), &env, exe.as_deref());
+    // `cgi2wsgi bench ...` has its own command line; never under a web server.
+    if !in_cgi && args.get(1).is_some_and(|a| a == "bench") {
+        return bench::main(args);
+    }
     let matches = match cli::Cli::command().version(version_string()).try_get_matches_from(args) {
         Ok(m) => m,
         Err(e) if !e.use_stderr() => {

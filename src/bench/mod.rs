@@ -1,0 +1,313 @@
+//! `cgi2wsgi bench APP`: what one CGI request of this app costs on this machine, phase by
+//! phase, against the same app in a persistent FastCGI worker (and `wsgiref`'s CGIHandler
+//! with `--compare-wsgiref`). Every figure comes from a real run of this binary: the parent
+//! never starts Python itself, it spawns `cgi2wsgi --mode cgi` cold runs (timed through the
+//! `timings` hook) and a `cgi2wsgi --bind unix:…` worker it drives with its own FastCGI client.
+
+pub mod cgi_runs;
+pub mod persistent;
+pub mod progress;
+pub mod report;
+pub mod stats;
+pub mod svg;
+pub mod timings;
+
+use crate::appspec::{AppSpec, AppTarget};
+use clap::{CommandFactory, FromArgMatches, Parser};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Why a bench stopped; `Display` is the one line the user sees.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("{0}")]
+    BadApp(String),
+    #[error("{0}")]
+    AppFailed(String),
+    #[error("the FastCGI worker: {0}")]
+    Worker(String),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+}
+
+impl BenchError {
+    pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BenchError {
+        let what = what.into();
+        move |source| BenchError::Io { what, source }
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cgi2wsgi bench",
+    about = "Measure what per-request CGI costs for APP on this machine, against a persistent FastCGI worker",
+    after_help = "APP and the Python options are the same as when serving. Cold CGI runs are split into\n\
+                  process start, interpreter init, app import, request and exit from real timestamps.\n\
+                  Default run ≈ 30 s (--quick ≈ 5 s); the persistent worker's start-up is not counted."
+)]
+pub struct BenchArgs {
+    /// The WSGI app, as for serving (module, module:callable, path/to/file.py, a drop-in)
+    #[arg(value_name = "APP")]
+    pub app: String,
+
+    /// A virtualenv whose packages the app uses
+    #[arg(long, value_name = "DIR", env = "CGI2WSGI_VENV")]
+    pub venv: Option<PathBuf>,
+
+    /// A directory put at the front of sys.path (repeatable)
+    #[arg(long, value_name = "DIR", env = "CGI2WSGI_PYTHONPATH", value_delimiter = ':')]
+    pub pythonpath: Vec<PathBuf>,
+
+    /// Change to this directory before loading the app
+    #[arg(long, value_name = "DIR", env = "CGI2WSGI_CHDIR")]
+    pub chdir: Option<PathBuf>,
+
+    /// Set an environment variable for the app (repeatable)
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+
+    /// The request: a path with an optional query string, always GET
+    #[arg(long, value_name = "PATH", default_value = "/")]
+    pub path: String,
+
+    /// Persistent worker processes (default: one per CPU, as when serving with --bind)
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+
+    /// Request threads per persistent worker
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub threads: usize,
+
+    /// Concurrent FastCGI connections, one level after the other
+    #[arg(long, value_name = "N,N,...", value_delimiter = ',', default_values_t = [1usize, 4, 16])]
+    pub concurrency: Vec<usize>,
+
+    /// About 5 seconds instead of about 30
+    #[arg(long)]
+    pub quick: bool,
+
+    /// Time budget in seconds (overrides --quick)
+    #[arg(long, value_name = "SECONDS")]
+    pub duration: Option<f64>,
+
+    /// At most this many cold CGI runs (at least min(5, N) are made whatever the budget)
+    #[arg(long, value_name = "N")]
+    pub runs: Option<usize>,
+
+    /// Also time wsgiref.handlers.CGIHandler running the same app
+    #[arg(long)]
+    pub compare_wsgiref: bool,
+
+    /// Print the results as JSON on stdout instead of the table
+    #[arg(long)]
+    pub json: bool,
+
+    /// Write the distributions side by side as an SVG file (FILE.png: PNG, with rsvg-convert)
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+
+    /// No progress bar on stderr
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// What every spawned run shares: the binary, the app and its Python options.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub exe: PathBuf,
+    pub args: PythonOptions,
+    /// PATH_INFO and QUERY_STRING of the request.
+    pub path_info: String,
+    pub query: String,
+}
+
+/// APP and the Python options, as given to the bench and passed on to each child.
+#[derive(Debug, Clone)]
+pub struct PythonOptions {
+    pub app: String,
+    pub venv: Option<PathBuf>,
+    pub pythonpath: Vec<PathBuf>,
+    pub chdir: Option<PathBuf>,
+    pub env: Vec<String>,
+}
+
+impl PythonOptions {
+    /// The options as flags; APP goes after them (a drop-in path ends a CGI argv).
+    pub fn python_flags(&self) -> Vec<OsString> {
+        let mut v: Vec<OsString> = Vec::new();
+        if let Some(venv) = &self.venv {
+            v.extend(["--venv".into(), venv.into()]);
+        }
+        for p in &self.pythonpath {
+            v.extend(["--pythonpath".into(), p.into()]);
+        }
+        if let Some(dir) = &self.chdir {
+            v.extend(["--chdir".into(), dir.into()]);
+        }
+        for e in &self.env {
+            v.extend(["--env".into(), e.into()]);
+        }
+        v
+    }
+}
+
+/// How long each part may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    /// The cold runs of every variant, interleaved.
+    pub cgi: Duration,
+    /// Per concurrency level, warm-up included.
+    pub per_level: Duration,
+    pub max_runs: usize,
+}
+
+/// The whole time budget in seconds: `--duration`, else about 5 s with `--quick`, else 30 s.
+pub fn total_secs(args: &BenchArgs) -> f64 {
+    args.duration.filter(|d| d.is_finite() && *d > 0.0).unwrap_or(if args.quick { 5.0 } else { 30.0 })
+}
+
+impl Budget {
+    pub fn plan(args: &BenchArgs) -> Budget {
+        let total = total_secs(args);
+        let (cgi_w, persistent_w) = if args.compare_wsgiref { (0.6, 0.4) } else { (0.5, 0.5) };
+        let levels = args.concurrency.len().max(1) as f64;
+        Budget {
+            cgi: Duration::from_secs_f64(total * cgi_w),
+            per_level: Duration::from_secs_f64(total * persistent_w / levels),
+            max_runs: args.runs.unwrap_or(if args.quick { 200 } else { 1000 }).max(1),
+        }
+    }
+}
+
+/// Check the app before anything runs: the spec parses, a file app exists, the venv is one.
+fn check_app(args: &BenchArgs) -> Result<(), BenchError> {
+    let spec = AppSpec::parse(&args.app).map_err(|e| BenchError::BadApp(e.to_string()))?;
+    if let AppTarget::File(path) = &spec.target {
+        let seen_from = match &args.chdir {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path.clone(),
+        };
+        if !seen_from.is_file() {
+            return Err(BenchError::BadApp(format!("no app file {} (APP is module[:callable] or path/to/file.py[:callable])", seen_from.display())));
+        }
+    }
+    if let AppTarget::Builtin(_) = spec.target {
+        if args.compare_wsgiref {
+            return Err(BenchError::BadApp("--compare-wsgiref needs an app wsgiref can import, not a builtin".into()));
+        }
+    }
+    if let Some(venv) = &args.venv {
+        if !venv.join("pyvenv.cfg").is_file() {
+            return Err(BenchError::BadApp(format!("--venv {}: no pyvenv.cfg; is this a venv?", venv.display())));
+        }
+    }
+    for pair in &args.env {
+        if pair.split_once('=').is_none_or(|(k, _)| k.is_empty()) {
+            return Err(BenchError::BadApp(format!("--env {pair:?}: expected KEY=VALUE")));
+        }
+    }
+    Ok(())
+}
+
+/// Run the whole bench and return the report (nothing printed yet).
+pub fn measure(args: &BenchArgs) -> Result<report::Report, BenchError> {
+    check_app(args)?;
+    if args.concurrency.iter().any(|c| *c == 0 || *c > 1024) {
+        return Err(BenchError::BadApp("--concurrency levels must be between 1 and 1024".into()));
+    }
+    let exe = std::env::current_exe().map_err(BenchError::io("cannot find the cgi2wsgi binary"))?;
+    let (path_info, query) = match args.path.split_once('?') {
+        Some((p, q)) => (p.to_owned(), q.to_owned()),
+        None => (args.path.clone(), String::new()),
+    };
+    if !path_info.starts_with('/') {
+        return Err(BenchError::BadApp(format!("--path {:?} must start with /", args.path)));
+    }
+    let target = Target {
+        exe,
+        args: PythonOptions { app: args.app.clone(), venv: args.venv.clone(), pythonpath: args.pythonpath.clone(), chdir: args.chdir.clone(), env: args.env.clone() },
+        path_info,
+        query,
+    };
+    let budget = Budget::plan(args);
+    let tmp = tempfile::Builder::new().prefix("cgi2wsgi-bench-").tempdir().map_err(BenchError::io("cannot make a temp dir"))?;
+    let mut bar = progress::Progress::new(!args.no_progress);
+    let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map(usize::from).unwrap_or(1)).max(1);
+    let threads = args.threads.max(1);
+
+    let mut variants = vec![cgi_runs::Variant::Cgi];
+    if args.compare_wsgiref {
+        variants.push(cgi_runs::Variant::Wsgiref);
+    }
+    let mut cold = cgi_runs::measure(&target, &variants, tmp.path(), budget.cgi, budget.max_runs, &mut bar)?.into_iter();
+    let cgi = cold.next().expect("one result per variant");
+    let wsgiref = cold.next();
+    let persistent = persistent::measure(&target, tmp.path(), workers, threads, &args.concurrency, budget.per_level, &mut bar)?;
+    bar.finish();
+    Ok(report::Report::new(&target, args, cgi, persistent, wsgiref))
+}
+
+fn bench(args: &BenchArgs) -> Result<(), BenchError> {
+    let report = measure(args)?;
+    // The figures first: a plot that cannot be written must not lose them.
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report.to_json()).expect("a JSON value serialises"));
+    } else {
+        print!("{}", report.table());
+    }
+    match &args.plot {
+        Some(file) => svg::write(file, &report),
+        None => Ok(()),
+    }
+}
+
+/// `cgi2wsgi bench ...` (argv with the word `bench` at index 1). Returns the exit status.
+pub fn main(mut argv: Vec<OsString>) -> i32 {
+    argv.remove(1);
+    let matches = match BenchArgs::command().bin_name("cgi2wsgi bench").version(crate::version_string()).try_get_matches_from(argv) {
+        Ok(m) => m,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return 0;
+        }
+        Err(e) => {
+            // clap's message may span lines (the missing arguments): one line, without usage.
+            let text = e.to_string();
+            let message = text.split("\n\nUsage").next().unwrap_or("bad arguments");
+            let line = message.split_whitespace().collect::<Vec<_>>().join(" ");
+            eprintln!("cgi2wsgi bench: {} (see cgi2wsgi bench --help)", line.trim_start_matches("error: "));
+            return 2;
+        }
+    };
+    let args = match BenchArgs::from_arg_matches(&matches) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("cgi2wsgi bench: {e}");
+            return 2;
+        }
+    };
+    let _ = env_logger::Builder::new().parse_filters("warn").target(env_logger::Target::Stderr).try_init();
+    match bench(&args) {
+        Ok(()) => 0,
+        Err(e) => {
+            // One line, whatever the cause (a traceback's last line is enough to act on).
+            let line = e.to_string().replace('\n', " ");
+            eprintln!("cgi2wsgi bench: {line}");
+            1
+        }
+    }
+}
+
+/// The last non-empty line of a child's log, where a traceback names its exception.
+pub(crate) fn last_line(text: &str) -> Option<&str> {
+    text.lines().map(str::trim).rfind(|l| !l.is_empty())
+}
+
+/// The interpreter wsgiref runs under: the venv's, else the one cgi2wsgi was built for.
+pub(crate) fn python_for(venv: Option<&Path>) -> PathBuf {
+    match venv {
+        Some(v) => v.join("bin/python3"),
+        None => PathBuf::from(option_env!("PYO3_PYTHON").unwrap_or("/usr/bin/python3")),
+    }
+}

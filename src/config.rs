@@ -39,6 +39,8 @@ pub struct Config {
     pub graceful_timeout: std::time::Duration,
     pub reload: bool,
     pub timeout: Option<std::time::Duration>,
+    /// The CGI accelerator (`--persist`), and whether this process is its worker.
+    pub persist: crate::accel::Settings,
 }
 
 /// Words that are (or will be) subcommands and so cannot name an app in the first position.
@@ -80,6 +82,8 @@ impl Config {
         }
         let systemd = std::env::var("LISTEN_PID").is_ok_and(|p| p == std::process::id().to_string());
         let gateway = match cli.mode.unwrap_or(Mode::Auto) {
+            // The CGI accelerator's worker serves FastCGI on its private socket.
+            _ if cli.persist_worker.is_some() => Gateway::FastCgi,
             Mode::Cgi => Gateway::Cgi,
             Mode::Fastcgi => Gateway::FastCgi,
             Mode::Auto if cli.bind.is_some() || systemd || stdin_is_listening_socket() => Gateway::FastCgi,
@@ -114,6 +118,7 @@ impl Config {
             env.retain(|(old, _)| *old != k);
             env.push((k, v));
         }
+        let persist = crate::accel::Settings::resolve(&cli.persist_worker, cli.persist, cli.persist_idle_timeout, cli.persist_dir.clone(), &dropin)?;
         let max_body = match cli.max_body.or(dropin.max_body) {
             Some(s) => Some(parse_size(&s)?),
             None => None,
@@ -142,6 +147,7 @@ impl Config {
             graceful_timeout: std::time::Duration::from_secs(cli.graceful_timeout),
             reload: cli.reload,
             timeout: cli.timeout.filter(|t| *t > 0).map(std::time::Duration::from_secs),
+            persist,
         })
     }
 }

@@ -461,3 +461,23 @@ fn the_worker_refuses_a_peer_of_another_uid() {
     assert!(log.contains("uid 33: only uid 0 may use this socket"), "{log}");
 }
 
+
+#[test]
+fn a_worker_that_cannot_start_means_in_process_logged_once() {
+    let (base, dir, _workers) = private_dir();
+    let app = base.join("broken.py");
+    std::fs::write(&app, "raise RuntimeError('boom at import')\n").unwrap();
+    let dir_arg = dir.display().to_string();
+    let args = ["--persist", "--persist-dir", &dir_arg, "--log-level", "info", app.to_str().unwrap()];
+    let env = common::cgi_env("GET", "/", "", &[]);
+    let first = common::parse_cgi(&common::cgi_run(&args, &env, b""));
+    // The worker failed to import the app; the invocation served it in-process (which fails
+    // the same way, with the usual 500 and the traceback in the log).
+    assert_eq!(first.status, 500, "{}", first.stderr);
+    assert!(first.stderr.contains("the worker did not start") && first.stderr.contains("logged once"), "{}", first.stderr);
+    assert!(first.stderr.contains("boom at import"), "{}", first.stderr);
+    let second = common::parse_cgi(&common::cgi_run(&args, &env, b""));
+    assert_eq!(second.status, 500);
+    assert!(!second.stderr.contains("did not start") && !second.stderr.contains("started worker"), "no retry yet: {}", second.stderr);
+    assert!(stamps(&dir).is_empty());
+}

@@ -481,3 +481,54 @@ fn a_worker_that_cannot_start_means_in_process_logged_once() {
     assert!(!second.stderr.contains("did not start") && !second.stderr.contains("started worker"), "no retry yet: {}", second.stderr);
     assert!(stamps(&dir).is_empty());
 }
+
+/// A tmpfs mounted for one test; unmounted (lazily, if still busy) when dropped.
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_for_the_private_dir_means_in_process_until_there_is_room() {
+    if !servers::is_root() {
+        eprintln!("a_full_disk_for_the_private_dir_means_in_process_until_there_is_room needs root (mount): not run");
+        return;
+    }
+    let base = tempfile::Builder::new().prefix("cgi2wsgi-accel-full-").tempdir_in("/tmp").unwrap();
+    let mnt = base.path().join("m");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=256k,nr_inodes=64,mode=0700", "tmpfs"]).arg(&mnt).status().unwrap();
+    assert!(mounted.success(), "cannot mount a tmpfs at {}", mnt.display());
+    let _mount = Mount(mnt.clone());
+    let dir = mnt.join("p");
+    let _workers = Workers { dir: dir.clone(), _base: None };
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // Use up every inode and every block.
+    let mut fillers = Vec::new();
+    for i in 0.. {
+        let f = mnt.join(format!("fill{i}"));
+        if std::fs::write(&f, vec![0u8; 64 * 1024]).is_err() {
+            let _ = std::fs::write(&f, b"");
+            if std::fs::write(mnt.join(format!("x{i}")), b"").is_err() {
+                break;
+            }
+        }
+        fillers.push(f);
+        assert!(i < 10_000, "the tmpfs never filled up");
+    }
+    let r = echo_run(&dir, &[], b"");
+    assert_eq!((r.status, r.json()["run_once"].as_bool()), (200, Some(true)), "served in-process: {}", r.stderr);
+    assert!(r.stderr.contains("No space left on device"), "{}", r.stderr);
+    // Room again: the next request starts a worker.
+    for entry in std::fs::read_dir(&mnt).unwrap().flatten() {
+        if entry.file_name() != "p" {
+            std::fs::remove_file(entry.path()).unwrap();
+        }
+    }
+    let r = echo_run(&dir, &[], b"");
+    assert_eq!((r.status, r.json()["run_once"].as_bool()), (200, Some(false)), "served by a worker: {}", r.stderr);
+}

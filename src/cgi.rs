@@ -87,9 +87,34 @@ fn body_reader(body: BodyLength, max_body: Option<u64>) -> streams::Body {
     const BUF: usize = 64 * 1024;
     match (body, max_body) {
         (BodyLength::None, _) => Box::new(io::empty()),
-        (BodyLength::Exact(n), _) => Box::new(BufReader::with_capacity(BUF, io::stdin().take(n))),
+        (BodyLength::Exact(n), _) => Box::new(BufReader::with_capacity(BUF, Exact { inner: io::stdin(), declared: n, left: n })),
         (BodyLength::UntilEof, None) => Box::new(BufReader::with_capacity(BUF, io::stdin())),
         (BodyLength::UntilEof, Some(limit)) => Box::new(BufReader::with_capacity(BUF, Capped { inner: io::stdin(), left: limit })),
+    }
+}
+
+/// Exactly CONTENT_LENGTH bytes of stdin. Stdin ending sooner means the client hung up
+/// mid-body: an error the app sees (wsgiref would hand it a silently short body).
+struct Exact<R> {
+    inner: R,
+    declared: u64,
+    left: u64,
+}
+
+impl<R: Read> Read for Exact<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            let got = self.declared - self.left;
+            log::warn!("the request body ended after {got} of {} bytes (CONTENT_LENGTH): the client hung up mid-body", self.declared);
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("the request body ended after {got} of {} bytes (CONTENT_LENGTH)", self.declared)));
+        }
+        self.left -= n as u64;
+        Ok(n)
     }
 }
 

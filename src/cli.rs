@@ -73,6 +73,19 @@ pub struct Cli {
     #[arg(long, value_name = "GROUP", env = "CGI2WSGI_SOCKET_GROUP")]
     pub socket_group: Option<String>,
 
+    /// FastCGI: after binding the socket, run as this user (name or uid; needs root)
+    #[arg(long, value_name = "USER", env = "CGI2WSGI_USER")]
+    pub user: Option<String>,
+
+    /// FastCGI: after binding the socket, run as this group (default: the user's own)
+    #[arg(long, value_name = "GROUP", env = "CGI2WSGI_GROUP")]
+    pub group: Option<String>,
+
+    /// FastCGI: close a connection that stops sending in the middle of a request for this
+    /// many seconds (slow or stuck clients; 0: never)
+    #[arg(long, value_name = "SECONDS", env = "CGI2WSGI_READ_TIMEOUT", default_value_t = 60)]
+    pub read_timeout: u64,
+
     /// FastCGI: append the log (and the app's stdout/stderr) to this file instead of stderr
     #[arg(long, value_name = "PATH", env = "CGI2WSGI_LOG_FILE")]
     pub log_file: Option<PathBuf>,

@@ -39,6 +39,10 @@ pub struct Config {
     pub graceful_timeout: std::time::Duration,
     pub reload: bool,
     pub timeout: Option<std::time::Duration>,
+    /// `--read-timeout`: a request that stops arriving mid-way is dropped after this long.
+    pub read_timeout: Option<std::time::Duration>,
+    /// `--user` / `--group`, resolved.
+    pub run_as: Option<crate::server::privs::Target>,
     /// The CGI accelerator (`--persist`), and whether this process is its worker.
     pub persist: crate::accel::Settings,
 }
@@ -147,6 +151,8 @@ impl Config {
             graceful_timeout: std::time::Duration::from_secs(cli.graceful_timeout),
             reload: cli.reload,
             timeout: cli.timeout.filter(|t| *t > 0).map(std::time::Duration::from_secs),
+            read_timeout: Some(cli.read_timeout).filter(|t| *t > 0).map(std::time::Duration::from_secs),
+            run_as: crate::server::privs::resolve(cli.user.as_deref(), cli.group.as_deref()).map_err(|e| ConfigError::RunAs(e.to_string()))?,
             persist,
         })
     }

@@ -24,6 +24,8 @@ pub enum ConfigError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("--chdir {path}: {source}")]
     Chdir { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    RunAs(String),
     #[error("invalid size {0:?}: expected a number of bytes with an optional K, M or G suffix")]
     BadSize(String),
     #[error("persist-idle-timeout {0:?}: expected a whole number of seconds")]

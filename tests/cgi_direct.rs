@@ -211,6 +211,16 @@ fn input_is_bounded_by_content_length() {
 }
 
 #[test]
+fn content_length_larger_than_stdin_is_an_error_not_a_short_body() {
+    // The client hung up mid-body: the app must not take 10 bytes for the whole upload.
+    let env = cgi_env("POST", "/", "", &[("CONTENT_LENGTH", "100")]);
+    let r = parse_cgi(&cgi_run(&[&example("echo.py")], &env, &test_bytes(10)));
+    assert_eq!(r.status, 500, "{}", r.stderr);
+    assert!(r.stderr.contains("ended after 10 of 100 bytes"), "{}", r.stderr);
+    assert!(!body_text(&r).contains("Traceback"), "a traceback in the body without --debug: {}", body_text(&r));
+}
+
+#[test]
 fn input_without_length_or_chunking_is_empty_and_stdin_is_not_read() {
     let env = cgi_env("POST", "/", "", &[]);
     let r = parse_cgi(&run_program(&common::binary(), &[&example("echo.py")], &os_env(&env), &test_bytes(100), true));
@@ -457,6 +467,18 @@ fn exception_in_close_with_empty_body_is_500() {
     let r = misbehave("close_raises");
     assert_clean_500(&r, "RuntimeError: misbehave: boom in close()");
     assert!(r.stderr.contains("close() failed"), "{}", r.stderr);
+}
+
+#[test]
+fn segfault_in_the_app_is_named_in_the_error_log() {
+    // The process dies before any head (the web server answers 500 for "premature end of
+    // script headers"); the error log must say what happened and where.
+    let env = cgi_env("GET", "/segv", "", &[]);
+    let out = cgi_run(&[&test_app("workers_app.py")], &env, b"");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.stdout.is_empty(), "half a response: {:?}", String::from_utf8_lossy(&out.stdout));
+    assert!(stderr.contains("Fatal Python error: Segmentation fault"), "{stderr}");
+    assert!(stderr.contains("workers_app.py"), "no Python stack: {stderr}");
 }
 
 #[test]

@@ -616,6 +616,9 @@ fn crashing_workers_are_replaced() {
         eprintln!("[crash] {path}: {}; next: {}", crash.describe(t0), next.describe(t0));
         stack.backend.wait_workers(Duration::from_secs(25), "a replacement worker", |w| w.len() == 2 && *w != before);
         assert!(stack.backend.log().contains(how), "{path}: the log does not say {how:?}\n{}", stack.logs());
+        if path.ends_with("segv") {
+            assert!(stack.backend.log().contains("Fatal Python error: Segmentation fault"), "no faulthandler report\n{}", stack.logs());
+        }
     }
     assert!(proc_stat(stack.backend.pid()).is_some_and(|(state, _, _)| state != 'Z'), "the supervisor died\n{}", stack.logs());
     assert_eq!(stack.backend.zygotes(), zygotes, "the zygote was replaced\n{}", stack.logs());

@@ -27,7 +27,8 @@ pub struct Settings {
     pub codec: CodecConfig,
     pub max_body: Option<u64>,
     pub policy: call::ErrorPolicy,
-    pub model: environ::ProcessModel,
+    /// Builds each environ (from `wsgi.*` constants and the CGI names learned so far).
+    pub environ: environ::Template,
     /// `--timeout`: requests are tracked for the watchdog.
     pub timeout: Option<Duration>,
 }
@@ -141,6 +142,8 @@ impl Conn {
             Ok(Some(0)) => {
                 if s.codec.active_count() > 0 {
                     log::warn!("the web server closed the connection mid-request");
+                } else if s.codec.has_buffered() {
+                    log::warn!("the web server closed the connection in the middle of a record");
                 }
                 return Step::Close;
             }
@@ -430,7 +433,7 @@ pub fn run(py: Python<'_>, conn: &Conn, app: &Py<PyAny>, settings: &Settings, re
     let outcome = (|| -> PyResult<call::Outcome> {
         let input = Bound::new(py, streams::Input::new(spool.into_reader()?))?;
         let errors = Bound::new(py, streams::Errors::new(errors_sink(conn.clone(), id)))?;
-        let env = environ::build(py, &request, input, errors, settings.model)?;
+        let env = settings.environ.build(py, &request, input, errors)?;
         Ok(call::serve(py, app.bind(py), env, Box::new(sink), settings.policy))
     })();
     match outcome {

@@ -190,7 +190,7 @@ fn lookup_uid(name: &str) -> Result<libc::uid_t, ServerError> {
     Ok(unsafe { (*pw).pw_uid })
 }
 
-fn lookup_gid(name: &str) -> Result<libc::gid_t, ServerError> {
+pub(crate) fn lookup_gid(name: &str) -> Result<libc::gid_t, ServerError> {
     if let Ok(n) = name.parse() {
         return Ok(n);
     }

@@ -2,6 +2,7 @@
 //! app once, then serve from `--threads` event-loop threads (see `worker`).
 
 pub mod listen;
+pub mod privs;
 pub mod supervisor;
 pub mod watchdog;
 pub mod worker;
@@ -130,6 +131,13 @@ pub fn run(config: &Config) -> i32 {
         log::error!("cannot secure stdio: {e}");
         return 1;
     }
+    // Bound (perhaps on a privileged port or in /run): now give up root, before the app.
+    if let Some(target) = &config.run_as {
+        if let Err(e) = privs::drop_to(target) {
+            log::error!("{e}");
+            return 1;
+        }
+    }
     // Non-blocking: several threads (or processes) may share the socket.
     if let Err(e) = listener.set_nonblocking() {
         log::error!("cannot make the listener non-blocking: {e}");
@@ -176,7 +184,7 @@ pub fn serve(config: &Config, listener: &Listener, app: &Py<PyAny>, spec: &crate
         },
         max_body: config.max_body,
         policy: call::ErrorPolicy { show_traceback: config.debug },
-        model: environ::ProcessModel { multithread: threads > 1, multiprocess: true, run_once: false },
+        environ: environ::Template::new(environ::ProcessModel { multithread: threads > 1, multiprocess: true, run_once: false }),
         timeout: config.timeout,
     };
     if let Some(t) = config.timeout {
@@ -199,6 +207,7 @@ pub fn serve(config: &Config, listener: &Listener, app: &Py<PyAny>, spec: &crate
         exclusive: threads > 1 || processes > 1,
         graceful_timeout: config.graceful_timeout,
         recycle: &recycle,
+        read_timeout: config.read_timeout,
     };
     let failed = Arc::new(AtomicBool::new(false));
     std::thread::scope(|scope| {

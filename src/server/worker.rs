@@ -65,6 +65,9 @@ pub struct Worker<'a> {
     pub exclusive: bool,
     pub graceful_timeout: Duration,
     pub recycle: &'a Recycle,
+    /// `--read-timeout`: a connection in the middle of sending a request that goes quiet for
+    /// this long is closed (slowloris), so it holds neither memory nor a connection slot.
+    pub read_timeout: Option<Duration>,
 }
 
 /// `--max-requests` (with up to 10% jitter, so workers do not all recycle at once) and
@@ -135,6 +138,7 @@ impl Worker<'_> {
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
         let mut buf = vec![0u8; conn::READ_BUF];
         let mut stop_deadline: Option<Instant> = None;
+        let mut last_sweep = Instant::now();
         loop {
             let n = py.detach(|| epoll.wait(&mut events, 1000));
             if super::HUP_IGNORED.swap(false, Ordering::SeqCst) {
@@ -155,13 +159,31 @@ impl Worker<'_> {
                         // A web server that connects per request (mod_fcgid, lighttpd) has
                         // usually sent the request already: read it now, not one epoll round
                         // trip later.
-                        for fd in self.accept_all(&epoll, &mut conns, &mut last_used) {
+                        // A connection answered and closed on that first read (one request
+                        // per connection: nginx's default) never enters the epoll set.
+                        for fd in self.accept_all(&mut conns, &mut last_used) {
                             self.serve_readable(py, fd, &mut conns, &mut last_used, &mut buf);
+                            if conns.contains_key(&fd) {
+                                if let Err(e) = epoll.ctl(libc::EPOLL_CTL_ADD, fd, libc::EPOLLIN as u32 | libc::EPOLLRDHUP as u32, fd as u64) {
+                                    log::warn!("cannot watch a new connection: {e}");
+                                    last_used.remove(&fd);
+                                    if let Some(c) = conns.remove(&fd) {
+                                        c.close();
+                                    }
+                                }
+                            }
                         }
                     }
                     continue;
                 }
                 self.serve_readable(py, token as RawFd, &mut conns, &mut last_used, &mut buf);
+            }
+            if let Some(limit) = self.read_timeout {
+                // At most once a second: the check locks every connection.
+                if last_sweep.elapsed() >= Duration::from_secs(1) {
+                    last_sweep = Instant::now();
+                    self.close_stalled(limit, &mut conns, &mut last_used);
+                }
             }
             if let Some(deadline) = stop_deadline {
                 let idle: Vec<RawFd> = conns.iter().filter(|(_, c)| c.is_idle()).map(|(fd, _)| *fd).collect();
@@ -201,6 +223,8 @@ impl Worker<'_> {
                     let next = conn::run(py, &conn, self.app, self.settings, ready);
                     super::IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
                     super::ACTIVITY.fetch_add(1, Ordering::SeqCst);
+                    // The quiet time of what follows counts from now, not from before the app ran.
+                    last_used.insert(fd, Instant::now());
                     if self.recycle.due() {
                         STOP.store(true, Ordering::SeqCst);
                     }
@@ -217,8 +241,27 @@ impl Worker<'_> {
         }
     }
 
-    /// Accept every waiting connection; returns their fds.
-    fn accept_all(&self, epoll: &Epoll, conns: &mut HashMap<RawFd, Conn>, last_used: &mut HashMap<RawFd, Instant>) -> Vec<RawFd> {
+    /// Close connections that started a request and then sent nothing for `limit`. Idle
+    /// ones (between requests: a web server's pool) are left alone; `--max-conns` bounds them.
+    fn close_stalled(&self, limit: Duration, conns: &mut HashMap<RawFd, Conn>, last_used: &mut HashMap<RawFd, Instant>) {
+        let now = Instant::now();
+        let stalled: Vec<RawFd> = conns
+            .iter()
+            .filter(|(fd, c)| last_used.get(fd).is_some_and(|t| now.duration_since(*t) >= limit) && !c.is_idle())
+            .map(|(fd, _)| *fd)
+            .collect();
+        for fd in stalled {
+            log::warn!("closing a connection that sent part of a request and then nothing for {}s (--read-timeout)", limit.as_secs());
+            last_used.remove(&fd);
+            if let Some(c) = conns.remove(&fd) {
+                c.close();
+            }
+        }
+    }
+
+    /// Accept every waiting connection; returns their fds (the caller adds them to the
+    /// epoll set once their first read leaves them open).
+    fn accept_all(&self, conns: &mut HashMap<RawFd, Conn>, last_used: &mut HashMap<RawFd, Instant>) -> Vec<RawFd> {
         let mut accepted = Vec::new();
         loop {
             // At the limit, the least recently used idle connection (a web server's pooled
@@ -268,13 +311,15 @@ impl Worker<'_> {
             super::ACTIVITY.fetch_add(1, Ordering::SeqCst);
             let conn = Conn::new(stream, &self.settings.codec);
             let fd = conn.fd();
-            if let Err(e) = epoll.ctl(libc::EPOLL_CTL_ADD, fd, libc::EPOLLIN as u32 | libc::EPOLLRDHUP as u32, fd as u64) {
-                log::warn!("cannot watch a new connection: {e}");
-                continue;
-            }
             conns.insert(fd, conn);
             last_used.insert(fd, Instant::now());
             accepted.push(fd);
+            // Sharing the listener with other workers: take one connection per wake-up, so a
+            // busy worker does not drain the backlog while an idle one waits (the kernel wakes
+            // the idle one for the next connection).
+            if self.exclusive {
+                return accepted;
+            }
         }
     }
 }

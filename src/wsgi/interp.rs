@@ -83,6 +83,10 @@ pub fn initialize(venv: Option<&Path>) -> Result<(), EmbedError> {
         // `site` costs ~3 ms a request (and imports sitecustomize); `add_site_packages`
         // does the part apps need: the site-packages directories and their .pth files.
         (*cfg).site_import = 0;
+        // python -X faulthandler: an app that crashes the process (a segfault in a C
+        // extension) leaves "Fatal Python error: Segmentation fault" and its Python stack in
+        // the error log, instead of a silent death.
+        (*cfg).faulthandler = 1;
         if let Some(exe) = &executable {
             for field in [std::ptr::addr_of_mut!((*cfg).executable), std::ptr::addr_of_mut!((*cfg).program_name)] {
                 if let Some(e) = status_error(ffi::PyConfig_SetBytesString(cfg, field, exe.as_ptr())) {

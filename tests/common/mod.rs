@@ -3,6 +3,7 @@
 //! HTTP/1.1 client, and running the binary as a bare CGI program.
 #![allow(dead_code)]
 
+pub mod fcgi;
 pub mod http;
 pub mod scenarios;
 pub mod servers;

@@ -248,7 +248,7 @@ pub fn nginx(fx: &Fixture, port: u16, site: &str) -> Server {
     let log = fx.path().join("logs/nginx-error.log");
     let conf = format!(
         "{user}worker_processes 1;\npid {p}/nginx.pid;\nerror_log {log} warn;\n\
-         events {{ worker_connections 128; }}\n\
+         events {{ worker_connections 1024; }}\n\
          http {{\n  access_log off;\n  default_type application/octet-stream;\n\
          client_body_temp_path {p}/client_body;\n  fastcgi_temp_path {p}/fastcgi;\n  proxy_temp_path {p}/proxy;\n\
          uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n\n{site}\n}}\n",

@@ -62,10 +62,18 @@ fn app_files(py: Python<'_>) -> Vec<PathBuf> {
     }
 }
 
-/// Tell the invocation that started us that we listen (or, by exiting, that we failed).
-fn report_ready() {
-    let Some(fd) = std::env::var(READY_FD_VAR).ok().and_then(|v| v.parse::<i32>().ok()) else { return };
+/// The fd the invocation that started us waits on; close-on-exec from now, so nothing the
+/// app starts while it imports can hold it open.
+fn take_ready_fd() -> Option<i32> {
+    let fd = std::env::var(READY_FD_VAR).ok().and_then(|v| v.parse::<i32>().ok())?;
     std::env::remove_var(READY_FD_VAR);
+    // SAFETY: F_SETFD on the fd passed to us; a bad number only makes fcntl fail.
+    (unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } == 0).then_some(fd)
+}
+
+/// Tell the invocation that started us that we listen (or, by exiting, that we failed).
+fn report_ready(fd: Option<i32>) {
+    let Some(fd) = fd else { return };
     // SAFETY: the fd was passed to us for exactly this one byte; closed right after.
     unsafe {
         libc::write(fd, [b'R'].as_ptr().cast(), 1);
@@ -120,6 +128,7 @@ pub fn run(config: &Config) -> i32 {
             return 2;
         }
     };
+    let ready_fd = take_ready_fd();
     if let Err(e) = server::secure_stdio(config.log_file.as_deref()) {
         log::error!("cannot secure stdio: {e}");
         return 1;
@@ -162,7 +171,7 @@ pub fn run(config: &Config) -> i32 {
     server::set_signal(libc::SIGHUP, None);
     server::set_signal(libc::SIGUSR1, Some(on_retire));
     log::info!("persistent worker (pid {}) ready for {spec} on {}; idle timeout {} s", std::process::id(), paths.sock.display(), config.persist.idle_timeout.as_secs());
-    report_ready();
+    report_ready(ready_fd);
     let watcher = {
         let (paths, idle) = (paths.clone(), config.persist.idle_timeout);
         std::thread::Builder::new().name("persist-idle".into()).spawn(move || watch(paths, ours, idle))

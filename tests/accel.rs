@@ -102,12 +102,16 @@ fn persist_dir(fx: &Fixture) -> (PathBuf, Workers) {
     (dir.clone(), Workers { dir, _base: None })
 }
 
-/// Install `example` as a persist drop-in with `settings` added to its header.
+/// Install `example` as a persist drop-in (`persist = on` unless it says so itself) with
+/// the test's private directory and `settings` added to its header.
 fn persist_drop_in(fx: &Fixture, example: &str, dest: &Path, name: &str, dir: &Path, settings: &[&str]) -> PathBuf {
     let path = fx.install_drop_in(example, dest, name);
     let text = std::fs::read_to_string(&path).unwrap();
     let (first, rest) = text.split_once('\n').unwrap();
-    let mut extra = format!("# cgi2wsgi: persist = on\n# cgi2wsgi: persist-dir = {}\n# cgi2wsgi: log-level = info\n", dir.display());
+    let mut extra = format!("# cgi2wsgi: persist-dir = {}\n# cgi2wsgi: log-level = info\n", dir.display());
+    if !text.contains("# cgi2wsgi: persist = on") {
+        extra.push_str("# cgi2wsgi: persist = on\n");
+    }
     for s in settings {
         extra.push_str(&format!("# cgi2wsgi: {s}\n"));
     }
@@ -127,7 +131,7 @@ fn site() -> Site {
     let fx = Fixture::new(true);
     let (dir, workers) = persist_dir(&fx);
     let cgi_bin = fx.path().join("cgi-bin");
-    persist_drop_in(&fx, "flask.cgi", &cgi_bin, "app.cgi", &dir, &[]);
+    persist_drop_in(&fx, "flask-persist.cgi", &cgi_bin, "app.cgi", &dir, &[]);
     persist_drop_in(&fx, "echo.cgi", &cgi_bin, "echo.cgi", &dir, &[]);
     // Its own worker (another key): the burst below must find none running.
     persist_drop_in(&fx, "echo.cgi", &cgi_bin, "burst.cgi", &dir, &["env = BURST=1"]);

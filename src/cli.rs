@@ -146,4 +146,22 @@ pub struct Cli {
     /// Put tracebacks in 500 responses (never in production)
     #[arg(long, env = "CGI2WSGI_DEBUG")]
     pub debug: bool,
+
+    /// CGI: relay each request to a persistent worker for this app, started on demand
+    /// (the CGI accelerator; see the README)
+    #[arg(long, env = "CGI2WSGI_PERSIST")]
+    pub persist: bool,
+
+    /// CGI accelerator: the worker exits after this many seconds without a request (default 300)
+    #[arg(long, value_name = "SECONDS", env = "CGI2WSGI_PERSIST_IDLE_TIMEOUT")]
+    pub persist_idle_timeout: Option<u64>,
+
+    /// CGI accelerator: the private directory for the worker's socket, lock and log
+    /// (default $XDG_RUNTIME_DIR/cgi2wsgi, else /tmp/cgi2wsgi-UID)
+    #[arg(long, value_name = "DIR", env = "CGI2WSGI_PERSIST_DIR")]
+    pub persist_dir: Option<PathBuf>,
+
+    /// Internal: run as the accelerator's worker on this socket (started by a CGI invocation)
+    #[arg(long, value_name = "SOCKET", hide = true)]
+    pub persist_worker: Option<PathBuf>,
 }

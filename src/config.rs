@@ -45,6 +45,8 @@ pub struct Config {
     pub read_timeout: Option<std::time::Duration>,
     /// `--user` / `--group`, resolved.
     pub run_as: Option<crate::server::privs::Target>,
+    /// The CGI accelerator (`--persist`), and whether this process is its worker.
+    pub persist: crate::accel::Settings,
 }
 
 /// Words that are (or will be) subcommands and so cannot name an app in the first position.
@@ -86,6 +88,8 @@ impl Config {
         }
         let systemd = std::env::var("LISTEN_PID").is_ok_and(|p| p == std::process::id().to_string());
         let gateway = match cli.mode.unwrap_or(Mode::Auto) {
+            // The CGI accelerator's worker serves FastCGI on its private socket.
+            _ if cli.persist_worker.is_some() => Gateway::FastCgi,
             Mode::Cgi => Gateway::Cgi,
             Mode::Fastcgi => Gateway::FastCgi,
             Mode::Auto if cli.bind.is_some() || systemd || stdin_is_listening_socket() => Gateway::FastCgi,
@@ -120,6 +124,7 @@ impl Config {
             env.retain(|(old, _)| *old != k);
             env.push((k, v));
         }
+        let persist = crate::accel::Settings::resolve(&cli.persist_worker, cli.persist, cli.persist_idle_timeout, cli.persist_dir.clone(), &dropin)?;
         let max_body = match cli.max_body.or(dropin.max_body) {
             Some(s) => Some(parse_size(&s)?),
             None => None,
@@ -151,6 +156,7 @@ impl Config {
             timeout: cli.timeout.filter(|t| *t > 0).map(std::time::Duration::from_secs),
             read_timeout: Some(cli.read_timeout).filter(|t| *t > 0).map(std::time::Duration::from_secs),
             run_as: crate::server::privs::resolve(cli.user.as_deref(), cli.group.as_deref()).map_err(|e| ConfigError::RunAs(e.to_string()))?,
+            persist,
         })
     }
 }

@@ -28,6 +28,10 @@ pub struct DropIn {
     pub script_name: Option<String>,
     pub log_level: Option<String>,
     pub debug: Option<bool>,
+    /// The CGI accelerator: `persist = on`, `persist-idle-timeout = 300`, `persist-dir = DIR`.
+    pub persist: Option<bool>,
+    pub persist_idle_timeout: Option<String>,
+    pub persist_dir: Option<PathBuf>,
 }
 
 const MARKER: &str = "cgi2wsgi:";
@@ -69,11 +73,18 @@ impl DropIn {
             "max-body" | "max_body" => self.max_body = Some(value),
             "script-name" | "script_name" => self.script_name = Some(value),
             "log-level" | "log_level" => self.log_level = Some(value),
-            "debug" => self.debug = Some(matches!(value.to_ascii_lowercase().as_str(), "1" | "on" | "yes" | "true")),
-            _ => return Err(format!("unknown setting {key:?} (known: app, venv, pythonpath, chdir, env, callable, max-body, script-name, log-level, debug)")),
+            "debug" => self.debug = Some(truthy(&value)),
+            "persist" => self.persist = Some(truthy(&value)),
+            "persist-idle-timeout" | "persist_idle_timeout" => self.persist_idle_timeout = Some(value),
+            "persist-dir" | "persist_dir" => self.persist_dir = Some(path(&value)),
+            _ => return Err(format!("unknown setting {key:?} (known: app, venv, pythonpath, chdir, env, callable, max-body, script-name, log-level, debug, persist, persist-idle-timeout, persist-dir)")),
         }
         Ok(())
     }
+}
+
+fn truthy(value: &str) -> bool {
+    matches!(value.to_ascii_lowercase().as_str(), "1" | "on" | "yes" | "true")
 }
 
 #[cfg(test)]

@@ -28,6 +28,8 @@ pub enum ConfigError {
     RunAs(String),
     #[error("invalid size {0:?}: expected a number of bytes with an optional K, M or G suffix")]
     BadSize(String),
+    #[error("persist-idle-timeout {0:?}: expected a whole number of seconds")]
+    BadIdleTimeout(String),
 }
 
 /// Problems bringing up the embedded interpreter or loading the app.

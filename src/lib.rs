@@ -3,6 +3,7 @@
 //! Data flows one way: CGI environment / FastCGI records → `request::Request` → WSGI
 //! environ → the app → `response` → CGI stdout / FastCGI records.
 
+pub mod accel;
 pub mod appspec;
 pub mod argv;
 pub mod bench;
@@ -60,7 +61,7 @@ pub fn run() -> i32 {
     if !in_cgi && args.get(1).is_some_and(|a| a == "bench") {
         return bench::main(args);
     }
-    let matches = match cli::Cli::command().version(version_string()).try_get_matches_from(args) {
+    let matches = match cli::Cli::command().version(version_string()).try_get_matches_from(args.clone()) {
         Ok(m) => m,
         Err(e) if !e.use_stderr() => {
             // --help / --version
@@ -82,7 +83,12 @@ pub fn run() -> i32 {
         Err(e) => return config_failure(&e.to_string(), in_cgi),
     };
     init_logging(&config.log_level);
+    if config.persist.worker_socket.is_some() {
+        return accel::worker::run(&config);
+    }
     match config.gateway {
+        // The accelerator, when it can serve the request; else this process serves it.
+        config::Gateway::Cgi if config.persist.enabled => accel::client::run(&config, &args).unwrap_or_else(|| cgi::run(&config)),
         config::Gateway::Cgi => cgi::run(&config),
         config::Gateway::FastCgi => server::run(&config),
     }

@@ -24,6 +24,11 @@ extern "C" fn on_stop_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
+/// Connections accepted plus requests finished by this process, and requests running now:
+/// the CGI accelerator's idle timer reads them (`accel::worker`).
+pub(crate) static ACTIVITY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+pub(crate) static IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// SIGHUP in a process without a supervisor: there is nothing to reload with, so it is
 /// noted (and logged by the request loop) instead of killing the process.
 pub(crate) static HUP_IGNORED: AtomicBool = AtomicBool::new(false);
@@ -197,6 +202,8 @@ pub fn serve(config: &Config, listener: &Listener, app: &Py<PyAny>, spec: &crate
         app,
         settings: &settings,
         allowed: allowed.as_deref(),
+        // The accelerator's private socket: only our own uid may talk to the worker.
+        peer_uid: config.persist.worker_socket.is_some().then(crate::accel::euid),
         max_conns,
         exclusive: threads > 1 || processes > 1,
         graceful_timeout: config.graceful_timeout,

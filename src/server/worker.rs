@@ -57,6 +57,8 @@ pub struct Worker<'a> {
     pub app: &'a Py<PyAny>,
     pub settings: &'a Settings,
     pub allowed: Option<&'a [IpAddr]>,
+    /// Unix peers must have this uid (SO_PEERCRED); others are dropped unanswered.
+    pub peer_uid: Option<u32>,
     /// Connections this thread keeps at most; past it the listener is left alone.
     pub max_conns: usize,
     /// Several threads share the listener: wake only one of them per connection.
@@ -217,7 +219,10 @@ impl Worker<'_> {
             step = match step {
                 Step::Wait => return,
                 Step::Run(ready) => {
+                    super::IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
                     let next = conn::run(py, &conn, self.app, self.settings, ready);
+                    super::IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+                    super::ACTIVITY.fetch_add(1, Ordering::SeqCst);
                     // The quiet time of what follows counts from now, not from before the app ran.
                     last_used.insert(fd, Instant::now());
                     if self.recycle.due() {
@@ -290,6 +295,20 @@ impl Worker<'_> {
                     continue;
                 }
             }
+            if let (Some(want), listen::Stream::Unix(_)) = (self.peer_uid, &stream) {
+                match crate::accel::peer_cred(stream.fd()) {
+                    Ok((_, uid)) if uid == want => {}
+                    Ok((pid, uid)) => {
+                        log::warn!("refused a connection from pid {pid} uid {uid}: only uid {want} may use this socket");
+                        continue;
+                    }
+                    Err(e) => {
+                        log::warn!("refused a connection whose peer is unknown: {e}");
+                        continue;
+                    }
+                }
+            }
+            super::ACTIVITY.fetch_add(1, Ordering::SeqCst);
             let conn = Conn::new(stream, &self.settings.codec);
             let fd = conn.fd();
             conns.insert(fd, conn);

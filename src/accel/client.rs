@@ -1,0 +1,212 @@
+//! The CGI side of the accelerator, pure Rust (Python is never initialized here): find a
+//! current worker for this app (private directory checked, socket owned by us, peer uid
+//! and pid checked with SO_PEERCRED, the app's files unchanged since the worker loaded
+//! them), start one if there is none, then relay: the CGI environment and stdin go out as
+//! one FastCGI request, the worker's STDOUT (already a CGI response, `Status:` first) goes
+//! to our stdout as it arrives, its STDERR to our stderr (the server's error log).
+
+use super::spawn::{self, recent_failure};
+use super::{check_dir, euid, peer_cred, socket_state, AccelError, Paths, SocketState, Stamp};
+use crate::config::Config;
+use crate::fastcgi::codec::client as fcgi;
+use crate::fastcgi::{ClientDecoder, ClientEvent, Role};
+use crate::request::{BodyLength, Request};
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::net::UnixStream;
+
+/// Serve this CGI request through the worker. `None`: the accelerator cannot be used for
+/// it (nothing was read from stdin or written to stdout), so the caller serves in-process.
+pub fn run(config: &Config, args: &[OsString]) -> Option<i32> {
+    let paths = match Paths::for_config(config) {
+        Ok(p) => p,
+        Err(e) => {
+            log::warn!("--persist: {e}; serving in-process");
+            return None;
+        }
+    };
+    let stream = match connect_current(&paths) {
+        Some(s) => s,
+        None => match spawn::ensure_worker(args, &paths) {
+            Ok(s) => s,
+            Err(e) => {
+                note_fallback(&paths, &e);
+                return None;
+            }
+        },
+    };
+    Some(relay(stream))
+}
+
+/// Log a failed start once: the marker file makes later invocations serve in-process
+/// quietly until `RETRY_AFTER` has passed; a retry that fails again is logged at debug.
+fn note_fallback(paths: &Paths, e: &AccelError) {
+    if matches!(e, AccelError::Backoff) {
+        log::debug!("--persist: {e}");
+        return;
+    }
+    // Without a usable private directory there is nowhere to remember that we said it.
+    if matches!(e, AccelError::Dir { .. } | AccelError::PathTooLong(_)) {
+        log::warn!("--persist: {e}; serving in-process");
+        return;
+    }
+    let existed = paths.fallback.exists();
+    let marked = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(&paths.fallback).and_then(|mut f| writeln!(f, "{e}"));
+    if existed && marked.is_ok() {
+        log::debug!("--persist: {e}; serving in-process");
+    } else {
+        log::warn!("--persist: {e}; serving in-process (retried after {} s, logged once)", spawn::RETRY_AFTER.as_secs());
+    }
+}
+
+/// A connection to the current worker, or `None` (no worker, a stale one, or anything
+/// that does not check out: the slow path then sorts it out under the lock).
+pub fn connect_current(paths: &Paths) -> Option<UnixStream> {
+    if check_dir(&paths.dir, false).is_err() {
+        return None;
+    }
+    match socket_state(&paths.sock) {
+        SocketState::Ours => {}
+        SocketState::Missing => return None,
+        SocketState::Foreign(why) => {
+            log::warn!("not connecting to {}: it {why}", paths.sock.display());
+            return None;
+        }
+    }
+    let stamp = Stamp::read(&paths.stamp)?;
+    if !stamp.is_current() {
+        log::info!("{} changed: the worker will be replaced", stamp.changed_file().map(|p| p.display().to_string()).unwrap_or_default());
+        return None;
+    }
+    let stream = UnixStream::connect(&paths.sock).ok()?;
+    let (pid, uid) = peer_cred(stream.as_raw_fd()).ok()?;
+    if uid != euid() || pid != stamp.pid {
+        log::warn!("{}: the peer is pid {pid} uid {uid}, expected pid {} uid {}; not using it", paths.sock.display(), stamp.pid, euid());
+        return None;
+    }
+    if recent_failure(paths) {
+        let _ = std::fs::remove_file(&paths.fallback);
+    }
+    Some(stream)
+}
+
+/// The response channel: fd 1, never closed by us (see `cgi::CgiSink`).
+fn stdout() -> std::mem::ManuallyDrop<File> {
+    // SAFETY: fd 1 is open for a CGI program; ManuallyDrop keeps it from being closed.
+    std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(1) })
+}
+
+const CHUNK: usize = 64 * 1024;
+const ID: u16 = 1;
+
+/// Send the request and stream back the response. The worker spools the whole body
+/// before running the app (see `fastcgi::conn`), so writing it all first cannot deadlock.
+fn relay(mut sock: UnixStream) -> i32 {
+    let params = crate::cgi::process_params();
+    // The body's length, as the in-process gateway would read it; a bad CONTENT_LENGTH is
+    // forwarded without a body and the worker answers 400.
+    let body = Request::from_params(params.iter().cloned(), None).map(|r| r.body).unwrap_or(BodyLength::None);
+    let mut out = Vec::with_capacity(4096);
+    fcgi::begin_request(&mut out, ID, Role::Responder, false);
+    if let Err(e) = fcgi::params(&mut out, ID, &params) {
+        log::error!("--persist: the request's environment cannot be encoded: {e}");
+        return answer_502(&mut stdout(), "the request could not be relayed");
+    }
+    let sent = send_request(&mut sock, out, body);
+    if let Err(e) = &sent {
+        // The worker may have answered early (413) and closed: its answer is still there.
+        log::debug!("--persist: sending the request stopped: {e}");
+    }
+    let _ = sock.shutdown(std::net::Shutdown::Write);
+    receive(&mut sock)
+}
+
+fn send_request(sock: &mut UnixStream, mut out: Vec<u8>, body: BodyLength) -> io::Result<()> {
+    let mut left = match body {
+        BodyLength::None => 0,
+        BodyLength::Exact(n) => n,
+        BodyLength::UntilEof => u64::MAX,
+    };
+    let mut stdin = io::stdin().lock();
+    let mut buf = vec![0u8; CHUNK];
+    while left > 0 {
+        let want = usize::try_from(left.min(CHUNK as u64)).unwrap_or(CHUNK);
+        let n = match stdin.read(&mut buf[..want]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                log::warn!("--persist: reading the request body: {e}");
+                break;
+            }
+        };
+        left -= n as u64;
+        fcgi::stdin(&mut out, ID, &buf[..n]);
+        if out.len() >= CHUNK {
+            sock.write_all(&out)?;
+            out.clear();
+        }
+    }
+    fcgi::end_stdin(&mut out, ID);
+    sock.write_all(&out)
+}
+
+fn answer_502(out: &mut File, why: &str) -> i32 {
+    let body = format!("502 Bad Gateway\n\n{why}; the reason is in the server's error log.\n");
+    let _ = write!(out, "Status: 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    0
+}
+
+/// Relay the worker's records until END_REQUEST. A worker that dies or sends garbage fails
+/// this request only: 502 if nothing was sent yet, else the response is cut short.
+fn receive(sock: &mut UnixStream) -> i32 {
+    let mut out = stdout();
+    let mut err = io::stderr();
+    let mut decoder = ClientDecoder::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut sent_any = false;
+    let fail = |out: &mut File, sent_any: bool, why: String| {
+        log::error!("--persist: {why}");
+        if sent_any {
+            1
+        } else {
+            answer_502(out, "the application's worker failed")
+        }
+    };
+    loop {
+        let n = match sock.read(&mut buf) {
+            Ok(0) => return fail(&mut out, sent_any, "the worker closed the connection before the response ended".into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return fail(&mut out, sent_any, format!("reading from the worker: {e}")),
+        };
+        decoder.feed(&buf[..n]);
+        loop {
+            match decoder.poll_event() {
+                Ok(None) => break,
+                Ok(Some(ClientEvent::Stdout { id: ID, data })) => {
+                    if let Err(e) = out.write_all(&data) {
+                        // The web server hung up; the worker notices when we close.
+                        log::info!("--persist: the client went away: {e}");
+                        return 0;
+                    }
+                    sent_any = true;
+                }
+                Ok(Some(ClientEvent::Stderr { id: ID, data })) => {
+                    let _ = err.write_all(&data);
+                }
+                Ok(Some(ClientEvent::StdoutEnd { id: ID } | ClientEvent::StderrEnd { id: ID })) => {}
+                Ok(Some(ClientEvent::EndRequest { id: ID, .. })) => {
+                    if !sent_any {
+                        return fail(&mut out, false, "the worker ended the request without a response".into());
+                    }
+                    return 0;
+                }
+                Ok(Some(other)) => return fail(&mut out, sent_any, format!("unexpected record from the worker: {other:?}")),
+                Err(e) => return fail(&mut out, sent_any, format!("malformed record from the worker: {e}")),
+            }
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! The CGI accelerator (`--persist`): a CGI invocation relays its request over a private
+//! unix socket to a persistent worker for the same app (FastCGI, the existing responder),
+//! starting that worker when there is none. This module holds what both sides share: the
+//! settings, the per-app key and file names, the private directory's checks, the peer
+//! credential check and the *stamp* (the worker's pid and the files whose change retires it).
+//!
+//! Files in the private directory (0700, owned by the invoking uid), per app key `K`:
+//! `K.sock` the worker's socket (0600), `K.lock` the start-up lock (flock), `K.stamp` written
+//! by the worker before it binds, `K.log` its stdio, `K.fallback` when a start failed
+//! (so the failure is logged once and not retried on every request).
+
+pub mod client;
+pub mod lock;
+pub mod spawn;
+pub mod worker;
+
+use crate::config::Config;
+use crate::dropin::DropIn;
+use crate::error::ConfigError;
+use std::io::{self, Write};
+use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use thiserror::Error;
+
+/// A worker with no request for this long exits.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Why the accelerator cannot serve this request (the CGI then serves it in-process).
+#[derive(Debug, Error)]
+pub enum AccelError {
+    #[error("persist dir {path}: {why}")]
+    Dir { path: PathBuf, why: String },
+    #[error("{what} {path}: {source}")]
+    Io { what: &'static str, path: PathBuf, source: io::Error },
+    #[error("socket path {0} is too long for a unix socket (108 bytes at most): choose a shorter --persist-dir")]
+    PathTooLong(PathBuf),
+    #[error("cannot start the worker: {0}")]
+    Spawn(io::Error),
+    #[error("the worker did not start (see {0})")]
+    WorkerFailed(PathBuf),
+    #[error("the worker did not start within {0} s")]
+    Timeout(u64),
+    #[error("a recent start failed; serving in-process until it is retried")]
+    Backoff,
+}
+
+/// `--persist` and friends, resolved; `worker_socket` is set only in a worker.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub enabled: bool,
+    pub idle_timeout: Duration,
+    pub dir: Option<PathBuf>,
+    pub worker_socket: Option<PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { enabled: false, idle_timeout: DEFAULT_IDLE_TIMEOUT, dir: None, worker_socket: None }
+    }
+}
+
+impl Settings {
+    /// Flags and variables beat the drop-in's `persist*` settings.
+    pub fn resolve(worker: &Option<PathBuf>, flag: bool, idle: Option<u64>, dir: Option<PathBuf>, dropin: &DropIn) -> Result<Settings, ConfigError> {
+        let idle = match (idle, &dropin.persist_idle_timeout) {
+            (Some(s), _) => s,
+            (None, Some(text)) => text.trim().parse().map_err(|_| ConfigError::BadIdleTimeout(text.clone()))?,
+            (None, None) => DEFAULT_IDLE_TIMEOUT.as_secs(),
+        };
+        Ok(Settings {
+            enabled: flag || dropin.persist.unwrap_or(false),
+            idle_timeout: Duration::from_secs(idle.max(1)),
+            dir: dir.or_else(|| dropin.persist_dir.clone()),
+            worker_socket: worker.clone(),
+        })
+    }
+}
+
+pub fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+/// FNV-1a, 64 bits: stable across builds (std's hasher is not promised to be).
+fn fnv64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+/// The private directory: `--persist-dir`, else `$XDG_RUNTIME_DIR/cgi2wsgi` when that is
+/// ours, else `/tmp/cgi2wsgi-UID`.
+pub fn default_dir() -> PathBuf {
+    if let Some(run) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
+        if std::fs::symlink_metadata(&run).is_ok_and(|m| m.is_dir() && m.uid() == euid()) {
+            return run.join("cgi2wsgi");
+        }
+    }
+    PathBuf::from(format!("/tmp/cgi2wsgi-{}", euid()))
+}
+
+/// The accelerator's file names for one app.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub dir: PathBuf,
+    pub sock: PathBuf,
+    pub lock: PathBuf,
+    pub stamp: PathBuf,
+    pub log: PathBuf,
+    pub fallback: PathBuf,
+}
+
+impl Paths {
+    fn in_dir(dir: PathBuf, key: &str) -> Result<Paths, AccelError> {
+        let f = |ext: &str| dir.join(format!("{key}.{ext}"));
+        let sock = f("sock");
+        if sock.as_os_str().len() >= 108 {
+            return Err(AccelError::PathTooLong(sock));
+        }
+        Ok(Paths { sock, lock: f("lock"), stamp: f("stamp"), log: f("log"), fallback: f("fallback"), dir })
+    }
+
+    /// Keyed by everything that makes one worker differ from another: the uid, the binary,
+    /// the app (its file canonical), venv, sys.path, chdir, environment and request settings.
+    pub fn for_config(config: &Config) -> Result<Paths, AccelError> {
+        let exe = std::env::current_exe().unwrap_or_default();
+        let app = match config.app.as_ref() {
+            Some(spec) => match spec.file().and_then(|f| std::fs::canonicalize(f).ok()) {
+                Some(file) => format!("{}|{:?}|{}", file.display(), spec.callable, spec.factory),
+                None => spec.to_string(),
+            },
+            None => String::new(),
+        };
+        let identity = format!(
+            "{}\0{}\0{app}\0{:?}\0{:?}\0{:?}\0{:?}\0{:?}\0{}\0{}\0{}\0{:?}",
+            euid(),
+            exe.display(),
+            config.venv,
+            config.pythonpath,
+            config.chdir,
+            config.env,
+            config.max_body,
+            config.debug,
+            config.log_level,
+            config.threads,
+            config.timeout,
+        );
+        let key = format!("{:016x}", fnv64(identity.as_bytes()));
+        Paths::in_dir(config.persist.dir.clone().unwrap_or_else(default_dir), &key)
+    }
+
+    /// A worker finds its files from its socket's name.
+    pub fn from_socket(sock: &Path) -> Result<Paths, AccelError> {
+        let dir = sock.parent().map(Path::to_owned).unwrap_or_default();
+        let key = sock.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        Paths::in_dir(dir, &key)
+    }
+}
+
+/// The private directory must be a real directory (not a symlink), owned by us, closed to
+/// everyone else. `create`: make it (0700) when missing and tighten our own loose one.
+pub fn check_dir(dir: &Path, create: bool) -> Result<(), AccelError> {
+    let bad = |why: String| AccelError::Dir { path: dir.to_owned(), why };
+    let meta = match std::fs::symlink_metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| bad(format!("cannot create it: {e}")))?;
+            std::fs::symlink_metadata(dir).map_err(|e| bad(e.to_string()))?
+        }
+        Err(e) => return Err(bad(e.to_string())),
+    };
+    if meta.file_type().is_symlink() {
+        return Err(bad("is a symlink; refusing it (someone may be redirecting the accelerator)".into()));
+    }
+    if !meta.is_dir() {
+        return Err(bad("is not a directory".into()));
+    }
+    if meta.uid() != euid() {
+        return Err(bad(format!("is owned by uid {}, not by us (uid {}); refusing it", meta.uid(), euid())));
+    }
+    if meta.mode() & 0o077 != 0 {
+        if !create {
+            return Err(bad(format!("mode {:o} is open to others", meta.mode() & 0o777)));
+        }
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| bad(format!("chmod 0700: {e}")))?;
+    }
+    Ok(())
+}
+
+/// What `lstat` says about a socket path: ours, missing, or something else.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SocketState {
+    Missing,
+    Ours,
+    /// Not a socket, or owned by another uid: never connected to.
+    Foreign(String),
+}
+
+pub fn socket_state(path: &Path) -> SocketState {
+    match std::fs::symlink_metadata(path) {
+        Err(_) => SocketState::Missing,
+        Ok(m) if !m.file_type().is_socket() => SocketState::Foreign("is not a socket".into()),
+        Ok(m) if m.uid() != euid() => SocketState::Foreign(format!("is owned by uid {}, not {}", m.uid(), euid())),
+        Ok(_) => SocketState::Ours,
+    }
+}
+
+/// The peer's pid and uid on a connected unix socket (SO_PEERCRED: for a listening peer,
+/// the process that bound it).
+pub fn peer_cred(fd: RawFd) -> io::Result<(i32, u32)> {
+    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cred`, which is that large.
+    let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_PEERCRED, (&mut cred as *mut libc::ucred).cast(), &mut len) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((cred.pid, cred.uid))
+}
+
+/// One watched file as the worker saw it when it loaded the app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileMark {
+    mtime_ns: i64,
+    size: u64,
+    ino: u64,
+}
+
+fn mark(path: &Path) -> Option<FileMark> {
+    let m = std::fs::metadata(path).ok()?;
+    Some(FileMark { mtime_ns: m.mtime().saturating_mul(1_000_000_000).saturating_add(m.mtime_nsec()), size: m.size(), ino: m.ino() })
+}
+
+/// The worker's pid and the files (the binary, the drop-in, the app's own modules) whose
+/// change means a deploy: the next invocation then retires the worker and starts another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    pub pid: i32,
+    files: Vec<(PathBuf, Option<FileMark>)>,
+}
+
+impl Stamp {
+    pub fn new(pid: i32, files: impl IntoIterator<Item = PathBuf>) -> Stamp {
+        let mut seen = std::collections::HashSet::new();
+        let files = files.into_iter().filter(|p| !p.as_os_str().as_bytes().contains(&b'\n') && seen.insert(p.clone())).map(|p| {
+            let m = mark(&p);
+            (p, m)
+        });
+        Stamp { pid, files: files.collect() }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = format!("cgi2wsgi-stamp 1\npid {}\n", self.pid).into_bytes();
+        for (path, m) in &self.files {
+            match m {
+                Some(m) => out.extend_from_slice(format!("{} {} {} ", m.mtime_ns, m.size, m.ino).as_bytes()),
+                None => out.extend_from_slice(b"- - - "),
+            }
+            out.extend_from_slice(path.as_os_str().as_bytes());
+            out.push(b'\n');
+        }
+        out
+    }
+
+    /// Parse a stamp; `None` for anything malformed (the worker is then replaced).
+    fn decode(bytes: &[u8]) -> Option<Stamp> {
+        let mut lines = bytes.split(|b| *b == b'\n');
+        if lines.next()? != b"cgi2wsgi-stamp 1" {
+            return None;
+        }
+        let pid = std::str::from_utf8(lines.next()?.strip_prefix(b"pid ")?).ok()?.parse().ok()?;
+        let mut files = Vec::new();
+        for line in lines.filter(|l| !l.is_empty()) {
+            let mut parts = line.splitn(4, |b| *b == b' ');
+            let (t, s, i, p) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+            let path = PathBuf::from(std::ffi::OsStr::from_bytes(p));
+            let num = |b: &[u8]| std::str::from_utf8(b).ok()?.parse::<i64>().ok();
+            let m = if t == b"-" { None } else { Some(FileMark { mtime_ns: num(t)?, size: num(s)? as u64, ino: num(i)? as u64 }) };
+            files.push((path, m));
+        }
+        Some(Stamp { pid, files })
+    }
+
+    pub fn read(path: &Path) -> Option<Stamp> {
+        Stamp::decode(&std::fs::read(path).ok()?)
+    }
+
+    /// Written to a temp file and renamed: a reader sees the old stamp or the new, whole.
+    pub fn write(&self, path: &Path) -> io::Result<()> {
+        let tmp = path.with_extension(format!("stamp.{}", std::process::id()));
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        let written = f.write_all(&self.encode()).and_then(|()| f.sync_data()).and_then(|()| std::fs::rename(&tmp, path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
+    }
+
+    /// Every watched file is as it was when the worker loaded the app.
+    pub fn is_current(&self) -> bool {
+        self.files.iter().all(|(p, m)| mark(p) == *m)
+    }
+
+    /// The first file that changed, for the log.
+    pub fn changed_file(&self) -> Option<&Path> {
+        self.files.iter().find(|(p, m)| mark(p) != *m).map(|(p, _)| p.as_path())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamp_round_trip_and_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a b.py");
+        std::fs::write(&a, "x").unwrap();
+        let s = Stamp::new(42, [a.clone(), dir.path().join("missing.py"), a.clone()]);
+        assert_eq!(s.files.len(), 2);
+        let path = dir.path().join("k.stamp");
+        s.write(&path).unwrap();
+        let back = Stamp::read(&path).unwrap();
+        assert_eq!(back, s);
+        assert!(back.is_current());
+        std::fs::write(&a, "xy").unwrap();
+        assert!(!back.is_current());
+        assert_eq!(back.changed_file(), Some(a.as_path()));
+    }
+
+    #[test]
+    fn malformed_stamps_are_refused() {
+        for bad in [&b""[..], b"cgi2wsgi-stamp 1\n", b"cgi2wsgi-stamp 1\npid x\n", b"cgi2wsgi-stamp 1\npid 1\n1 2\n", b"other\npid 1\n"] {
+            assert_eq!(Stamp::decode(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn private_dir_checks() {
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("p");
+        assert!(check_dir(&dir, false).is_err());
+        check_dir(&dir, true).unwrap();
+        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(check_dir(&dir, false).is_err(), "open to others");
+        check_dir(&dir, true).unwrap();
+        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        let link = base.path().join("l");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        assert!(check_dir(&link, true).unwrap_err().to_string().contains("symlink"));
+        let file = base.path().join("f");
+        std::fs::write(&file, "").unwrap();
+        assert!(check_dir(&file, true).is_err());
+    }
+
+    #[test]
+    fn socket_path_length_is_checked() {
+        let long = PathBuf::from("/tmp").join("d".repeat(100));
+        assert!(matches!(Paths::in_dir(long, "0123456789abcdef"), Err(AccelError::PathTooLong(_))));
+        let p = Paths::from_socket(Path::new("/tmp/x/0123456789abcdef.sock")).unwrap();
+        assert_eq!(p.stamp, Path::new("/tmp/x/0123456789abcdef.stamp"));
+    }
+
+    #[test]
+    fn planted_socket_of_another_kind_is_foreign() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.sock");
+        assert_eq!(socket_state(&p), SocketState::Missing);
+        std::fs::write(&p, "").unwrap();
+        assert!(matches!(socket_state(&p), SocketState::Foreign(_)));
+        std::fs::remove_file(&p).unwrap();
+        let _l = std::os::unix::net::UnixListener::bind(&p).unwrap();
+        assert_eq!(socket_state(&p), SocketState::Ours);
+    }
+}

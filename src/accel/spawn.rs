@@ -1,0 +1,195 @@
+//! Starting the worker: under the start-up lock, retire a stale worker (its files changed),
+//! clear a stale or planted socket, then run this binary again as `--persist-worker` in its
+//! own session (out of the web server's process group), stdio to the log, and wait until it
+//! says it listens (one byte on a pipe; EOF means it failed, so no guessing with timeouts).
+//!
+//! The invocation that starts the worker waits for it instead of serving in-process: the
+//! cost is the same import either way (the worker's instead of ours), and a burst of cold
+//! requests then costs one import in total instead of one each.
+
+use super::lock::Lock;
+use super::{check_dir, client, euid, peer_cred, socket_state, AccelError, Paths, SocketState};
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime};
+
+/// How long a start may take (the app's import) before this request is served in-process.
+pub const READY_WAIT: Duration = Duration::from_secs(30);
+/// After a failed start, invocations serve in-process this long before trying again.
+pub const RETRY_AFTER: Duration = Duration::from_secs(30);
+/// The variable naming the fd the worker reports readiness on.
+pub const READY_FD_VAR: &str = "CGI2WSGI_PERSIST_READY_FD";
+
+/// Did a start fail less than `RETRY_AFTER` ago?
+pub fn recent_failure(paths: &Paths) -> bool {
+    std::fs::metadata(&paths.fallback)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| SystemTime::now().duration_since(t).unwrap_or_default() < RETRY_AFTER)
+}
+
+/// A connection to a worker that is current, starting one if needed.
+pub fn ensure_worker(args: &[OsString], paths: &Paths) -> Result<UnixStream, AccelError> {
+    if recent_failure(paths) {
+        return Err(AccelError::Backoff);
+    }
+    check_dir(&paths.dir, true)?;
+    let Some(_lock) = Lock::acquire(&paths.lock, READY_WAIT + Duration::from_secs(5))? else {
+        return Err(AccelError::Timeout(READY_WAIT.as_secs()));
+    };
+    // Whoever held the lock before us may have started it.
+    if let Some(stream) = client::connect_current(paths) {
+        return Ok(stream);
+    }
+    if recent_failure(paths) {
+        return Err(AccelError::Backoff);
+    }
+    clear_old(paths);
+    let ready = spawn(args, paths)?;
+    wait_ready(ready, paths)?;
+    let _ = std::fs::remove_file(&paths.fallback);
+    client::connect_current(paths).ok_or_else(|| AccelError::WorkerFailed(paths.log.clone()))
+}
+
+fn kill(pid: i32, sig: libc::c_int) {
+    // SAFETY: signalling a process of our own uid (checked through SO_PEERCRED).
+    unsafe { libc::kill(pid, sig) };
+}
+
+/// Called with the lock held: ask a live but stale worker to retire (it serves what is
+/// already queued, then exits), and take its socket name so the new worker can bind it.
+fn clear_old(paths: &Paths) {
+    match socket_state(&paths.sock) {
+        SocketState::Missing => {}
+        SocketState::Ours => {
+            if let Ok(s) = UnixStream::connect(&paths.sock) {
+                match peer_cred(s.as_raw_fd()) {
+                    Ok((pid, uid)) if uid == euid() && pid > 0 => {
+                        log::info!("retiring worker {pid}: its app changed");
+                        kill(pid, libc::SIGUSR1);
+                    }
+                    other => log::warn!("{}: unexpected peer {other:?}; replacing the socket", paths.sock.display()),
+                }
+            } else {
+                log::info!("removing the stale socket {}", paths.sock.display());
+            }
+            let _ = std::fs::remove_file(&paths.sock);
+        }
+        SocketState::Foreign(why) => {
+            // Only root can put something in our 0700 directory; never connect to it.
+            log::warn!("refusing {}: it {why}; replacing it", paths.sock.display());
+            let _ = std::fs::remove_file(&paths.sock);
+        }
+    }
+    let _ = std::fs::remove_file(&paths.stamp);
+}
+
+/// The CGI request's meta-variables describe this request only: the worker (which lives on)
+/// keeps the rest of the environment (PATH, LANG, SetEnv values, CGI2WSGI_*).
+fn is_request_variable(name: &str) -> bool {
+    const EXACT: [&str; 9] = ["GATEWAY_INTERFACE", "QUERY_STRING", "PATH_INFO", "PATH_TRANSLATED", "AUTH_TYPE", "CONTENT_TYPE", "CONTENT_LENGTH", "UNIQUE_ID", "HTTPS"];
+    const PREFIXES: [&str; 9] = ["HTTP_", "SSL_", "REDIRECT_", "CONTEXT_", "REQUEST_", "SERVER_", "REMOTE_", "SCRIPT_", "DOCUMENT_"];
+    EXACT.contains(&name) || PREFIXES.iter().any(|p| name.starts_with(p)) || name == READY_FD_VAR
+}
+
+fn pipe() -> std::io::Result<(RawFd, RawFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills both fds.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((fds[0], fds[1]))
+}
+
+/// Start the worker; returns the read end of its readiness pipe.
+fn spawn(args: &[OsString], paths: &Paths) -> Result<File, AccelError> {
+    let exe = std::env::current_exe().map_err(AccelError::Spawn)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&paths.log)
+        .map_err(|source| AccelError::Io { what: "cannot open the worker log", path: paths.log.clone(), source })?;
+    let log2 = log.try_clone().map_err(AccelError::Spawn)?;
+    let (read_end, write_end) = pipe().map_err(AccelError::Spawn)?;
+    // SAFETY: read_end is a fresh fd we own.
+    let ready = unsafe { File::from_raw_fd(read_end) };
+    let mut cmd = Command::new(&exe);
+    cmd.args(args.iter().skip(1))
+        .arg("--persist-worker")
+        .arg(&paths.sock)
+        .env_clear()
+        .envs(std::env::vars_os().filter(|(k, _)| !is_request_variable(&k.to_string_lossy())))
+        .env(READY_FD_VAR, write_end.to_string())
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2);
+    // SAFETY: between fork and exec only async-signal-safe calls (setsid, fcntl, getrlimit).
+    unsafe {
+        cmd.pre_exec(move || {
+            // Its own session: out of the web server's process group and its signals.
+            libc::setsid();
+            if libc::fcntl(write_end, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Nothing else the web server left open (its pipes, its listeners) goes with it:
+            // a worker holding the CGI's stdout would keep the response from ending.
+            let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 { lim.rlim_cur.min(65536) as RawFd } else { 1024 };
+            for fd in 3..max {
+                if fd != write_end {
+                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                }
+            }
+            Ok(())
+        });
+    }
+    let spawned = cmd.spawn();
+    // SAFETY: the parent's copy of the write end is ours to close, spawned or not.
+    unsafe { libc::close(write_end) };
+    // The child is not waited for: it outlives us and is reparented when we exit.
+    let child = spawned.map_err(AccelError::Spawn)?;
+    log::info!("started worker {} for {}", child.id(), paths.sock.display());
+    Ok(ready)
+}
+
+fn wait_ready(mut ready: File, paths: &Paths) -> Result<(), AccelError> {
+    let deadline = std::time::Instant::now() + READY_WAIT;
+    let mut byte = [0u8; 1];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(AccelError::Timeout(READY_WAIT.as_secs()));
+        }
+        if !crate::server::wait_readable(ready.as_raw_fd(), i32::try_from(left.as_millis()).unwrap_or(i32::MAX)) {
+            continue;
+        }
+        match ready.read(&mut byte) {
+            Ok(1) => return Ok(()),
+            Ok(_) => return Err(AccelError::WorkerFailed(paths.log.clone())),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return Err(AccelError::WorkerFailed(paths.log.clone())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_variables_stay_out_of_the_worker() {
+        for v in ["HTTP_HOST", "QUERY_STRING", "REQUEST_METHOD", "SCRIPT_FILENAME", "REMOTE_ADDR", "GATEWAY_INTERFACE", "SSL_CIPHER", READY_FD_VAR] {
+            assert!(is_request_variable(v), "{v}");
+        }
+        for v in ["PATH", "LANG", "CGI2WSGI_PERSIST", "DATABASE_URL", "PYTHONIOENCODING"] {
+            assert!(!is_request_variable(v), "{v}");
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! The accelerator's worker: the FastCGI responder (`server::serve`, one process) on the
+//! private socket (0600, peers of another uid refused with SO_PEERCRED), which imports the
+//! app, writes the stamp, binds, tells the invocation that started it, and serves until it
+//! has been idle for `--persist-idle-timeout` or is retired (SIGUSR1: its app changed).
+//! Before it stops accepting it takes its socket's name away, so a new request either
+//! reaches it while it still accepts or finds no socket and starts a new worker.
+
+use super::lock::Lock;
+use super::spawn::READY_FD_VAR;
+use super::{Paths, Stamp};
+use crate::config::Config;
+use crate::server::listen::{self, BindSpec, SocketPerms};
+use crate::server::{self, STOP};
+use crate::wsgi;
+use pyo3::prelude::*;
+use std::ffi::CStr;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// SIGUSR1: a newer worker is taking over; finish what is queued and exit.
+static RETIRE: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_retire(_: libc::c_int) {
+    RETIRE.store(true, Ordering::SeqCst);
+}
+
+/// After taking the socket's name away, connections already queued are still served.
+const GRACE: Duration = Duration::from_secs(1);
+
+/// The app's own Python files (not the standard library, not installed packages): a change
+/// to one of them is a deploy.
+const APP_FILES: &CStr = c"
+import os, sys
+def _app_files():
+    prefixes = tuple({os.path.realpath(p) + os.sep for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)})
+    out = []
+    for m in list(sys.modules.values()):
+        f = getattr(m, '__file__', None)
+        if not isinstance(f, str):
+            continue
+        f = os.path.realpath(f)
+        if f.startswith(prefixes) or 'site-packages' in f or 'dist-packages' in f:
+            continue
+        out.append(f)
+        if len(out) >= 1000:
+            break
+    return out
+files = _app_files()
+";
+
+fn app_files(py: Python<'_>) -> Vec<PathBuf> {
+    let scope = pyo3::types::PyDict::new(py);
+    let found = py.run(APP_FILES, Some(&scope), None).and_then(|()| scope.get_item("files")).and_then(|f| f.map(|f| f.extract::<Vec<PathBuf>>()).transpose());
+    match found {
+        Ok(files) => files.unwrap_or_default(),
+        Err(e) => {
+            log::warn!("cannot list the app's files (changes to them will not replace the worker): {}", wsgi::format_exception(py, &e));
+            Vec::new()
+        }
+    }
+}
+
+/// The fd the invocation that started us waits on; close-on-exec from now, so nothing the
+/// app starts while it imports can hold it open.
+fn take_ready_fd() -> Option<i32> {
+    let fd = std::env::var(READY_FD_VAR).ok().and_then(|v| v.parse::<i32>().ok())?;
+    std::env::remove_var(READY_FD_VAR);
+    // SAFETY: F_SETFD on the fd passed to us; a bad number only makes fcntl fail.
+    (unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } == 0).then_some(fd)
+}
+
+/// Tell the invocation that started us that we listen (or, by exiting, that we failed).
+fn report_ready(fd: Option<i32>) {
+    let Some(fd) = fd else { return };
+    // SAFETY: the fd was passed to us for exactly this one byte; closed right after.
+    unsafe {
+        libc::write(fd, [b'R'].as_ptr().cast(), 1);
+        libc::close(fd);
+    }
+}
+
+fn identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    std::fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Remove our socket's name, only if it is still ours (a newer worker may have bound it).
+fn unlink_own_socket(paths: &Paths, ours: Option<(u64, u64)>) {
+    let Ok(Some(_lock)) = Lock::acquire(&paths.lock, Duration::from_secs(2)) else { return };
+    if ours.is_some() && identity(&paths.sock) == ours {
+        let _ = std::fs::remove_file(&paths.sock);
+    }
+}
+
+/// The idle timer and retirement, on a thread of its own (never touches Python).
+fn watch(paths: Paths, ours: Option<(u64, u64)>, idle_timeout: Duration) {
+    let mut seen = server::ACTIVITY.load(Ordering::SeqCst);
+    let mut since = Instant::now();
+    while !STOP.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = server::ACTIVITY.load(Ordering::SeqCst);
+        if now != seen || server::IN_FLIGHT.load(Ordering::SeqCst) > 0 {
+            seen = now;
+            since = Instant::now();
+        }
+        let retire = RETIRE.load(Ordering::SeqCst);
+        if retire || since.elapsed() >= idle_timeout {
+            if retire {
+                log::info!("retiring: a newer worker serves this app");
+            } else {
+                log::info!("idle for {} s: exiting (--persist-idle-timeout)", idle_timeout.as_secs());
+            }
+            unlink_own_socket(&paths, ours);
+            std::thread::sleep(GRACE);
+            STOP.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Run the worker; returns the exit status.
+pub fn run(config: &Config) -> i32 {
+    let Some(sock) = config.persist.worker_socket.as_deref() else { return 2 };
+    let paths = match Paths::from_socket(sock) {
+        Ok(p) => p,
+        Err(e) => {
+            log::error!("{e}");
+            return 2;
+        }
+    };
+    let ready_fd = take_ready_fd();
+    if let Err(e) = server::secure_stdio(config.log_file.as_deref()) {
+        log::error!("cannot secure stdio: {e}");
+        return 1;
+    }
+    let Some(spec) = &config.app else {
+        log::error!("{}", crate::error::ConfigError::NoApp);
+        return 1;
+    };
+    wsgi::boot::prepare_environment(config);
+    let app = match wsgi::boot::boot(config, spec) {
+        Ok(app) => app,
+        Err(e) => {
+            log::error!("{e}");
+            return 3;
+        }
+    };
+    let mut files: Vec<PathBuf> = std::env::current_exe().into_iter().collect();
+    files.extend(spec.file().and_then(|f| std::fs::canonicalize(f).ok()));
+    files.extend(Python::attach(app_files));
+    let stamp = Stamp::new(std::process::id() as i32, files);
+    if let Err(e) = stamp.write(&paths.stamp) {
+        log::error!("cannot write {}: {e}", paths.stamp.display());
+        return 1;
+    }
+    let perms = SocketPerms { mode: Some(0o600), owner: None, group: None };
+    let listener = match listen::bind(&BindSpec::Unix(paths.sock.clone()), &perms) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("{e}");
+            let _ = std::fs::remove_file(&paths.stamp);
+            return 1;
+        }
+    };
+    if let Err(e) = listener.set_nonblocking() {
+        log::error!("cannot make the listener non-blocking: {e}");
+        return 1;
+    }
+    let ours = identity(&paths.sock);
+    server::install_stop_handlers();
+    server::set_signal(libc::SIGHUP, None);
+    server::set_signal(libc::SIGUSR1, Some(on_retire));
+    log::info!("persistent worker (pid {}) ready for {spec} on {}; idle timeout {} s", std::process::id(), paths.sock.display(), config.persist.idle_timeout.as_secs());
+    report_ready(ready_fd);
+    let watcher = {
+        let (paths, idle) = (paths.clone(), config.persist.idle_timeout);
+        std::thread::Builder::new().name("persist-idle".into()).spawn(move || watch(paths, ours, idle))
+    };
+    if let Err(e) = &watcher {
+        log::warn!("cannot start the idle timer ({e}): the worker will not exit by itself");
+    }
+    let code = server::serve(config, &listener, &app, spec, None);
+    unlink_own_socket(&paths, ours);
+    if Stamp::read(&paths.stamp).is_some_and(|s| s.pid == std::process::id() as i32) {
+        let _ = std::fs::remove_file(&paths.stamp);
+    }
+    code
+}

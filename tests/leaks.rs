@@ -74,6 +74,18 @@ fn children(parent: i32) -> Vec<i32> {
     text.split_whitespace().filter_map(|p| p.parse().ok()).collect()
 }
 
+/// A worker's resident memory once it is idle: the least of a few samples over half a
+/// second, so memory an allocator is still handing back does not count as growth.
+fn settled_rss_kib(pid: i32) -> u64 {
+    (0..5)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            rss_kib(pid)
+        })
+        .min()
+        .unwrap()
+}
+
 fn rss_kib(pid: i32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
     status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap()
@@ -205,7 +217,7 @@ fn load(port: u16, path: &str, body: Option<Arc<Vec<u8>>>, total: usize, concurr
 fn assert_no_growth(stack: &Stack, workers: &[i32], before: &[u64], what: &str) {
     assert_eq!(stack.workers(), workers, "{what}: the workers changed during the run (a crash or a recycle)\n{}", stack.logs());
     for (pid, b) in workers.iter().zip(before) {
-        let after = rss_kib(*pid);
+        let after = settled_rss_kib(*pid);
         let allowed = (b / 20).max(4096);
         eprintln!("[leaks] {what}: worker {pid}: RSS {:.1} MiB after the warm-up, {:.1} MiB after the run (allowed +{:.1} MiB)", *b as f64 / 1024.0, after as f64 / 1024.0, allowed as f64 / 1024.0);
         assert!(after <= b + allowed, "{what}: worker {pid} grew from {b} KiB to {after} KiB (allowed +{allowed} KiB)\n{}", stack.logs());
@@ -229,7 +241,7 @@ fn two_hundred_thousand_requests_through_nginx_do_not_grow_the_workers() {
     let t0 = Instant::now();
     let (failed, examples) = load(port, "/app/", None, 20_000, 64, hello_ok);
     assert_eq!(failed, 0, "warm-up failures: {examples:#?}\n{}", stack.logs());
-    let before: Vec<u64> = workers.iter().map(|&p| rss_kib(p)).collect();
+    let before: Vec<u64> = workers.iter().map(|&p| settled_rss_kib(p)).collect();
     let (failed, examples) = load(port, "/app/", None, 200_000, 64, hello_ok);
     eprintln!("[leaks] 220,000 requests in {:.1} s", t0.elapsed().as_secs_f64());
     assert_eq!(failed, 0, "{failed} of 200,000 requests failed, e.g. {examples:#?}\n{}", stack.logs());
@@ -246,7 +258,7 @@ fn one_mib_uploads_do_not_grow_the_workers() {
     let t0 = Instant::now();
     let (failed, examples) = load(port, "/app/upload", Some(body.clone()), 1_000, 16, echo_ok);
     assert_eq!(failed, 0, "warm-up failures: {examples:#?}\n{}", stack.logs());
-    let before: Vec<u64> = workers.iter().map(|&p| rss_kib(p)).collect();
+    let before: Vec<u64> = workers.iter().map(|&p| settled_rss_kib(p)).collect();
     let (failed, examples) = load(port, "/app/upload", Some(body), 3_000, 16, echo_ok);
     eprintln!("[leaks] 4,000 uploads of 1 MiB in {:.1} s", t0.elapsed().as_secs_f64());
     assert_eq!(failed, 0, "{failed} of 3,000 uploads failed, e.g. {examples:#?}\n{}", stack.logs());

@@ -195,6 +195,28 @@ fn accelerator_fallback_is_stated_not_measured() {
     assert!(a["warm"].is_null() && a["cold_ms"].is_null() && a["runs"] == 0, "{a:#}");
     assert!(r["ratios"].get("cgi_over_accelerated").is_none());
     assert!(num(&r, "cgi.runs") >= 5.0);
+    // A worker that cannot import the app (its environment is the CGI's minus the request's
+    // variables: no HOME, no GATEWAY_INTERFACE), while in-process CGI and FastCGI can.
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("needs_home.py");
+    std::fs::write(
+        &app,
+        "import os\nassert 'HOME' in os.environ or 'GATEWAY_INTERFACE' in os.environ, 'no HOME here'\n\
+         def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'x']\n",
+    )
+    .unwrap();
+    let out = Command::new(common::binary())
+        .args(["bench", "--no-progress", "--json", "--duration", "1", "--runs", "5", "--workers", "1", "--concurrency", "1"])
+        .arg(&app)
+        .env("HOME", "/root")
+        .current_dir(common::repo())
+        .output()
+        .unwrap();
+    let r = json_of(&out);
+    let why = r["accelerated"]["fallback"].as_str().unwrap_or_else(|| panic!("no fallback: {:#}", r["accelerated"]));
+    assert!(why.contains("the worker did not start") && why.contains("AssertionError: no HOME here"), "{why}");
+    assert!(r["accelerated"]["warm"].is_null());
+    assert_no_worker_left();
     // And skipped on request.
     let out = bench(&["--duration", "1", "--runs", "5", "--workers", "1", "--concurrency", "1", "--json", "--no-accelerated", "examples/hello.py"]);
     assert!(json_of(&out)["accelerated"].is_null());

@@ -24,6 +24,13 @@ fn files_with(dir: &Path, ext: &str) -> Vec<PathBuf> {
     entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == ext)).collect()
 }
 
+/// The last line of each worker log in `dir` (`K.log`), for a fallback's reason: the
+/// directory is removed with the bench, so the reason must carry what it said.
+pub fn log_tail(dir: &Path) -> Option<String> {
+    let tails: Vec<String> = files_with(dir, "log").iter().filter_map(|p| super::last_line(&std::fs::read_to_string(p).ok()?).map(str::to_owned)).collect();
+    (!tails.is_empty()).then(|| tails.join("; "))
+}
+
 /// Alive and not a zombie (an exited worker waits for whoever adopted it to reap it).
 pub fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))

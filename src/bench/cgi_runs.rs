@@ -319,7 +319,12 @@ pub fn measure(target: &Target, variants: &[Variant], dir: &Path, budget: Durati
                 }
             }
             Ok(_) => {}
-            Err(BenchError::Fallback(why)) => r.fallback = Some(why),
+            Err(BenchError::Fallback(why)) => {
+                r.fallback = Some(match super::accelerated::log_tail(&persist) {
+                    Some(tail) => format!("{why} (the worker's log ended: {tail})"),
+                    None => why,
+                })
+            }
             Err(e) => return Err(e),
         }
     }

@@ -1,6 +1,7 @@
 //! `cgi2wsgi bench`: the command runs on the bundled examples (hello, Flask with the test
-//! venv), its JSON holds sane figures, the plot is a well-formed SVG, and a bad app, an import
-//! error or an app answering 500 end in one clear line instead of figures.
+//! venv), its JSON holds sane figures (accelerated CGI included, or its fallback stated), the
+//! plot is a well-formed SVG, no worker outlives the bench, and a bad app, an import error or
+//! an app answering 500 end in one clear line instead of figures.
 
 mod common;
 
@@ -65,7 +66,38 @@ fn check_report(r: &Value, levels: &[u64]) {
     assert!((num(r, "ratios.cgi_over_persistent") - total / persistent).abs() <= 0.02 * total / persistent + 0.01);
     assert!(num(r, "machine.cpus") >= 1.0);
     assert!(r["machine"]["python"].as_str().unwrap().starts_with("3."));
-    assert!(r["accelerated"].is_null());
+}
+
+/// The accelerated runs were measured: a first run that started a worker, warm runs after
+/// it, and (gone by now) the worker and its directory. Returns the warm median.
+fn check_accelerated(r: &Value) -> f64 {
+    let a = &r["accelerated"];
+    assert!(a["fallback"].is_null(), "the accelerator fell back: {a:#}");
+    let runs = num(r, "accelerated.runs");
+    assert!(runs >= 5.0, "at least 5 warm accelerated runs: {a:#}");
+    assert_eq!(a["samples_ms"].as_array().unwrap().len() as f64, runs);
+    let warm = num(r, "accelerated.warm.median_ms");
+    assert!(warm > 0.0 && warm <= num(r, "accelerated.warm.p95_ms"), "{a:#}");
+    assert!(num(r, "accelerated.cold_ms") > 0.0);
+    let persistent = num(r, "persistent.levels.0.p50_ms");
+    assert!(warm > persistent, "an accelerated CGI run ({warm} ms) spawns a process: it should cost more than a persistent request ({persistent} ms)");
+    assert!((num(r, "ratios.accelerated_over_persistent") - warm / persistent).abs() <= 0.02 * warm / persistent + 0.01);
+    let cgi = num(r, "cgi.total.median_ms");
+    assert!((num(r, "ratios.cgi_over_accelerated") - cgi / warm).abs() <= 0.02 * cgi / warm + 0.01);
+    // The worker the first run started is stopped and its directory removed.
+    let pid = a["worker_pid"].as_i64().unwrap_or_else(|| panic!("no worker pid: {a:#}"));
+    assert_gone(pid as i32);
+    let dir = Path::new(a["persist_dir"].as_str().unwrap());
+    assert!(dir.ends_with("persist") && dir.to_str().unwrap().contains("cgi2wsgi-bench-"), "{dir:?}");
+    assert!(!dir.exists(), "the bench left {}", dir.display());
+    warm
+}
+
+/// Gone or a zombie waiting for its adopter to reap it (it is not our child).
+fn assert_gone(pid: i32) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+    assert!(stat.is_empty() || state.starts_with('Z'), "the accelerator worker {pid} is still running: {stat}");
 }
 
 #[test]
@@ -77,10 +109,12 @@ fn hello_json_holds_a_breakdown_that_adds_up() {
     assert_eq!(r["persistent"]["threads"], 1);
     assert!(r["wsgiref"].is_null());
     assert_eq!(r["request"], "GET /");
+    check_accelerated(&r);
     assert_no_worker_left();
 }
 
-/// The bench stops the worker it started: no process of this binary serves a bench socket.
+/// The bench stops the workers it started (the FastCGI one, the accelerator's): no process
+/// of this binary serves a bench socket or a bench persist directory.
 fn assert_no_worker_left() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
@@ -131,7 +165,62 @@ fn flask_cgi_costs_more_than_persistent_and_the_plot_is_svg() {
     assert!(num(&r, "wsgiref.runs") >= 5.0);
     assert!(num(&r, "wsgiref.total.median_ms") > num(&r, "persistent.levels.0.p50_ms"));
     assert!(num(&r, "ratios.wsgiref_over_cgi") > 0.0);
-    assert_svg(&plot, 3 + 2);
+    // Accelerated: no interpreter start, no Flask import per request; the first run pays them.
+    let warm = check_accelerated(&r);
+    let cgi = num(&r, "cgi.total.median_ms");
+    assert!(warm < cgi, "a warm accelerated run ({warm} ms) should cost less than an in-process CGI run ({cgi} ms)");
+    assert!(num(&r, "accelerated.cold_ms") > warm, "{:#}", r["accelerated"]);
+    assert_no_worker_left();
+    // Rows: 3 FastCGI levels, cold CGI, wsgiref, accelerated.
+    assert_svg(&plot, 3 + 3);
+}
+
+#[test]
+fn accelerator_fallback_is_stated_not_measured() {
+    // A temp dir this long makes the accelerator's socket path too long for a unix socket
+    // (the FastCGI worker's, shorter, still fits): the accelerator serves in-process.
+    let base = tempfile::tempdir().unwrap();
+    // TMPDIR of 71 bytes: + /cgi2wsgi-bench-XXXXXX/persist/KEY.sock is 123 > 107.
+    let long = base.path().join("d".repeat(70usize.saturating_sub(base.path().as_os_str().len()).max(1)));
+    std::fs::create_dir(&long).unwrap();
+    let out = Command::new(common::binary())
+        .args(["bench", "--no-progress", "--json", "--duration", "1", "--runs", "5", "--workers", "1", "--concurrency", "1", "examples/hello.py"])
+        .env("TMPDIR", &long)
+        .current_dir(common::repo())
+        .output()
+        .unwrap();
+    let r = json_of(&out);
+    let a = &r["accelerated"];
+    assert!(a["fallback"].as_str().is_some_and(|f| f.contains("too long")), "{a:#}");
+    assert!(a["warm"].is_null() && a["cold_ms"].is_null() && a["runs"] == 0, "{a:#}");
+    assert!(r["ratios"].get("cgi_over_accelerated").is_none());
+    assert!(num(&r, "cgi.runs") >= 5.0);
+    // A worker that cannot import the app (its environment is the CGI's minus the request's
+    // variables: no HOME, no GATEWAY_INTERFACE), while in-process CGI and FastCGI can.
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("needs_home.py");
+    std::fs::write(
+        &app,
+        "import os\nassert 'HOME' in os.environ or 'GATEWAY_INTERFACE' in os.environ, 'no HOME here'\n\
+         def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'x']\n",
+    )
+    .unwrap();
+    let out = Command::new(common::binary())
+        .args(["bench", "--no-progress", "--json", "--duration", "1", "--runs", "5", "--workers", "1", "--concurrency", "1"])
+        .arg(&app)
+        .env("HOME", "/root")
+        .current_dir(common::repo())
+        .output()
+        .unwrap();
+    let r = json_of(&out);
+    let why = r["accelerated"]["fallback"].as_str().unwrap_or_else(|| panic!("no fallback: {:#}", r["accelerated"]));
+    assert!(why.contains("the worker did not start") && why.contains("AssertionError: no HOME here"), "{why}");
+    assert!(r["accelerated"]["warm"].is_null());
+    assert_no_worker_left();
+    // And skipped on request.
+    let out = bench(&["--duration", "1", "--runs", "5", "--workers", "1", "--concurrency", "1", "--json", "--no-accelerated", "examples/hello.py"]);
+    assert!(json_of(&out)["accelerated"].is_null());
+    assert_no_worker_left();
 }
 
 /// Parse the plot with Python's XML parser: well-formed, an <svg> root, and one box per row.
@@ -154,7 +243,19 @@ fn the_table_states_the_ratio() {
     let out = bench(&["--duration", "2", "--runs", "10", "--workers", "1", "--concurrency", "2", "examples/hello.py"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let table = String::from_utf8_lossy(&out.stdout);
-    for needle in ["process start", "interpreter init", "app import", "Persistent FastCGI (1 worker × 1 thread", "CGI costs ", "× a persistent request for this app"] {
+    for needle in [
+        "process start",
+        "interpreter init",
+        "app import",
+        "Persistent FastCGI (1 worker × 1 thread",
+        "CGI costs ",
+        "× a persistent request for this app",
+        "first run (starts the worker)",
+        "warm runs (",
+        "Accelerated CGI costs ",
+        "In-process CGI costs ",
+        "× accelerated CGI",
+    ] {
         assert!(table.contains(needle), "{needle:?} missing from:\n{table}");
     }
 }
@@ -195,6 +296,9 @@ fn import_error_and_500_are_one_line() {
         "def application(environ, start_response):\n    status = '200 OK' if environ['wsgi.run_once'] else '503 Service Unavailable'\n    start_response(status, [('Content-Type', 'text/plain')])\n    return [b'x']\n",
     )
     .unwrap();
-    assert_one_line_error(&bench(&["--quick", "--runs", "5", persistent_fails.to_str().unwrap()]), "FastCGI: the app answered 503 Service Unavailable");
+    let app = persistent_fails.to_str().unwrap();
+    assert_one_line_error(&bench(&["--quick", "--runs", "5", "--no-accelerated", app]), "FastCGI: the app answered 503 Service Unavailable");
+    // The accelerator's worker is persistent too: it fails there first, and is stopped.
+    assert_one_line_error(&bench(&["--quick", "--runs", "5", app]), "accelerated CGI: the app answered 503 Service Unavailable");
     assert_no_worker_left();
 }

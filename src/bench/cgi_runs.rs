@@ -1,6 +1,7 @@
 //! Cold CGI runs: spawn the program the way a web server does (an environment holding only
 //! the CGI variables, stdin at EOF), time spawn → exit from the parent and, for cgi2wsgi,
-//! the phases in between from the child's own stamps (`timings`).
+//! the phases in between from the child's own stamps (`timings`). The accelerated variant
+//! (`--persist`) is timed the same way, whole runs only: its first run starts the worker.
 
 use super::progress::Progress;
 use super::timings::{self, Stamp};
@@ -11,14 +12,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// What runs once per request. An accelerated front (a CGI process handing the request to
-/// a persistent worker) would be one more variant: its command line here, its row in the report.
+/// What runs once per request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Variant {
     /// `cgi2wsgi --mode cgi APP`, with the timing hook on.
     Cgi,
     /// `python3 driver.py`: `wsgiref.handlers.CGIHandler().run(app)`.
     Wsgiref,
+    /// `cgi2wsgi --mode cgi --persist --persist-dir TMP/persist APP`: the CGI accelerator,
+    /// relaying to a worker it starts on the first run (no Python in the CGI process).
+    Accelerated,
 }
 
 impl Variant {
@@ -26,6 +29,7 @@ impl Variant {
         match self {
             Variant::Cgi => "cgi2wsgi CGI",
             Variant::Wsgiref => "wsgiref CGIHandler",
+            Variant::Accelerated => "accelerated CGI",
         }
     }
 
@@ -33,6 +37,7 @@ impl Variant {
         match self {
             Variant::Cgi => "cgi",
             Variant::Wsgiref => "wsgiref",
+            Variant::Accelerated => "accelerated",
         }
     }
 }
@@ -57,7 +62,14 @@ pub struct Run {
 #[derive(Debug, Clone)]
 pub struct CgiResult {
     pub variant: Variant,
+    /// The counted runs (for the accelerated variant: the warm ones).
     pub runs: Vec<Run>,
+    /// The accelerated variant's first run, which started the worker (not in `runs`).
+    pub first: Option<Run>,
+    /// Why the accelerated variant has no figures: the accelerator served in-process.
+    pub fallback: Option<String>,
+    /// The accelerated variant's worker (stopped by the bench once the runs are over).
+    pub worker_pid: Option<i32>,
 }
 
 impl CgiResult {
@@ -124,7 +136,7 @@ from wsgiref.handlers import CGIHandler
 CGIHandler().run(app)
 "#;
 
-fn cgi_env(target: &Target) -> Vec<(String, String)> {
+pub(crate) fn cgi_env(target: &Target) -> Vec<(String, String)> {
     let uri = if target.query.is_empty() { target.path_info.clone() } else { format!("{}?{}", target.path_info, target.query) };
     [
         ("GATEWAY_INTERFACE", "CGI/1.1"),
@@ -185,6 +197,13 @@ fn command(target: &Target, variant: Variant, dir: &Path) -> Result<(Command, Op
             env.extend(config.env.iter().cloned());
             (cmd, None)
         }
+        Variant::Accelerated => {
+            let mut cmd = Command::new(&target.exe);
+            cmd.args(["--mode", "cgi", "--persist", "--persist-dir"]).arg(super::accelerated::persist_dir(dir));
+            cmd.args(["--persist-idle-timeout", &super::accelerated::IDLE_TIMEOUT_S.to_string()]);
+            cmd.args(target.args.python_flags()).arg(&target.args.app);
+            (cmd, None)
+        }
     };
     cmd.env_clear().envs(env).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     Ok((cmd, stamps))
@@ -226,7 +245,7 @@ fn diagnose(variant: Variant, target: &Target, code: Option<i32>, stdout: &[u8],
     }
     // cgi2wsgi's own start-up errors (a venv, --chdir, the interpreter) are not the app's 500.
     let first_error = log.lines().find_map(|l| l.split_once("]: ERROR: ").map(|(_, m)| m.trim_end_matches(':')));
-    if let Some(message) = first_error.filter(|m| variant == Variant::Cgi && !m.starts_with("the app")) {
+    if let Some(message) = first_error.filter(|m| variant != Variant::Wsgiref && !m.starts_with("the app")) {
         return Some(BenchError::BadApp(format!("{who}: cannot start the app: {message}")));
     }
     Some(BenchError::AppFailed(match status {
@@ -247,6 +266,14 @@ fn run_once(target: &Target, variant: Variant, dir: &Path) -> Result<Run, BenchE
     let reaped = timings::now_ns();
     if let Some(e) = diagnose(variant, target, out.status.code(), &out.stdout, &out.stderr) {
         return Err(e);
+    }
+    if variant == Variant::Accelerated {
+        // The accelerator could not be used and this run was served in-process: its time
+        // would be a plain CGI run's, not the accelerator's. The client logs why.
+        let log = String::from_utf8_lossy(&out.stderr);
+        if let Some(why) = log.lines().find_map(|l| l.split_once("--persist: ").map(|(_, why)| why.trim())) {
+            return Err(BenchError::Fallback(why.to_owned()));
+        }
     }
     let phases = match &stamps {
         Some(path) => {
@@ -271,24 +298,61 @@ fn run_once(target: &Target, variant: Variant, dir: &Path) -> Result<Run, BenchE
 /// answers 2xx), then cold runs in turn, one of each variant after the other so a change in
 /// the machine's load hits them alike, until `budget` is spent or each has `max_runs`
 /// (at least min(5, max_runs) each).
+///
+/// The accelerated variant's warm-up is its first run, the one that starts the worker: it
+/// is kept as `first`. If the accelerator serves in-process instead (it logs why), or its
+/// worker changes during the runs (so a warm figure would include a start), the variant
+/// stops there with `fallback` set and no figures.
 pub fn measure(target: &Target, variants: &[Variant], dir: &Path, budget: Duration, max_runs: usize, bar: &mut Progress) -> Result<Vec<CgiResult>, BenchError> {
-    for &v in variants {
-        bar.update(&format!("{}: warm-up", v.label()), 0.0);
-        run_once(target, v, dir)?;
+    let mut results: Vec<CgiResult> = variants.iter().map(|&variant| CgiResult { variant, runs: Vec::new(), first: None, fallback: None, worker_pid: None }).collect();
+    let persist = super::accelerated::persist_dir(dir);
+    let mut accel_pid = None;
+    for r in &mut results {
+        bar.update(&format!("{}: warm-up", r.variant.label()), 0.0);
+        match run_once(target, r.variant, dir) {
+            Ok(run) if r.variant == Variant::Accelerated => {
+                r.first = Some(run);
+                accel_pid = super::accelerated::the_worker(&persist);
+                r.worker_pid = accel_pid;
+                if accel_pid.is_none() {
+                    r.fallback = Some(format!("no accelerator worker was running after the first run (its log: {})", persist.display()));
+                }
+            }
+            Ok(_) => {}
+            Err(BenchError::Fallback(why)) => {
+                r.fallback = Some(match super::accelerated::log_tail(&persist) {
+                    Some(tail) => format!("{why} (the worker's log ended: {tail})"),
+                    None => why,
+                })
+            }
+            Err(e) => return Err(e),
+        }
     }
-    let names: Vec<&str> = variants.iter().map(|v| v.label()).collect();
+    let names: Vec<&str> = results.iter().filter(|r| r.fallback.is_none()).map(|r| r.variant.label()).collect();
     let label = names.join(" + ");
     let start = Instant::now();
     let min_runs = max_runs.min(5);
-    let mut results: Vec<CgiResult> = variants.iter().map(|&variant| CgiResult { variant, runs: Vec::new() }).collect();
     let mut made = 0;
     while made < max_runs && (made < min_runs || start.elapsed() < budget) {
-        for r in &mut results {
-            r.runs.push(run_once(target, r.variant, dir)?);
+        for r in results.iter_mut().filter(|r| r.fallback.is_none()) {
+            match run_once(target, r.variant, dir) {
+                Ok(run) => r.runs.push(run),
+                Err(BenchError::Fallback(why)) => r.fallback = Some(why),
+                Err(e) => return Err(e),
+            }
         }
         made += 1;
         let fraction = (start.elapsed().as_secs_f64() / budget.as_secs_f64().max(1e-3)).max(made as f64 / max_runs as f64);
         bar.update(&format!("{label}: {made} cold runs"), fraction);
+    }
+    for r in results.iter_mut().filter(|r| r.variant == Variant::Accelerated && r.fallback.is_none()) {
+        let now = super::accelerated::the_worker(&persist);
+        if now != accel_pid {
+            r.fallback = Some(format!("the accelerator's worker changed during the runs (pid {accel_pid:?}, now {now:?}), so some runs included a start"));
+        }
+    }
+    for r in results.iter_mut().filter(|r| r.fallback.is_some()) {
+        r.runs.clear();
     }
     Ok(results)
 }
@@ -302,12 +366,12 @@ mod tests {
         let run = |total: u64, p: [u64; 5]| Run { total_ns: total, phases: Some(p) };
         let mut runs: Vec<Run> = (1..=10).map(|k| run(k * 5_000_000, [k * 1_000_000; 5])).collect();
         runs.push(Run { total_ns: 1, phases: None });
-        let r = CgiResult { variant: Variant::Cgi, runs };
+        let r = CgiResult { variant: Variant::Cgi, runs, first: None, fallback: None, worker_pid: None };
         let (b, n) = r.median_run_breakdown().unwrap();
         // Runs 5 and 6 of 10 (totals 25 and 30 ms): phases of 5.5 ms each.
         assert_eq!(n, 2);
         assert!(b.iter().all(|&x| (x - 5.5).abs() < 1e-9), "{b:?}");
-        assert!(CgiResult { variant: Variant::Wsgiref, runs: vec![Run { total_ns: 1, phases: None }] }.median_run_breakdown().is_none());
+        assert!(CgiResult { variant: Variant::Wsgiref, runs: vec![Run { total_ns: 1, phases: None }], first: None, fallback: None, worker_pid: None }.median_run_breakdown().is_none());
     }
 
     #[test]

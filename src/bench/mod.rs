@@ -1,9 +1,12 @@
 //! `cgi2wsgi bench APP`: what one CGI request of this app costs on this machine, phase by
-//! phase, against the same app in a persistent FastCGI worker (and `wsgiref`'s CGIHandler
-//! with `--compare-wsgiref`). Every figure comes from a real run of this binary: the parent
-//! never starts Python itself, it spawns `cgi2wsgi --mode cgi` cold runs (timed through the
-//! `timings` hook) and a `cgi2wsgi --bind unix:…` worker it drives with its own FastCGI client.
+//! phase, against the same app in a persistent FastCGI worker, through the CGI accelerator
+//! (`--persist`, unless `--no-accelerated`), and under `wsgiref`'s CGIHandler with
+//! `--compare-wsgiref`. Every figure comes from a real run of this binary: the parent never
+//! starts Python itself, it spawns `cgi2wsgi --mode cgi` cold runs (timed through the
+//! `timings` hook), `--mode cgi --persist` runs, and a `cgi2wsgi --bind unix:…` worker it
+//! drives with its own FastCGI client.
 
+pub mod accelerated;
 pub mod cgi_runs;
 pub mod persistent;
 pub mod progress;
@@ -29,6 +32,9 @@ pub enum BenchError {
     Worker(String),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
+    /// The accelerator served in-process (reported in the results, never a failure).
+    #[error("the accelerator served in-process: {0}")]
+    Fallback(String),
 }
 
 impl BenchError {
@@ -44,6 +50,8 @@ impl BenchError {
     about = "Measure what per-request CGI costs for APP on this machine, against a persistent FastCGI worker",
     after_help = "APP and the Python options are the same as when serving. Cold CGI runs are split into\n\
                   process start, interpreter init, app import, request and exit from real timestamps.\n\
+                  Accelerated CGI (--persist) runs are timed whole: the first (it starts the worker) apart\n\
+                  from the warm ones; the worker is stopped at the end.\n\
                   Default run ≈ 30 s (--quick ≈ 5 s); the persistent worker's start-up is not counted."
 )]
 pub struct BenchArgs {
@@ -98,6 +106,10 @@ pub struct BenchArgs {
     /// Also time wsgiref.handlers.CGIHandler running the same app
     #[arg(long)]
     pub compare_wsgiref: bool,
+
+    /// Skip the accelerated CGI runs (`--mode cgi --persist`, a worker started by the first)
+    #[arg(long)]
+    pub no_accelerated: bool,
 
     /// Print the results as JSON on stdout instead of the table
     #[arg(long)]
@@ -232,6 +244,9 @@ pub fn measure(args: &BenchArgs) -> Result<report::Report, BenchError> {
     };
     let budget = Budget::plan(args);
     let tmp = tempfile::Builder::new().prefix("cgi2wsgi-bench-").tempdir().map_err(BenchError::io("cannot make a temp dir"))?;
+    // Dropped before `tmp` (declared after it): the accelerator's workers are stopped by
+    // PID before their directory goes, on success, error and panic alike.
+    let accel_workers = accelerated::WorkerGuard::new(accelerated::persist_dir(tmp.path()));
     let mut bar = progress::Progress::new(!args.no_progress);
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map(usize::from).unwrap_or(1)).max(1);
     let threads = args.threads.max(1);
@@ -240,12 +255,19 @@ pub fn measure(args: &BenchArgs) -> Result<report::Report, BenchError> {
     if args.compare_wsgiref {
         variants.push(cgi_runs::Variant::Wsgiref);
     }
-    let mut cold = cgi_runs::measure(&target, &variants, tmp.path(), budget.cgi, budget.max_runs, &mut bar)?.into_iter();
-    let cgi = cold.next().expect("one result per variant");
-    let wsgiref = cold.next();
+    if !args.no_accelerated {
+        variants.push(cgi_runs::Variant::Accelerated);
+    }
+    let cold = cgi_runs::measure(&target, &variants, tmp.path(), budget.cgi, budget.max_runs, &mut bar)?;
+    let take = |v: cgi_runs::Variant| cold.iter().find(|r| r.variant == v).cloned();
+    let cgi = take(cgi_runs::Variant::Cgi).expect("one result per variant");
+    let wsgiref = take(cgi_runs::Variant::Wsgiref);
+    let accel = take(cgi_runs::Variant::Accelerated);
+    // Its runs are over: stopped now, so it does not share the machine with the persistent part.
+    drop(accel_workers);
     let persistent = persistent::measure(&target, tmp.path(), workers, threads, &args.concurrency, budget.per_level, &mut bar)?;
     bar.finish();
-    Ok(report::Report::new(&target, args, cgi, persistent, wsgiref))
+    Ok(report::Report::new(&target, args, cgi, persistent, wsgiref, accel, accelerated::persist_dir(tmp.path())))
 }
 
 fn bench(args: &BenchArgs) -> Result<(), BenchError> {

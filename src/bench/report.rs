@@ -51,6 +51,18 @@ pub struct Report {
     pub cgi: CgiResult,
     pub persistent: PersistentResult,
     pub wsgiref: Option<CgiResult>,
+    /// `None` with `--no-accelerated`; `fallback` set when the accelerator served in-process.
+    pub accelerated: Option<CgiResult>,
+    /// Where the accelerator kept its socket, stamp and log (inside the bench's temp dir).
+    pub persist_dir: std::path::PathBuf,
+}
+
+fn ratio_text(r: f64) -> String {
+    if r >= 10.0 {
+        format!("{r:.0}")
+    } else {
+        format!("{r:.1}")
+    }
 }
 
 pub(crate) fn ms(x: f64) -> String {
@@ -73,7 +85,7 @@ fn round(x: f64, digits: i32) -> f64 {
 }
 
 impl Report {
-    pub fn new(target: &Target, args: &BenchArgs, cgi: CgiResult, persistent: PersistentResult, wsgiref: Option<CgiResult>) -> Report {
+    pub fn new(target: &Target, args: &BenchArgs, cgi: CgiResult, persistent: PersistentResult, wsgiref: Option<CgiResult>, accelerated: Option<CgiResult>, persist_dir: std::path::PathBuf) -> Report {
         let query = if target.query.is_empty() { String::new() } else { format!("?{}", target.query) };
         Report {
             app: target.args.app.clone(),
@@ -83,7 +95,14 @@ impl Report {
             cgi,
             persistent,
             wsgiref,
+            accelerated,
+            persist_dir,
         }
+    }
+
+    /// The accelerated runs, when they were measured (not skipped, no fallback).
+    pub fn accelerated_measured(&self) -> Option<&CgiResult> {
+        self.accelerated.as_ref().filter(|a| a.fallback.is_none() && !a.runs.is_empty())
     }
 
     /// The persistent level the CGI figure is set against: the lowest concurrency
@@ -128,6 +147,25 @@ impl Report {
         if let Some(w) = &self.wsgiref {
             ratios["wsgiref_over_cgi"] = json!(round(Summary::of(&w.totals()).p50 / total.p50, 3));
         }
+        if let Some(a) = self.accelerated_measured() {
+            let warm = Summary::of(&a.totals()).p50;
+            ratios["accelerated_over_persistent"] = json!(round(warm / Summary::of(&self.baseline().latencies).p50, 2));
+            ratios["cgi_over_accelerated"] = json!(round(total.p50 / warm, 2));
+        }
+        let accelerated = self.accelerated.as_ref().map(|a| {
+            let measured = a.fallback.is_none() && !a.runs.is_empty();
+            json!({
+                "command": "cgi2wsgi --mode cgi --persist --persist-dir DIR APP",
+                // Both gone once the bench ends: the worker stopped by PID, DIR removed.
+                "persist_dir": self.persist_dir.display().to_string(),
+                "worker_pid": a.worker_pid,
+                "fallback": a.fallback,
+                "cold_ms": a.first.as_ref().filter(|_| measured).map(|r| round(r.total_ns as f64 / 1e6, 3)),
+                "runs": a.runs.len(),
+                "warm": if measured { Summary::of(&a.totals()).to_json() } else { Value::Null },
+                "samples_ms": samples(a),
+            })
+        });
         json!({
             "app": self.app,
             "request": self.request,
@@ -150,8 +188,7 @@ impl Report {
                 "threads": self.persistent.threads,
                 "levels": levels,
             },
-            // Filled once the CGI front that hands requests to a persistent worker exists.
-            "accelerated": Value::Null,
+            "accelerated": accelerated.unwrap_or(Value::Null),
             "wsgiref": wsgiref.unwrap_or(Value::Null),
             "ratios": ratios,
         })
@@ -188,6 +225,21 @@ impl Report {
             let s = Summary::of(&l.latencies);
             let _ = writeln!(t, "  {:>11} {:>10} {:>10.0} {:>11} {:>11}", l.concurrency, l.latencies.len(), l.req_per_s(), ms(s.p50), ms(s.p99));
         }
+        if let Some(a) = &self.accelerated {
+            let _ = writeln!(t);
+            match (&a.fallback, a.first.as_ref()) {
+                (None, Some(first)) if !a.runs.is_empty() => {
+                    let s = Summary::of(&a.totals());
+                    let _ = writeln!(t, "Accelerated CGI (--mode cgi --persist: the CGI process relays to a worker; whole runs)");
+                    let _ = writeln!(t, "  {:<40} {:>12}", "first run (starts the worker)", ms(first.total_ns as f64 / 1e6));
+                    let _ = writeln!(t, "  {:<40} {:>12} {:>10}", format!("warm runs ({}): median, p95", a.runs.len()), ms(s.p50), ms(s.p95));
+                }
+                (why, _) => {
+                    let why = why.as_deref().unwrap_or("no run was made");
+                    let _ = writeln!(t, "Accelerated CGI: not measured, the accelerator served in-process: {why}");
+                }
+            }
+        }
         if let Some(w) = &self.wsgiref {
             let s = Summary::of(&w.totals());
             let _ = writeln!(t);
@@ -199,11 +251,16 @@ impl Report {
         let _ = writeln!(
             t,
             "CGI costs {}× a persistent request for this app ({} against {}, medians, concurrency {}).",
-            if ratio >= 10.0 { format!("{ratio:.0}") } else { format!("{ratio:.1}") },
+            ratio_text(ratio),
             ms(total.p50),
             ms(base.p50),
             self.baseline().concurrency
         );
+        if let Some(a) = self.accelerated_measured() {
+            let warm = Summary::of(&a.totals()).p50;
+            let _ = writeln!(t, "Accelerated CGI costs {}× a persistent request ({} against {}, medians).", ratio_text(warm / base.p50), ms(warm), ms(base.p50));
+            let _ = writeln!(t, "In-process CGI costs {}× accelerated CGI ({} against {}, medians).", ratio_text(total.p50 / warm), ms(total.p50), ms(warm));
+        }
         let startup = typical[0] + typical[1] + typical[2];
         let _ = writeln!(t, "Process start, interpreter init and app import are {:.0}% of a CGI request: the part a persistent worker pays once.", 100.0 * startup / typical_sum);
         if let Some(w) = &self.wsgiref {

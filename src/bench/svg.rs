@@ -1,5 +1,6 @@
 //! `--plot FILE.svg`: the latency distributions side by side on one log-scale axis (a strip
-//! of points per mode with its box: quartiles, p5–p95 whiskers, median), and a median CGI
+//! of points per mode with its box: quartiles, p5–p95 whiskers, median; cold CGI, warm
+//! accelerated CGI, wsgiref, each FastCGI concurrency level), and a median CGI
 //! run's phases as one stacked bar. Hand-written SVG: no plotting dependency (PNG via rsvg-convert).
 
 use super::cgi_runs::PHASES;
@@ -14,6 +15,7 @@ const RIGHT: f64 = 40.0;
 const ROW: f64 = 56.0;
 const TOP: f64 = 64.0;
 const COLORS: [&str; 5] = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1"];
+const ACCEL_COLOR: &str = "#76b7b2";
 
 /// Escape text for an SVG text node or attribute.
 fn esc(s: &str) -> String {
@@ -58,6 +60,10 @@ pub fn render(report: &Report) -> String {
     let mut rows = vec![Row { label: format!("CGI, cold (cgi2wsgi, {} runs)", report.cgi.runs.len()), sorted: report.cgi.totals(), color: COLORS[0] }];
     if let Some(w) = &report.wsgiref {
         rows.push(Row { label: format!("CGI, cold (wsgiref, {} runs)", w.runs.len()), sorted: w.totals(), color: COLORS[1] });
+    }
+    // The warm accelerated runs (the first, which started the worker, is in the table).
+    if let Some(a) = report.accelerated_measured() {
+        rows.push(Row { label: format!("CGI, accelerated ({} warm runs)", a.runs.len()), sorted: a.totals(), color: ACCEL_COLOR });
     }
     for (i, l) in report.persistent.levels.iter().enumerate() {
         rows.push(Row {

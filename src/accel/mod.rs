@@ -20,7 +20,7 @@ use crate::error::ConfigError;
 use std::io::{self, Write};
 use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use thiserror::Error;
@@ -132,22 +132,16 @@ impl Paths {
             },
             None => String::new(),
         };
-        let identity = format!(
-            "{}\0{}\0{app}\0{:?}\0{:?}\0{:?}\0{:?}\0{:?}\0{}\0{}\0{}\0{:?}",
-            euid(),
-            exe.display(),
-            config.venv,
-            config.pythonpath,
-            config.chdir,
-            config.env,
-            config.max_body,
-            config.debug,
-            config.log_level,
-            config.threads,
-            config.timeout,
-        );
+        // Every setting (script name, limits, timeouts, ...: the whole resolved config) and
+        // the environment the worker is given: two mounts that differ in any of them must
+        // not share a worker.
+        let passed: Vec<(String, String)> = crate::accel::spawn::worker_environment().map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned())).collect();
+        let identity = format!("{}\0{}\0{app}\0{config:?}\0{passed:?}", euid(), exe.display());
         let key = format!("{:016x}", fnv64(identity.as_bytes()));
-        Paths::in_dir(config.persist.dir.clone().unwrap_or_else(default_dir), &key)
+        let dir = config.persist.dir.clone().unwrap_or_else(default_dir);
+        // Relative to where the CGI runs, not to where the worker chdirs.
+        let dir = if dir.is_relative() { std::env::current_dir().map(|d| d.join(&dir)).unwrap_or(dir) } else { dir };
+        Paths::in_dir(dir, &key)
     }
 
     /// A worker finds its files from its socket's name.
@@ -159,7 +153,7 @@ impl Paths {
 }
 
 /// The private directory must be a real directory (not a symlink), owned by us, closed to
-/// everyone else. `create`: make it (0700) when missing and tighten our own loose one.
+/// everyone else. `create`: make it (0700) when missing.
 pub fn check_dir(dir: &Path, create: bool) -> Result<(), AccelError> {
     let bad = |why: String| AccelError::Dir { path: dir.to_owned(), why };
     let meta = match std::fs::symlink_metadata(dir) {
@@ -179,11 +173,9 @@ pub fn check_dir(dir: &Path, create: bool) -> Result<(), AccelError> {
     if meta.uid() != euid() {
         return Err(bad(format!("is owned by uid {}, not by us (uid {}); refusing it", meta.uid(), euid())));
     }
+    // Refused, not tightened: whatever others planted while it was open would survive a chmod.
     if meta.mode() & 0o077 != 0 {
-        if !create {
-            return Err(bad(format!("mode {:o} is open to others", meta.mode() & 0o777)));
-        }
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| bad(format!("chmod 0700: {e}")))?;
+        return Err(bad(format!("mode {:o} is open to others; refusing it (remove it, or chmod 0700 it after checking its contents)", meta.mode() & 0o777)));
     }
     Ok(())
 }
@@ -311,6 +303,7 @@ impl Stamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn stamp_round_trip_and_change() {
@@ -345,8 +338,8 @@ mod tests {
         assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         assert!(check_dir(&dir, false).is_err(), "open to others");
-        check_dir(&dir, true).unwrap();
-        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        assert!(check_dir(&dir, true).unwrap_err().to_string().contains("open to others"), "a loose directory is refused, not tightened");
+        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o755);
         let link = base.path().join("l");
         std::os::unix::fs::symlink(&dir, &link).unwrap();
         assert!(check_dir(&link, true).unwrap_err().to_string().contains("symlink"));

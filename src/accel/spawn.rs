@@ -89,12 +89,23 @@ fn clear_old(paths: &Paths) {
     let _ = std::fs::remove_file(&paths.stamp);
 }
 
-/// The CGI request's meta-variables describe this request only: the worker (which lives on)
-/// keeps the rest of the environment (PATH, LANG, SetEnv values, CGI2WSGI_*).
-fn is_request_variable(name: &str) -> bool {
-    const EXACT: [&str; 9] = ["GATEWAY_INTERFACE", "QUERY_STRING", "PATH_INFO", "PATH_TRANSLATED", "AUTH_TYPE", "CONTENT_TYPE", "CONTENT_LENGTH", "UNIQUE_ID", "HTTPS"];
-    const PREFIXES: [&str; 9] = ["HTTP_", "SSL_", "REDIRECT_", "CONTEXT_", "REQUEST_", "SERVER_", "REMOTE_", "SCRIPT_", "DOCUMENT_"];
-    EXACT.contains(&name) || PREFIXES.iter().any(|p| name.starts_with(p)) || name == READY_FD_VAR
+/// The environment a worker is started with: an allowlist of system and Python settings.
+/// The worker lives on across requests and users, so nothing from the invoking request may
+/// stay in its `os.environ`: not the CGI meta-variables, and not what authentication
+/// modules add per user (mod_auth_openidc's OIDC_CLAIM_*, mod_authnz_ldap's
+/// AUTHENTICATE_*, Shibboleth attributes, SetEnvIf values). Those still reach the app with
+/// every request, in the WSGI environ; settings the app needs in `os.environ` go in the
+/// drop-in's `env = KEY=VALUE` lines (or --env), which the worker applies itself.
+pub fn worker_environment() -> impl Iterator<Item = (OsString, OsString)> {
+    std::env::vars_os().filter(|(k, _)| passes_to_worker(&k.to_string_lossy()))
+}
+
+fn passes_to_worker(name: &str) -> bool {
+    const EXACT: [&str; 15] = [
+        "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP", "LD_LIBRARY_PATH", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "DJANGO_SETTINGS_MODULE",
+    ];
+    const PREFIXES: [&str; 3] = ["LC_", "PYTHON", "CGI2WSGI_"];
+    name != READY_FD_VAR && (EXACT.contains(&name) || PREFIXES.iter().any(|p| name.starts_with(p)))
 }
 
 fn pipe() -> std::io::Result<(RawFd, RawFd)> {
@@ -125,7 +136,7 @@ fn spawn(args: &[OsString], paths: &Paths) -> Result<File, AccelError> {
         .arg("--persist-worker")
         .arg(&paths.sock)
         .env_clear()
-        .envs(std::env::vars_os().filter(|(k, _)| !is_request_variable(&k.to_string_lossy())))
+        .envs(worker_environment())
         .env(READY_FD_VAR, write_end.to_string())
         .stdin(Stdio::null())
         .stdout(log)
@@ -140,11 +151,18 @@ fn spawn(args: &[OsString], paths: &Paths) -> Result<File, AccelError> {
             }
             // Nothing else the web server left open (its pipes, its listeners) goes with it:
             // a worker holding the CGI's stdout would keep the response from ending.
-            let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-            let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 { lim.rlim_cur.min(65536) as RawFd } else { 1024 };
-            for fd in 3..max {
-                if fd != write_end {
-                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            // close_range (Linux 5.11) marks every fd at once, however high the limit.
+            let ranges = [(3, write_end.saturating_sub(1) as libc::c_uint), (write_end as libc::c_uint + 1, libc::c_uint::MAX)];
+            for (first, last) in ranges {
+                if first > last {
+                    continue;
+                }
+                if libc::syscall(libc::SYS_close_range, first, last, libc::CLOSE_RANGE_CLOEXEC) != 0 {
+                    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+                    let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 { lim.rlim_cur.min(1 << 20) as libc::c_uint } else { 1024 };
+                    for fd in first..last.min(max) {
+                        libc::fcntl(fd as RawFd, libc::F_SETFD, libc::FD_CLOEXEC);
+                    }
                 }
             }
             Ok(())
@@ -184,12 +202,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn request_variables_stay_out_of_the_worker() {
-        for v in ["HTTP_HOST", "QUERY_STRING", "REQUEST_METHOD", "SCRIPT_FILENAME", "REMOTE_ADDR", "GATEWAY_INTERFACE", "SSL_CIPHER", READY_FD_VAR] {
-            assert!(is_request_variable(v), "{v}");
+    fn only_allowlisted_variables_reach_the_worker() {
+        for v in ["HTTP_HOST", "QUERY_STRING", "REQUEST_METHOD", "SCRIPT_FILENAME", "REMOTE_ADDR", "GATEWAY_INTERFACE", "SSL_CIPHER", "OIDC_CLAIM_email", "AUTHENTICATE_UID", "REMOTE_USER", "UNIQUE_ID", READY_FD_VAR] {
+            assert!(!passes_to_worker(v), "{v}");
         }
-        for v in ["PATH", "LANG", "CGI2WSGI_PERSIST", "DATABASE_URL", "PYTHONIOENCODING"] {
-            assert!(!is_request_variable(v), "{v}");
+        for v in ["PATH", "LANG", "LC_ALL", "CGI2WSGI_PERSIST", "PYTHONIOENCODING", "TZ", "SSL_CERT_FILE"] {
+            assert!(passes_to_worker(v), "{v}");
         }
     }
 }

@@ -148,6 +148,9 @@ impl Worker<'_> {
                 // Stop: no new connections; idle ones close now, busy ones when done.
                 stop_deadline = Some(Instant::now() + self.graceful_timeout);
                 if listening {
+                    // Connections already in the backlog were accepted by the kernel on our
+                    // behalf and their web server is waiting: serve them, do not reset them.
+                    self.take_new(py, &epoll, &mut conns, &mut last_used, &mut buf, true);
                     let _ = epoll.ctl(libc::EPOLL_CTL_DEL, self.listener.raw_fd(), 0, 0);
                     listening = false;
                 }
@@ -156,23 +159,7 @@ impl Worker<'_> {
                 let token = ev.u64;
                 if token == LISTENER {
                     if stop_deadline.is_none() {
-                        // A web server that connects per request (mod_fcgid, lighttpd) has
-                        // usually sent the request already: read it now, not one epoll round
-                        // trip later.
-                        // A connection answered and closed on that first read (one request
-                        // per connection: nginx's default) never enters the epoll set.
-                        for fd in self.accept_all(&mut conns, &mut last_used) {
-                            self.serve_readable(py, fd, &mut conns, &mut last_used, &mut buf);
-                            if conns.contains_key(&fd) {
-                                if let Err(e) = epoll.ctl(libc::EPOLL_CTL_ADD, fd, libc::EPOLLIN as u32 | libc::EPOLLRDHUP as u32, fd as u64) {
-                                    log::warn!("cannot watch a new connection: {e}");
-                                    last_used.remove(&fd);
-                                    if let Some(c) = conns.remove(&fd) {
-                                        c.close();
-                                    }
-                                }
-                            }
-                        }
+                        self.take_new(py, &epoll, &mut conns, &mut last_used, &mut buf, false);
                     }
                     continue;
                 }
@@ -205,6 +192,26 @@ impl Worker<'_> {
                 let op = if blocked { libc::EPOLL_CTL_DEL } else { libc::EPOLL_CTL_ADD };
                 if epoll.ctl(op, self.listener.raw_fd(), listen_events, LISTENER).is_ok() {
                     listening = !blocked;
+                }
+            }
+        }
+    }
+
+    /// Accept waiting connections (all of them when `drain`) and serve what each has sent.
+    /// A web server that connects per request (mod_fcgid, lighttpd) has usually sent the
+    /// request already: it is read now, not one epoll round trip later, and a connection
+    /// answered and closed on that first read (nginx's default: one request per connection)
+    /// never enters the epoll set.
+    fn take_new(&self, py: Python<'_>, epoll: &Epoll, conns: &mut HashMap<RawFd, Conn>, last_used: &mut HashMap<RawFd, Instant>, buf: &mut [u8], drain: bool) {
+        for fd in self.accept_all(conns, last_used, drain) {
+            self.serve_readable(py, fd, conns, last_used, buf);
+            if conns.contains_key(&fd) {
+                if let Err(e) = epoll.ctl(libc::EPOLL_CTL_ADD, fd, libc::EPOLLIN as u32 | libc::EPOLLRDHUP as u32, fd as u64) {
+                    log::warn!("cannot watch a new connection: {e}");
+                    last_used.remove(&fd);
+                    if let Some(c) = conns.remove(&fd) {
+                        c.close();
+                    }
                 }
             }
         }
@@ -261,7 +268,7 @@ impl Worker<'_> {
 
     /// Accept every waiting connection; returns their fds (the caller adds them to the
     /// epoll set once their first read leaves them open).
-    fn accept_all(&self, conns: &mut HashMap<RawFd, Conn>, last_used: &mut HashMap<RawFd, Instant>) -> Vec<RawFd> {
+    fn accept_all(&self, conns: &mut HashMap<RawFd, Conn>, last_used: &mut HashMap<RawFd, Instant>, drain: bool) -> Vec<RawFd> {
         let mut accepted = Vec::new();
         loop {
             // At the limit, the least recently used idle connection (a web server's pooled
@@ -317,7 +324,7 @@ impl Worker<'_> {
             // Sharing the listener with other workers: take one connection per wake-up, so a
             // busy worker does not drain the backlog while an idle one waits (the kernel wakes
             // the idle one for the next connection).
-            if self.exclusive {
+            if self.exclusive && !drain {
                 return accepted;
             }
         }

@@ -13,6 +13,9 @@ use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+/// While stopping, an idle connection is closed once it has been quiet this long.
+const STOP_GRACE: Duration = Duration::from_millis(300);
+
 /// The epoll token of the listener (connections use their fd).
 const LISTENER: u64 = u64::MAX;
 
@@ -173,7 +176,11 @@ impl Worker<'_> {
                 }
             }
             if let Some(deadline) = stop_deadline {
-                let idle: Vec<RawFd> = conns.iter().filter(|(_, c)| c.is_idle()).map(|(fd, _)| *fd).collect();
+                // Idle for a moment: a connection just taken from the backlog may not have
+                // sent its request yet (the web server writes right after connecting).
+                let now = Instant::now();
+                let quiet = |fd: &RawFd| last_used.get(fd).is_none_or(|t| now.duration_since(*t) >= STOP_GRACE);
+                let idle: Vec<RawFd> = conns.iter().filter(|(fd, c)| quiet(fd) && c.is_idle()).map(|(fd, _)| *fd).collect();
                 for fd in idle {
                     last_used.remove(&fd);
                     if let Some(c) = conns.remove(&fd) {

@@ -76,7 +76,10 @@ struct Workers {
 impl Drop for Workers {
     fn drop(&mut self) {
         let me = std::process::id() as i32;
-        let pids: Vec<i32> = stamps(&self.dir).into_iter().map(|(_, pid, _)| pid).filter(|p| *p != me).collect();
+        // Only processes that are still one of our workers: a stamp may outlive its worker
+        // and its pid be reused by an unrelated process.
+        let ours = |pid: &i32| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains("--persist-worker"));
+        let pids: Vec<i32> = stamps(&self.dir).into_iter().map(|(_, pid, _)| pid).filter(|p| *p != me).filter(ours).collect();
         for pid in &pids {
             signal(*pid, libc::SIGTERM);
         }

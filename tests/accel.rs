@@ -371,7 +371,17 @@ fn fake_worker(dir: &Path, reply: &'static [u8]) -> common::CgiResponse {
     let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
     std::fs::write(key.with_extension("stamp"), format!("cgi2wsgi-stamp 1\npid {}\n", std::process::id())).unwrap();
     let server = std::thread::spawn(move || {
-        let (mut conn, _) = listener.accept().unwrap();
+        // Bounded: a client that never connects fails the test instead of hanging it.
+        listener.set_nonblocking(true).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut conn = loop {
+            match listener.accept() {
+                Ok((c, _)) => break c,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => panic!("the CGI client never connected to the fake worker: {e}"),
+            }
+        };
+        conn.set_nonblocking(false).unwrap();
         conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut buf = [0u8; 65536];
         let _ = conn.read(&mut buf);

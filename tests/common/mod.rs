@@ -168,10 +168,35 @@ pub fn cgi_run(args: &[&str], env: &[(String, String)], stdin: &[u8]) -> Output 
         // The app may not read it all; a broken pipe then is fine.
         let _ = input.write_all(&body);
     });
+    // No run may hang the suite: a CGI run still going after the deadline is killed.
+    let pid = child.id() as i32;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watchdog = {
+        let (done, killed) = (done.clone(), killed.clone());
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + CGI_RUN_DEADLINE;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                if std::time::Instant::now() > deadline {
+                    killed.store(true, std::sync::atomic::Ordering::SeqCst);
+                    // SAFETY: our own child, not yet reaped (`done` is set after the wait).
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        })
+    };
     let out = child.wait_with_output().unwrap();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    watchdog.join().unwrap();
     writer.join().unwrap();
+    assert!(!killed.load(std::sync::atomic::Ordering::SeqCst), "{args:?} ran past {CGI_RUN_DEADLINE:?} and was killed; stderr:\n{}", String::from_utf8_lossy(&out.stderr));
     out
 }
+
+/// The longest a single CGI run may take in a test (a cold Flask import takes well under 1 s).
+const CGI_RUN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// A parsed CGI response: status code, headers, body.
 #[derive(Debug)]

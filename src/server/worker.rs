@@ -228,6 +228,8 @@ impl Worker<'_> {
     fn serve_readable(&self, py: Python<'_>, fd: RawFd, conns: &mut HashMap<RawFd, Conn>, last_used: &mut HashMap<RawFd, Instant>, buf: &mut [u8]) {
         let Some(conn) = conns.get(&fd).cloned() else { return };
         last_used.insert(fd, Instant::now());
+        // A slow upload is activity too (the accelerator's idle timer must not stop it).
+        super::ACTIVITY.fetch_add(1, Ordering::Relaxed);
         let mut step = conn.on_readable(self.settings, buf);
         loop {
             step = match step {

@@ -358,6 +358,10 @@ fn relays_bodies_and_survives_a_stale_socket_and_a_crashed_lock_holder() {
     assert_eq!((r.status, r.json()["run_once"].as_bool()), (200, Some(false)), "{}", r.stderr);
     assert!(r.stderr.contains("stale socket"), "{}", r.stderr);
     assert_ne!(stamps(&dir)[0].1, pid);
+
+    // Over --max-body: refused (413) by a worker for that setting, the body never relayed.
+    let r = echo_run(&dir, &[("CGI2WSGI_MAX_BODY", "1K")], &body);
+    assert_eq!(r.status, 413, "{}", r.stderr);
 }
 
 /// A fake worker at the socket, of our uid, with a stamp naming it: what it sends decides.

@@ -37,7 +37,7 @@ pub fn run(config: &Config, args: &[OsString]) -> Option<i32> {
             }
         },
     };
-    Some(relay(stream))
+    Some(relay(stream, config.max_body))
 }
 
 /// Log a failed start once: the marker file makes later invocations serve in-process
@@ -103,11 +103,12 @@ const ID: u16 = 1;
 
 /// Send the request and stream back the response. The worker spools the whole body
 /// before running the app (see `fastcgi::conn`), so writing it all first cannot deadlock.
-fn relay(mut sock: UnixStream) -> i32 {
+fn relay(mut sock: UnixStream, max_body: Option<u64>) -> i32 {
     let params = crate::cgi::process_params();
-    // The body's length, as the in-process gateway would read it; a bad CONTENT_LENGTH is
-    // forwarded without a body and the worker answers 400.
-    let body = Request::from_params(params.iter().cloned(), None).map(|r| r.body).unwrap_or(BodyLength::None);
+    // The body's length, as the in-process gateway would read it; a bad CONTENT_LENGTH, or
+    // one over --max-body, is forwarded without its body (never read from stdin) and the
+    // worker answers 400 or 413.
+    let body = Request::from_params(params.iter().cloned(), max_body).map(|r| r.body).unwrap_or(BodyLength::None);
     let mut out = Vec::with_capacity(4096);
     fcgi::begin_request(&mut out, ID, Role::Responder, false);
     if let Err(e) = fcgi::params(&mut out, ID, &params) {

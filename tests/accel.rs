@@ -550,3 +550,37 @@ fn a_full_disk_for_the_private_dir_means_in_process_until_there_is_room() {
     let r = echo_run(&dir, &[], b"");
     assert_eq!((r.status, r.json()["run_once"].as_bool()), (200, Some(false)), "served by a worker: {}", r.stderr);
 }
+
+/// A module the app imports only on its first request (as Django does with its views) is
+/// watched too: editing it after that request replaces the worker on a later request.
+#[test]
+fn editing_a_lazily_imported_module_is_a_deploy() {
+    let (base, dir, _workers) = private_dir();
+    let app_dir = base.join("app");
+    std::fs::create_dir_all(&app_dir).unwrap();
+    let dropin = app_dir.join("lazy.cgi");
+    std::fs::write(
+        &dropin,
+        "#!/usr/local/bin/cgi2wsgi\n# cgi2wsgi: pythonpath = .\n\
+         def application(environ, start_response):\n    import lazymod\n    body = lazymod.VALUE.encode()\n\
+         \x20   start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [body]\n",
+    )
+    .unwrap();
+    let module = app_dir.join("lazymod.py");
+    std::fs::write(&module, "VALUE = 'v1'\n").unwrap();
+    let dir_arg = dir.display().to_string();
+    let run = || {
+        let args = ["--persist", "--persist-dir", &dir_arg, "--log-level", "info", dropin.to_str().unwrap()];
+        common::parse_cgi(&common::cgi_run(&args, &common::cgi_env("GET", "/", "", &[("SCRIPT_FILENAME", dropin.to_str().unwrap())]), b""))
+    };
+    let first = run();
+    assert_eq!((first.status, first.body.as_slice()), (200, &b"v1"[..]), "{}", first.stderr);
+    let pid = stamps(&dir)[0].1;
+    // The worker notices the new module within its rescan period (2 s) and records it.
+    wait_until("the stamp lists lazymod.py", Duration::from_secs(15), || stamps(&dir).iter().any(|(_, _, text)| text.contains("lazymod.py")));
+    // A different size, so the change shows even within one mtime tick.
+    std::fs::write(&module, "VALUE = 'v2, edited'\n").unwrap();
+    let after = run();
+    assert_eq!((after.status, after.body.as_slice()), (200, &b"v2, edited"[..]), "{}", after.stderr);
+    assert_ne!(stamps(&dir)[0].1, pid, "a new worker serves the edited module");
+}

@@ -281,12 +281,25 @@ impl Stamp {
     /// Written to a temp file and renamed: a reader sees the old stamp or the new, whole.
     pub fn write(&self, path: &Path) -> io::Result<()> {
         let tmp = path.with_extension(format!("stamp.{}", std::process::id()));
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(&tmp)?;
         let written = f.write_all(&self.encode()).and_then(|()| f.sync_data()).and_then(|()| std::fs::rename(&tmp, path));
         if written.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
         written
+    }
+
+    /// Watch more files (modules the app imported after start-up), each as it is now;
+    /// files already watched keep their first mark. True if any was new.
+    pub fn add_files(&mut self, more: impl IntoIterator<Item = PathBuf>) -> bool {
+        let before = self.files.len();
+        for p in more {
+            if !p.as_os_str().as_bytes().contains(&b'\n') && !self.files.iter().any(|(q, _)| *q == p) {
+                let m = mark(&p);
+                self.files.push((p, m));
+            }
+        }
+        self.files.len() > before
     }
 
     /// Every watched file is as it was when the worker loaded the app.

@@ -93,12 +93,47 @@ fn unlink_own_socket(paths: &Paths, ours: Option<(u64, u64)>) {
     }
 }
 
-/// The idle timer and retirement, on a thread of its own (never touches Python).
-fn watch(paths: Paths, ours: Option<(u64, u64)>, idle_timeout: Duration) {
+/// How often the watcher looks for modules the app imported since start-up.
+const RESCAN: Duration = Duration::from_secs(2);
+
+/// Modules imported after start-up (Django's views on the first request, blueprints loaded
+/// lazily) are deploys too: add their files to the stamp. Only when `sys.modules` grew, so
+/// the GIL is taken for a moment every `RESCAN` and the scan itself is rare. The stamp is
+/// rewritten under the lock and only while it is still ours (a client may be replacing us).
+fn watch_new_modules(paths: &Paths, stamp: &mut Stamp, modules: &mut usize) {
+    let files = Python::attach(|py| {
+        let n = py.import("sys").and_then(|sys| sys.getattr("modules")).and_then(|m| m.len()).unwrap_or(0);
+        if n == *modules {
+            return None;
+        }
+        *modules = n;
+        Some(app_files(py))
+    });
+    let Some(files) = files else { return };
+    if !stamp.add_files(files) {
+        return;
+    }
+    let Ok(Some(_lock)) = Lock::acquire(&paths.lock, Duration::from_secs(2)) else { return };
+    if Stamp::read(&paths.stamp).is_some_and(|s| s.pid == stamp.pid) {
+        if let Err(e) = stamp.write(&paths.stamp) {
+            log::warn!("cannot update {}: {e}", paths.stamp.display());
+        }
+    }
+}
+
+/// The idle timer, retirement and the watch on newly imported modules, on a thread of its
+/// own (Python only for the rare module scan).
+fn watch(paths: Paths, ours: Option<(u64, u64)>, idle_timeout: Duration, mut stamp: Stamp) {
     let mut seen = server::ACTIVITY.load(Ordering::SeqCst);
     let mut since = Instant::now();
+    let mut modules = 0usize;
+    let mut last_scan = Instant::now();
     while !STOP.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(200));
+        if last_scan.elapsed() >= RESCAN {
+            last_scan = Instant::now();
+            watch_new_modules(&paths, &mut stamp, &mut modules);
+        }
         let now = server::ACTIVITY.load(Ordering::SeqCst);
         if now != seen || server::IN_FLIGHT.load(Ordering::SeqCst) > 0 {
             seen = now;
@@ -173,8 +208,8 @@ pub fn run(config: &Config) -> i32 {
     log::info!("persistent worker (pid {}) ready for {spec} on {}; idle timeout {} s", std::process::id(), paths.sock.display(), config.persist.idle_timeout.as_secs());
     report_ready(ready_fd);
     let watcher = {
-        let (paths, idle) = (paths.clone(), config.persist.idle_timeout);
-        std::thread::Builder::new().name("persist-idle".into()).spawn(move || watch(paths, ours, idle))
+        let (paths, idle, stamp) = (paths.clone(), config.persist.idle_timeout, stamp.clone());
+        std::thread::Builder::new().name("persist-idle".into()).spawn(move || watch(paths, ours, idle, stamp))
     };
     if let Err(e) = &watcher {
         log::warn!("cannot start the idle timer ({e}): the worker will not exit by itself");

@@ -137,25 +137,9 @@ CGIHandler().run(app)
 "#;
 
 pub(crate) fn cgi_env(target: &Target) -> Vec<(String, String)> {
-    let uri = if target.query.is_empty() { target.path_info.clone() } else { format!("{}?{}", target.path_info, target.query) };
-    [
-        ("GATEWAY_INTERFACE", "CGI/1.1"),
-        ("REQUEST_METHOD", "GET"),
-        ("SCRIPT_NAME", ""),
-        ("PATH_INFO", &target.path_info),
-        ("QUERY_STRING", &target.query),
-        ("REQUEST_URI", &uri),
-        ("SERVER_NAME", "127.0.0.1"),
-        ("SERVER_PORT", "80"),
-        ("SERVER_PROTOCOL", "HTTP/1.1"),
-        ("SERVER_SOFTWARE", "cgi2wsgi-bench"),
-        ("REMOTE_ADDR", "127.0.0.1"),
-        ("HTTP_HOST", "127.0.0.1"),
-        ("PATH", "/usr/local/bin:/usr/bin:/bin"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect()
+    let mut env: Vec<(String, String)> = target.request_vars().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    env.push(("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()));
+    env
 }
 
 /// The command for one run of `variant`, and the file its stamps go to (if any).

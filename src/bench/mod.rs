@@ -134,6 +134,28 @@ pub struct Target {
     pub query: String,
 }
 
+impl Target {
+    /// The CGI variables of the one GET every mode sends (as CGI environment or as FastCGI
+    /// PARAMS), so all modes answer the same request.
+    pub(crate) fn request_vars(&self) -> Vec<(&'static str, String)> {
+        let uri = if self.query.is_empty() { self.path_info.clone() } else { format!("{}?{}", self.path_info, self.query) };
+        vec![
+            ("GATEWAY_INTERFACE", "CGI/1.1".into()),
+            ("REQUEST_METHOD", "GET".into()),
+            ("SCRIPT_NAME", String::new()),
+            ("PATH_INFO", self.path_info.clone()),
+            ("QUERY_STRING", self.query.clone()),
+            ("REQUEST_URI", uri),
+            ("SERVER_NAME", "127.0.0.1".into()),
+            ("SERVER_PORT", "80".into()),
+            ("SERVER_PROTOCOL", "HTTP/1.1".into()),
+            ("SERVER_SOFTWARE", "cgi2wsgi-bench".into()),
+            ("REMOTE_ADDR", "127.0.0.1".into()),
+            ("HTTP_HOST", "127.0.0.1".into()),
+        ]
+    }
+}
+
 /// APP and the Python options, as given to the bench and passed on to each child.
 #[derive(Debug, Clone)]
 pub struct PythonOptions {

@@ -93,21 +93,7 @@ fn start(target: &Target, dir: &Path, workers: usize, threads: usize) -> Result<
 
 /// The request every client thread sends, over and over: one kept-alive GET.
 fn request_bytes(target: &Target) -> Vec<u8> {
-    let uri = if target.query.is_empty() { target.path_info.clone() } else { format!("{}?{}", target.path_info, target.query) };
-    let params: Vec<(&str, &str)> = vec![
-        ("GATEWAY_INTERFACE", "CGI/1.1"),
-        ("REQUEST_METHOD", "GET"),
-        ("SCRIPT_NAME", ""),
-        ("PATH_INFO", &target.path_info),
-        ("QUERY_STRING", &target.query),
-        ("REQUEST_URI", &uri),
-        ("SERVER_NAME", "127.0.0.1"),
-        ("SERVER_PORT", "80"),
-        ("SERVER_PROTOCOL", "HTTP/1.1"),
-        ("SERVER_SOFTWARE", "cgi2wsgi-bench"),
-        ("REMOTE_ADDR", "127.0.0.1"),
-        ("HTTP_HOST", "127.0.0.1"),
-    ];
+    let params = target.request_vars();
     let mut out = Vec::new();
     client::begin_request(&mut out, 1, Role::Responder, true);
     client::params(&mut out, 1, &params).expect("short names and values encode");

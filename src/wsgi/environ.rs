@@ -7,7 +7,7 @@ use crate::request::{BodyLength, Request};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyType};
 use pyo3::intern;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// What the process model tells the app (PEP 3333 `wsgi.multithread` and friends).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +67,10 @@ const RELEARN_AFTER: usize = 4;
 /// dict `build` makes: names this request lacks are deleted from the copy.
 pub struct Template {
     model: ProcessModel,
-    learned: Mutex<Option<Learned>>,
+    /// Locked only to take or swap the `Arc`, never across a Python call: Python code can
+    /// run inside any allocation (a GC pass calling `__del__`) and hand the GIL to another
+    /// request thread, which must not then wait on this lock while holding the GIL.
+    learned: Mutex<Option<Arc<Learned>>>,
 }
 
 struct Learned {
@@ -102,12 +105,15 @@ impl Template {
     }
 
     pub fn build<'py>(&self, py: Python<'py>, req: &Request, input: Bound<'py, Input>, errors: Bound<'py, Errors>) -> PyResult<Bound<'py, PyDict>> {
-        // Only taken with the GIL held, so never contended.
-        let mut guard = self.learned.lock().unwrap_or_else(|p| p.into_inner());
-        if guard.is_none() {
-            *guard = Some(Learned::from_request(py, req, self.model)?);
-        }
-        let Some(learned) = guard.as_ref() else { unreachable!() };
+        let current = self.learned.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let learned = match current {
+            Some(l) => l,
+            None => {
+                let l = Arc::new(Learned::from_request(py, req, self.model)?);
+                self.swap(Some(l.clone()));
+                l
+            }
+        };
         let environ = learned.dict.bind(py).copy()?;
         let mut used = [false; MAX_LEARNED];
         let mut misses = 0;
@@ -136,9 +142,15 @@ impl Template {
         }
         set_per_request(py, &environ, req, input, errors)?;
         if misses > RELEARN_AFTER {
-            *guard = Some(Learned::from_request(py, req, self.model)?);
+            self.swap(Some(Arc::new(Learned::from_request(py, req, self.model)?)));
         }
         Ok(environ)
+    }
+
+    /// Install a new template; the old one is dropped after the lock is released.
+    fn swap(&self, new: Option<Arc<Learned>>) {
+        let old = std::mem::replace(&mut *self.learned.lock().unwrap_or_else(|p| p.into_inner()), new);
+        drop(old);
     }
 }
 

@@ -849,3 +849,27 @@ fn used_stderr_stream_is_terminated() {
     assert_eq!(ends.len(), 1, "one empty FCGI_STDERR record after the stderr data: {order:?}");
     assert!(ends[0] > last_data && ends[0] < r.events.len() - 1, "{order:?}");
 }
+
+/// Several request threads and an app whose garbage collection runs Python code that
+/// releases the GIL inside any allocation: no lock of ours may be held across such a call
+/// (a thread would wait on it while holding the GIL, and the worker would hang).
+#[test]
+fn request_threads_survive_gc_that_switches_threads() {
+    let s = Server::start(&repo_path("tests/apps/gc_heavy.py"), &["--threads", "4"], &[]);
+    let addr = s.addr.clone();
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let mut c = Conn::to(&addr);
+                for id in 1..=150u16 {
+                    let h = c.request(id, true, &cgi("GET", "/", ""), b"").http();
+                    assert_eq!(h.status, 200);
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        assert!(c.join().is_ok(), "a client failed or timed out (a hung worker?)\n{}", s.diag());
+    }
+}

@@ -148,7 +148,7 @@ impl Worker<'_> {
                 log::warn!("SIGHUP ignored: a single process cannot reload itself; run with a supervisor (--workers 2 or more, --reload, --max-requests) or let the web server restart it");
             }
             if STOP.load(Ordering::SeqCst) && stop_deadline.is_none() {
-                // Stop: no new connections; idle ones close now, busy ones when done.
+                // Stop: no new connections; idle ones close after a short quiet, busy ones when done.
                 stop_deadline = Some(Instant::now() + self.graceful_timeout);
                 if listening {
                     // Connections already in the backlog were accepted by the kernel on our

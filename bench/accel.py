@@ -24,19 +24,8 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-CGI_ENV = {
-    "GATEWAY_INTERFACE": "CGI/1.1", "REQUEST_METHOD": "GET", "SCRIPT_NAME": "/app",
-    "PATH_INFO": "/", "QUERY_STRING": "", "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80",
-    "SERVER_PROTOCOL": "HTTP/1.1", "SERVER_SOFTWARE": "bench", "REMOTE_ADDR": "127.0.0.1",
-}
-
-WSGIREF = """#!{python}
-import sys
-sys.path.insert(0, {path!r})
-from wsgiref.handlers import CGIHandler
-from flaskapp import app as application
-CGIHandler().run(application)
-"""
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cgi_vs_wsgiref import WSGIREF, run_once as run_cgi  # noqa: E402  (one CGI environment, one wsgiref driver)
 
 DROP_IN = """#!{binary}
 # cgi2wsgi: venv = {venv}
@@ -53,13 +42,7 @@ def write_exe(path, text):
 
 
 def run_once(path):
-    env = dict(CGI_ENV, SCRIPT_FILENAME=path)
-    start = time.perf_counter()
-    out = subprocess.run([path], env=env, stdin=subprocess.DEVNULL, capture_output=True)
-    elapsed = time.perf_counter() - start
-    if out.returncode != 0 or not out.stdout.startswith(b"Status: 200") or b"Hello from Flask" not in out.stdout:
-        raise SystemExit(f"{path} failed: rc={out.returncode}\n{out.stdout[:300]!r}\n{out.stderr.decode()[-2000:]}")
-    return elapsed * 1000
+    return run_cgi(path, expect=b"Hello from Flask")
 
 
 def worker_pids(persist_dir):
@@ -90,7 +73,7 @@ def direct(args, binary, venv, tmp):
     python = os.path.join(venv, "bin", "python3")
     path = os.path.join(REPO, "examples", "flask")
     persist_dir = os.path.join(tmp, "persist")
-    fmt = dict(binary=binary, venv=venv, path=path, python=python)
+    fmt = dict(binary=binary, venv=venv, path=path, python=python, module="flaskapp", callable="app")
     cases = [
         ("cgi2wsgi --persist (warm)", write_exe(os.path.join(tmp, "persist.cgi"), DROP_IN.format(extra=f"# cgi2wsgi: persist = on\n# cgi2wsgi: persist-dir = {persist_dir}\n", **fmt))),
         ("cgi2wsgi in-process", write_exe(os.path.join(tmp, "inproc.cgi"), DROP_IN.format(extra="", **fmt))),
@@ -155,7 +138,7 @@ def apache(args, binary, venv):
         os.makedirs(persist_dir, mode=0o700)
         if root:
             shutil.chown(persist_dir, "www-data", "www-data")
-        fmt = dict(binary=os.path.join(tmp, "cgi2wsgi"), venv=os.path.join(tmp, "venv"), path=os.path.join(tmp, "flask"), python=os.path.join(tmp, "venv", "bin", "python3"))
+        fmt = dict(binary=os.path.join(tmp, "cgi2wsgi"), venv=os.path.join(tmp, "venv"), path=os.path.join(tmp, "flask"), python=os.path.join(tmp, "venv", "bin", "python3"), module="flaskapp", callable="app")
         write_exe(os.path.join(cgi_bin, "persist.cgi"), DROP_IN.format(extra=f"# cgi2wsgi: persist = on\n# cgi2wsgi: persist-dir = {persist_dir}\n", **fmt))
         write_exe(os.path.join(cgi_bin, "inproc.cgi"), DROP_IN.format(extra="", **fmt))
         write_exe(os.path.join(cgi_bin, "flask_wsgiref.py"), WSGIREF.format(**fmt))

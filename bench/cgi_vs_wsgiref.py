@@ -52,12 +52,13 @@ def write_exe(directory, name, text):
     return path
 
 
-def run_once(path):
+def run_once(path, expect=b""):
+    """One CGI run of `path`, in ms; the answer must be a 200 (holding `expect`)."""
     env = dict(CGI_ENV, SCRIPT_FILENAME=path)
     start = time.perf_counter()
     out = subprocess.run([path], env=env, stdin=subprocess.DEVNULL, capture_output=True)
     elapsed = time.perf_counter() - start
-    if out.returncode != 0 or not out.stdout.startswith(b"Status: 200"):
+    if out.returncode != 0 or not out.stdout.startswith(b"Status: 200") or expect not in out.stdout:
         raise SystemExit(f"{path} failed: rc={out.returncode}\n{out.stdout[:300]!r}\n{out.stderr.decode()[-2000:]}")
     return elapsed * 1000
 

@@ -4,9 +4,8 @@
 
 use crate::config::Config;
 use crate::request::{BodyLength, Request};
-use crate::response::{ResponseHead, ResponseSink};
-use crate::wsgi::{self, call, environ, streams};
-use pyo3::prelude::*;
+use crate::response::{send_error, ResponseHead, ResponseSink};
+use crate::wsgi::{self, streams};
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::os::fd::FromRawFd;
@@ -75,7 +74,7 @@ fn claim_stdout() -> io::Result<File> {
 }
 
 fn respond_error(sink: &mut dyn ResponseSink, status: &str, detail: &str) -> i32 {
-    if let Err(e) = call::send_error(sink, status, detail) {
+    if let Err(e) = send_error(sink, status, detail) {
         log::warn!("could not send the error response: {e}");
     }
     0
@@ -160,13 +159,8 @@ pub fn run(config: &Config) -> i32 {
     };
     // Captured above: HTTP_PROXY stays in the environ as the header it is.
     wsgi::boot::prepare_environment(config);
-    let request = match Request::from_params(params, config.max_body) {
-        Ok(mut r) => {
-            if let Some(mount) = &config.script_name {
-                r.mount_at(mount);
-            }
-            r
-        }
+    let request = match Request::from_cgi_vars(params, config.max_body, config.script_name.as_deref()) {
+        Ok(r) => r,
         Err(e) => {
             log::warn!("refused: {e}");
             return respond_error(&mut sink, e.status(), &e.to_string());
@@ -184,25 +178,10 @@ pub fn run(config: &Config) -> i32 {
             return respond_error(&mut sink, "500 Internal Server Error", &e.public_detail(config.debug));
         }
     };
-    let policy = call::ErrorPolicy { show_traceback: config.debug };
-    let model = environ::ProcessModel { multithread: false, multiprocess: true, run_once: true };
-    let outcome = Python::attach(|py| {
-        let input = Bound::new(py, streams::Input::new(body_reader(request.body, config.max_body)));
-        let errors = Bound::new(py, streams::Errors::new(stderr_sink()));
-        let env = input.and_then(|i| errors.and_then(|e| environ::build(py, &request, i, e, model)));
-        match env {
-            Ok(env) => Some(call::serve(py, app.bind(py), env, Box::new(sink), policy)),
-            Err(e) => {
-                log::error!("cannot build the environ: {}", wsgi::format_exception(py, &e));
-                respond_error(&mut sink, "500 Internal Server Error", "cgi2wsgi failed to build the request; see the error log.");
-                None
-            }
-        }
-    });
+    let policy = wsgi::Policy::one_shot(wsgi::ProcessModel { multithread: false, multiprocess: true, run_once: true }, config.debug);
+    let outcome = wsgi::serve(&app, &request, body_reader(request.body, config.max_body), stderr_sink(), Box::new(sink), &policy);
     crate::bench::timings::stamp(crate::bench::timings::Stamp::Response);
-    if let Some(o) = &outcome {
-        log::info!("{} {} -> {} ({} bytes)", request.get("REQUEST_METHOD").unwrap_or("?"), request.get("REQUEST_URI").or(request.get("PATH_INFO")).unwrap_or(""), o.status, o.body_bytes);
-    }
+    outcome.log(&request);
     // Unread body bytes are left to the server, which discards them.
     0
 }

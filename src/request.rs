@@ -98,6 +98,21 @@ impl Request {
         Ok(req)
     }
 
+    /// What every gateway does with the CGI variables it received: build the request, mount
+    /// it at `--script-name` (when given), or say why it is refused (`RequestError::status`
+    /// is the answer's status).
+    pub fn from_cgi_vars<N, V>(params: impl IntoIterator<Item = (N, V)>, max_body: Option<u64>, script_name: Option<&str>) -> Result<Request, RequestError>
+    where
+        N: Into<Vec<u8>>,
+        V: Into<Vec<u8>>,
+    {
+        let mut request = Request::from_params(params, max_body)?;
+        if let Some(mount) = script_name {
+            request.mount_at(mount);
+        }
+        Ok(request)
+    }
+
     /// The value of `name` (the last one, if a server sent it twice).
     pub fn get(&self, name: &str) -> Option<&str> {
         self.vars.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())

@@ -10,9 +10,8 @@ pub mod worker;
 use crate::config::Config;
 use crate::error::ServerError;
 use crate::fastcgi::{self, conn};
-use crate::wsgi::{self, call, environ};
+use crate::wsgi;
 use listen::Listener;
-use pyo3::prelude::*;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -169,7 +168,7 @@ pub fn run(config: &Config) -> i32 {
 
 /// Serve with the app already imported, in this process, until a stop signal (or, in a
 /// worker, until it is due for recycling). Returns the exit status.
-pub fn serve(config: &Config, listener: &Listener, app: &Py<PyAny>, spec: &crate::appspec::AppSpec, worker: Option<usize>) -> i32 {
+pub fn serve(config: &Config, listener: &Listener, app: &wsgi::App, spec: &crate::appspec::AppSpec, worker: Option<usize>) -> i32 {
     let threads = config.threads.max(1);
     let max_conns = config.max_conns.unwrap_or(DEFAULT_MAX_CONNS);
     let processes = if worker.is_some() { worker_count(config) } else { 1 };
@@ -184,12 +183,11 @@ pub fn serve(config: &Config, listener: &Listener, app: &Py<PyAny>, spec: &crate
         },
         max_body: config.max_body,
         script_name: config.script_name.clone(),
-        policy: call::ErrorPolicy { show_traceback: config.debug },
-        environ: environ::Template::new(environ::ProcessModel { multithread: threads > 1, multiprocess: true, run_once: false }),
+        policy: wsgi::Policy::persistent(wsgi::ProcessModel { multithread: threads > 1, multiprocess: true, run_once: false }, config.debug),
         timeout: config.timeout,
     };
     if let Some(t) = config.timeout {
-        Python::attach(|py| watchdog::arm(py, t));
+        watchdog::arm(t);
     }
     let allowed = listen::allowed_peers();
     let recycle = worker::Recycle::new(config.max_requests, config.max_rss_mb);
@@ -215,7 +213,7 @@ pub fn serve(config: &Config, listener: &Listener, app: &Py<PyAny>, spec: &crate
         for i in 1..threads {
             let (worker, failed) = (&worker, failed.clone());
             let spawned = std::thread::Builder::new().name(format!("fcgi-{i}")).spawn_scoped(scope, move || {
-                if let Err(e) = Python::attach(|py| worker.run(py)) {
+                if let Err(e) = wsgi::process::detached(|| worker.run()) {
                     log::error!("request thread {i}: {e}");
                     failed.store(true, Ordering::SeqCst);
                 }
@@ -224,7 +222,7 @@ pub fn serve(config: &Config, listener: &Listener, app: &Py<PyAny>, spec: &crate
                 log::error!("cannot start request thread {i}: {e}");
             }
         }
-        if let Err(e) = Python::attach(|py| worker.run(py)) {
+        if let Err(e) = wsgi::process::detached(|| worker.run()) {
             log::error!("request thread 0: {e}");
             failed.store(true, Ordering::SeqCst);
         }

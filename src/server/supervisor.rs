@@ -11,7 +11,6 @@ use super::{serve, STOP};
 use crate::appspec::AppSpec;
 use crate::config::Config;
 use crate::wsgi;
-use pyo3::prelude::*;
 use std::collections::HashMap;
 use std::io::Read;
 use std::os::fd::{FromRawFd, RawFd};
@@ -252,11 +251,7 @@ fn zygote(plan: &Plan<'_>, ready_fd: RawFd) -> i32 {
         match wsgi::boot::boot(config, plan.spec) {
             Ok(app) => {
                 // Objects alive now are never collected: the GC leaves their pages shared.
-                Python::attach(|py| {
-                    if let Err(e) = py.import("gc").and_then(|gc| gc.call_method0("freeze")) {
-                        log::warn!("gc.freeze: {e}");
-                    }
-                });
+                wsgi::process::gc_freeze();
                 Some(app)
             }
             Err(e) => {
@@ -354,7 +349,7 @@ fn zygote(plan: &Plan<'_>, ready_fd: RawFd) -> i32 {
 }
 
 /// Fork one worker from the zygote; the child serves and never returns.
-fn fork_worker(plan: &Plan<'_>, app: Option<&Py<PyAny>>, index: usize, boot_fd: Option<RawFd>) -> std::io::Result<libc::pid_t> {
+fn fork_worker(plan: &Plan<'_>, app: Option<&wsgi::App>, index: usize, boot_fd: Option<RawFd>) -> std::io::Result<libc::pid_t> {
     let me = std::process::id() as libc::pid_t;
     let forked = |pid: libc::pid_t| -> std::io::Result<libc::pid_t> {
         if pid < 0 {
@@ -364,17 +359,8 @@ fn fork_worker(plan: &Plan<'_>, app: Option<&Py<PyAny>>, index: usize, boot_fd: 
     };
     let pid = match app {
         // Python's own fork protocol: locks taken before, state fixed up after.
-        // SAFETY: the zygote is single-threaded; PyOS_* are called with the GIL held.
-        Some(_) => Python::attach(|_py| unsafe {
-            pyo3::ffi::PyOS_BeforeFork();
-            let pid = libc::fork();
-            if pid == 0 {
-                pyo3::ffi::PyOS_AfterFork_Child();
-            } else {
-                pyo3::ffi::PyOS_AfterFork_Parent();
-            }
-            pid
-        }),
+        // SAFETY: the zygote is single-threaded.
+        Some(_) => wsgi::process::fork_with_python(|| unsafe { libc::fork() }),
         // SAFETY: the zygote is single-threaded and Python is not initialised.
         None => unsafe { libc::fork() },
     };

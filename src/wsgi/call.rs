@@ -3,7 +3,7 @@
 //! turned into a 500 with the traceback in the log.
 
 use super::format_exception;
-use crate::response::{check_header, check_status, ResponseHead, ResponseSink};
+use crate::response::{check_header, check_status, send_error, Outcome, ResponseHead, ResponseSink};
 use pyo3::exceptions::{PyAssertionError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
@@ -157,32 +157,6 @@ impl Write {
     }
 }
 
-/// How one request ended, for the log and the caller's exit status.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    pub status: String,
-    pub body_bytes: u64,
-    /// The app failed (a 500 was sent, or the response was cut short).
-    pub app_error: bool,
-    /// The peer went away before the response was complete.
-    pub disconnected: bool,
-}
-
-/// Options for answering errors.
-#[derive(Debug, Clone, Copy)]
-pub struct ErrorPolicy {
-    /// Put the traceback in the 500 page (`--debug`).
-    pub show_traceback: bool,
-}
-
-/// A plain-text error response sent straight to the sink.
-pub fn send_error(sink: &mut dyn ResponseSink, status: &str, detail: &str) -> std::io::Result<()> {
-    let body = format!("{status}\n\n{detail}\n");
-    sink.send_head(&ResponseHead::error(status, body.len()))?;
-    sink.send_body(body.as_bytes(), true)?;
-    sink.finish()
-}
-
 fn call_close(py: Python<'_>, result: &Bound<'_, PyAny>) -> Option<PyErr> {
     // A plain list or tuple (the common `return [body]`) has no close(); asking costs an
     // AttributeError built and thrown away (~2k instructions) on every request.
@@ -198,15 +172,15 @@ fn call_close(py: Python<'_>, result: &Bound<'_, PyAny>) -> Option<PyErr> {
 }
 
 /// Call the app for one request and stream its response into `sink`.
-pub fn serve(py: Python<'_>, app: &Bound<'_, PyAny>, environ: Bound<'_, PyDict>, sink: Box<dyn ResponseSink>, policy: ErrorPolicy) -> Outcome {
+pub(super) fn serve(py: Python<'_>, app: &Bound<'_, PyAny>, environ: Bound<'_, PyDict>, sink: Box<dyn ResponseSink>, show_traceback: bool) -> Outcome {
     let state: Shared = Arc::new(Mutex::new(State { head: None, head_sent: false, sink: Some(sink), body_sent: 0, implied_length: None, broken: false }));
     let start = match Bound::new(py, StartResponse { state: state.clone() }) {
         Ok(s) => s,
-        Err(e) => return fail(py, &state, e, policy),
+        Err(e) => return fail(py, &state, e, show_traceback),
     };
     let result = match app.call1((environ, start)) {
         Ok(r) => r,
-        Err(e) => return fail(py, &state, e, policy),
+        Err(e) => return fail(py, &state, e, show_traceback),
     };
     // A one-item list (the common `return [body]`) has a known length.
     if let Ok(list) = result.cast::<PyList>() {
@@ -219,17 +193,17 @@ pub fn serve(py: Python<'_>, app: &Bound<'_, PyAny>, environ: Bound<'_, PyDict>,
     let iterated = iterate(py, &state, &result);
     let close_error = call_close(py, &result);
     match (iterated, close_error) {
-        (Err(SendError::App(e)), _) => fail(py, &state, e, policy),
+        (Err(SendError::App(e)), _) => fail(py, &state, e, show_traceback),
         (Err(SendError::Gone(e)), _) => {
             log::info!("the client went away mid-response: {e}");
             outcome(&state, false, true)
         }
-        (Ok(()), Some(e)) if !lock(&state).head_sent => fail(py, &state, e, policy),
+        (Ok(()), Some(e)) if !lock(&state).head_sent => fail(py, &state, e, show_traceback),
         (Ok(()), close_error) => {
             // An empty body: the head goes out now (or the app never called start_response).
             if !lock(&state).head_sent {
                 match send(py, &state, b"", true) {
-                    Err(SendError::App(e)) => return fail(py, &state, e, policy),
+                    Err(SendError::App(e)) => return fail(py, &state, e, show_traceback),
                     Err(SendError::Gone(e)) => {
                         log::info!("the client went away: {e}");
                         return outcome(&state, false, true);
@@ -284,7 +258,7 @@ fn finish(py: Python<'_>, state: &Shared, app_error: bool) -> Outcome {
 
 /// The app failed: log the traceback; answer 500 if the head has not gone out yet,
 /// else cut the response short (nothing else is honest once the status is sent).
-fn fail(py: Python<'_>, state: &Shared, err: PyErr, policy: ErrorPolicy) -> Outcome {
+fn fail(py: Python<'_>, state: &Shared, err: PyErr, show_traceback: bool) -> Outcome {
     let traceback = format_exception(py, &err);
     log::error!("the app failed:\n{traceback}");
     let (head_sent, sink) = {
@@ -298,7 +272,7 @@ fn fail(py: Python<'_>, state: &Shared, err: PyErr, policy: ErrorPolicy) -> Outc
         return outcome(state, true, disconnected);
     }
     let status = "500 Internal Server Error";
-    let detail = if policy.show_traceback { traceback } else { "The application failed; the details are in the server's error log.".to_owned() };
+    let detail = if show_traceback { traceback } else { "The application failed; the details are in the server's error log.".to_owned() };
     let disconnected = match sink {
         Some(mut sink) => py.detach(move || send_error(&mut *sink, status, &detail)).is_err(),
         None => true,

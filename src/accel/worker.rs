@@ -122,15 +122,10 @@ pub fn run(config: &Config) -> i32 {
         }
     };
     let ready_fd = take_ready_fd();
-    if let Err(e) = server::secure_stdio(config.log_file.as_deref()) {
-        log::error!("cannot secure stdio: {e}");
-        return 1;
-    }
-    let Some(spec) = &config.app else {
-        log::error!("{}", crate::error::ConfigError::NoApp);
-        return 1;
+    let spec = match server::prepare(config) {
+        Ok(spec) => spec,
+        Err(code) => return code,
     };
-    wsgi::boot::prepare_environment(config);
     let app = match wsgi::boot::boot(config, spec) {
         Ok(app) => app,
         Err(e) => {
@@ -155,12 +150,10 @@ pub fn run(config: &Config) -> i32 {
             return 1;
         }
     };
-    if let Err(e) = listener.set_nonblocking() {
-        log::error!("cannot make the listener non-blocking: {e}");
-        return 1;
-    }
     let ours = identity(&paths.sock);
-    server::install_stop_handlers();
+    if let Err(code) = server::ready_to_serve(&listener) {
+        return code;
+    }
     server::set_signal(libc::SIGHUP, None);
     server::set_signal(libc::SIGUSR1, Some(on_retire));
     log::info!("persistent worker (pid {}) ready for {spec} on {}; idle timeout {} s", std::process::id(), paths.sock.display(), config.persist.idle_timeout.as_secs());

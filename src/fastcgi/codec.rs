@@ -8,7 +8,7 @@ use thiserror::Error;
 
 use super::nv::{self, NvDecoder, NvError, Pair};
 use super::record::{
-    write_record, write_stream, write_stream_end, Header, ProtocolStatus, RecordError, RecordType,
+    write_body8, write_record, write_stream, write_stream_end, Header, ProtocolStatus, RecordError, RecordType,
     Role, HEADER_LEN, KEEP_CONN, MAX_CONTENT_LEN, NULL_REQUEST_ID, VERSION_1,
 };
 
@@ -441,7 +441,7 @@ pub mod encode {
     pub fn end_request(out: &mut Vec<u8>, id: u16, app_status: u32, status: ProtocolStatus) {
         let [a, b, c, d] = app_status.to_be_bytes();
         let body = [a, b, c, d, status.as_u8(), 0, 0, 0];
-        let _ = write_record(out, RecordType::EndRequest.as_u8(), id, &body); // 8 bytes: cannot fail
+        write_body8(out, RecordType::EndRequest.as_u8(), id, &body);
     }
 
     /// One GET_VALUES_RESULT record; errors if the body exceeds 65535 bytes.
@@ -462,7 +462,7 @@ pub mod encode {
 
     pub fn unknown_type(out: &mut Vec<u8>, record_type: u8) {
         let body = [record_type, 0, 0, 0, 0, 0, 0, 0];
-        let _ = write_record(out, RecordType::UnknownType.as_u8(), NULL_REQUEST_ID, &body);
+        write_body8(out, RecordType::UnknownType.as_u8(), NULL_REQUEST_ID, &body);
     }
 }
 
@@ -474,7 +474,7 @@ pub mod client {
         let [r1, r0] = role.as_u16().to_be_bytes();
         let flags = if keep_conn { KEEP_CONN } else { 0 };
         let body = [r1, r0, flags, 0, 0, 0, 0, 0];
-        let _ = write_record(out, RecordType::BeginRequest.as_u8(), id, &body);
+        write_body8(out, RecordType::BeginRequest.as_u8(), id, &body);
     }
 
     /// The whole PARAMS stream: pairs split over as many records as needed

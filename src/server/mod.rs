@@ -116,6 +116,31 @@ fn worker_count(config: &Config) -> usize {
     std::thread::available_parallelism().map(usize::from).unwrap_or(1)
 }
 
+/// The start-up the persistent server and the accelerator's worker share: stdio made
+/// safe, the app's process environment set, the app named. `Err` holds the exit status.
+pub(crate) fn prepare(config: &Config) -> Result<&crate::appspec::AppSpec, i32> {
+    if let Err(e) = secure_stdio(config.log_file.as_deref()) {
+        log::error!("cannot secure stdio: {e}");
+        return Err(1);
+    }
+    wsgi::boot::prepare_environment(config);
+    config.app.as_ref().ok_or_else(|| {
+        log::error!("{}", crate::error::ConfigError::NoApp);
+        1
+    })
+}
+
+/// The listener made ready for the event loops (non-blocking: several threads or
+/// processes may share it) and the stop signals installed. `Err` holds the exit status.
+pub(crate) fn ready_to_serve(listener: &Listener) -> Result<(), i32> {
+    if let Err(e) = listener.set_nonblocking() {
+        log::error!("cannot make the listener non-blocking: {e}");
+        return Err(1);
+    }
+    install_stop_handlers();
+    Ok(())
+}
+
 /// Run the FastCGI responder until a stop signal. Returns the exit status.
 pub fn run(config: &Config) -> i32 {
     let workers = worker_count(config);
@@ -126,10 +151,10 @@ pub fn run(config: &Config) -> i32 {
             return 1;
         }
     };
-    if let Err(e) = secure_stdio(config.log_file.as_deref()) {
-        log::error!("cannot secure stdio: {e}");
-        return 1;
-    }
+    let spec = match prepare(config) {
+        Ok(spec) => spec,
+        Err(code) => return code,
+    };
     // Bound (perhaps on a privileged port or in /run): now give up root, before the app.
     if let Some(target) = &config.run_as {
         if let Err(e) = privs::drop_to(target) {
@@ -137,17 +162,9 @@ pub fn run(config: &Config) -> i32 {
             return 1;
         }
     }
-    // Non-blocking: several threads (or processes) may share the socket.
-    if let Err(e) = listener.set_nonblocking() {
-        log::error!("cannot make the listener non-blocking: {e}");
-        return 1;
+    if let Err(code) = ready_to_serve(&listener) {
+        return code;
     }
-    wsgi::boot::prepare_environment(config);
-    let Some(spec) = &config.app else {
-        log::error!("{}", crate::error::ConfigError::NoApp);
-        return 1;
-    };
-    install_stop_handlers();
     // One process serves by itself unless the process model needs a supervisor.
     // --timeout replaces a stuck worker, so something must start the next one.
     let supervised = workers > 1 || config.lazy_apps || config.max_requests.is_some() || config.max_rss_mb.is_some() || config.reload || config.timeout.is_some();

@@ -5,7 +5,7 @@
 use crate::config::Config;
 use crate::request::{BodyLength, Request};
 use crate::response::{send_error, ResponseHead, ResponseSink};
-use crate::wsgi::{self, streams};
+use crate::wsgi;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::os::fd::FromRawFd;
@@ -82,7 +82,7 @@ fn respond_error(sink: &mut dyn ResponseSink, status: &str, detail: &str) -> i32
 
 /// The request body as the app may read it: bounded by CONTENT_LENGTH, or to EOF for a
 /// chunked body, or nothing at all (stdin is then never touched).
-fn body_reader(body: BodyLength, max_body: Option<u64>) -> streams::Body {
+fn body_reader(body: BodyLength, max_body: Option<u64>) -> wsgi::Body {
     const BUF: usize = 64 * 1024;
     match (body, max_body) {
         (BodyLength::None, _) => Box::new(io::empty()),
@@ -136,7 +136,7 @@ impl<R: Read> Read for Capped<R> {
     }
 }
 
-fn stderr_sink() -> streams::ErrorSink {
+fn stderr_sink() -> wsgi::ErrorSink {
     Arc::new(|text: &str| {
         let _ = io::stderr().write_all(text.as_bytes());
     })

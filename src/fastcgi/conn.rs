@@ -215,7 +215,10 @@ impl Conn {
             // Cut short (abort, app error after the head, client gone): still end the
             // request so the web server is not left waiting; it may already be gone.
             if let Err(e) = s.end_request(id) {
-                log::debug!("request {id}: could not send END_REQUEST: {e}");
+                match e {
+                    ConnError::NotReading(_) => log::warn!("closing the connection: {e}"),
+                    _ => log::debug!("request {id}: could not send END_REQUEST: {e}"),
+                }
                 return Step::Close;
             }
         }

@@ -244,9 +244,9 @@ impl Worker<'_> {
         if want == entry.interest {
             return true;
         }
+        // Not yet in the epoll set (fresh from `accept_all`): added now, once its first read
+        // left it open.
         let op = if entry.interest == 0 { libc::EPOLL_CTL_ADD } else { libc::EPOLL_CTL_MOD };
-        // EPOLLRDHUP alone never reads as 0: a connection only finishing its output still
-        // needs a non-empty event set to be registered.
         match epoll.ctl(op, fd, want, fd as u64) {
             Ok(()) => {
                 entry.interest = want;

@@ -2,15 +2,15 @@
 //! out. Gateways reach Python only through `serve` (the one door: it takes the GIL itself
 //! and releases it around every write) and the process-level calls in `process` and `scan`.
 
-pub mod app;
+mod app;
 pub mod boot;
-pub mod builtin;
+mod builtin;
 mod call;
-pub mod environ;
+mod environ;
 pub mod interp;
 pub mod process;
 pub mod scan;
-pub mod streams;
+mod streams;
 
 pub use crate::response::Outcome;
 pub use environ::ProcessModel;

@@ -17,7 +17,7 @@ pub use environ::ProcessModel;
 pub use streams::{Body, ErrorSink};
 
 use crate::request::Request;
-use crate::response::{send_error, ResponseSink};
+use crate::response::ResponseSink;
 use pyo3::prelude::*;
 
 /// The loaded WSGI callable. Only `boot` makes one; gateways hold it and hand it to `serve`.
@@ -54,8 +54,8 @@ impl Policy {
 /// and `errors` behind `wsgi.errors`), call the app, stream its response into `sink`,
 /// call `close()`. Takes the GIL itself; every write to `sink` happens with it released.
 /// An app error becomes a 500 (or a cut-short response) with the traceback in the log.
-pub fn serve(app: &App, request: &Request, body: Body, errors: ErrorSink, mut sink: Box<dyn ResponseSink>, policy: &Policy) -> Outcome {
-    Python::attach(|py| {
+pub fn serve(app: &App, request: &Request, body: Body, errors: ErrorSink, sink: Box<dyn ResponseSink>, policy: &Policy) -> Outcome {
+    let served = Python::attach(|py| {
         let environ = (|| {
             let input = Bound::new(py, streams::Input::new(body))?;
             let errors = Bound::new(py, streams::Errors::new(errors))?;
@@ -68,12 +68,12 @@ pub fn serve(app: &App, request: &Request, body: Body, errors: ErrorSink, mut si
             Ok(environ) => call::serve(py, app.0.bind(py), environ, sink, policy.show_traceback),
             Err(e) => {
                 log::error!("cannot build the environ: {}", format_exception(py, &e));
-                let status = "500 Internal Server Error";
-                let sent = py.detach(|| send_error(&mut *sink, status, "cgi2wsgi failed to build the request; see the error log."));
-                Outcome { status: status.to_owned(), body_bytes: 0, app_error: true, disconnected: sent.is_err() }
+                call::Served::error_page(sink, "500 Internal Server Error", "cgi2wsgi failed to build the request; see the error log.".into())
             }
         }
-    })
+    });
+    // The GIL is released: the response's last write waits on no Python thread.
+    served.complete()
 }
 
 /// An exception with its traceback, as Python prints it, for the error log.

@@ -538,8 +538,14 @@ fn errors_sink(conn: Conn, id: u16) -> wsgi::ErrorSink {
         if out.is_empty() {
             return;
         }
-        // The web server may be gone; the text is in our own log anyway.
         let mut c = conn.lock();
+        // A thread the app left running may write after its request ended: records then
+        // belong to no request (and must not wait on the socket under this lock, which the
+        // event loop takes), so only the log has them.
+        if !c.codec.is_active(id) {
+            return;
+        }
+        // The web server may be gone; the text is in our own log anyway.
         c.stderr_used = true;
         let _ = c.send(&out);
     })

@@ -93,7 +93,11 @@ fn held_flood(s: &Server) -> Conn {
 /// The flooding peer starts reading: every answer it was owed arrives, in order, from the
 /// queue the loop kept for it.
 fn read_flood_answers(mut c: Conn) {
-    set_read_timeout(&c, PROBE_TIMEOUT);
+    read_flood_answers_from(&mut c);
+}
+
+fn read_flood_answers_from(c: &mut Conn) {
+    set_read_timeout(c, PROBE_TIMEOUT);
     for i in 0..FLOOD_RECORDS {
         match c.next() {
             Ok(Some(ClientEvent::GetValuesResult { pairs })) => assert_eq!(pairs.len(), 3, "answer {i}: {pairs:?}"),
@@ -160,4 +164,24 @@ fn endless_flood_is_closed_at_the_bound() {
     assert!(s.wait_for_log("does not read", Duration::from_secs(5)), "no log line for the closed peer\n{}", s.diag());
     drop(c);
     probes(&s, "--threads 1, after the flood was cut");
+}
+
+#[test]
+fn queued_answers_keep_their_order_and_the_close_waits_for_them() {
+    let s = Server::start(&stall_app(), &["--workers", "1", "--threads", "1", "--max-body", "10"], &[]);
+    let c = s.connect();
+    // Answers the peer does not read yet, then a request without FCGI_KEEP_CONN that is
+    // refused (413): its answer queues behind them, and the close must wait for all of it.
+    let mut bytes = get_values(FLOOD_RECORDS);
+    bytes.extend(request_bytes(1, false, &post(100), &[b'x'; 100]));
+    let mut w = c.writer();
+    let writer = std::thread::spawn(move || w.write_all(&bytes));
+    std::thread::sleep(Duration::from_millis(300));
+    probes(&s, "--threads 1, answers and a refusal queued");
+    writer.join().unwrap().unwrap();
+    let mut c = c;
+    read_flood_answers_from(&mut c);
+    let reply = c.reply(1);
+    assert_eq!(reply.http().status, 413, "{reply:?}");
+    c.expect_closed("after the queued refusal of a request without FCGI_KEEP_CONN");
 }

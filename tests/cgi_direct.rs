@@ -750,6 +750,21 @@ fn bad_flag_outside_cgi_is_one_line_and_exit_2() {
 }
 
 #[test]
+fn misspelled_flag_is_one_line_with_clap_tip() {
+    let out = cgi_run(&["--thread", "2", &example("hello.py")], &[], b"");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr:?}");
+    assert!(stderr.starts_with("cgi2wsgi: unexpected argument '--thread'"), "{stderr:?}");
+    assert!(stderr.contains("tip: a similar argument exists: '--threads'") && stderr.contains("(see cgi2wsgi --help)"), "{stderr:?}");
+    // Under a web server: the same line in the error log, and the 500.
+    let r = parse_cgi(&cgi_run(&["--thread", "2", &example("hello.py")], &cgi_env("GET", "/", "", &[]), b""));
+    assert_eq!(r.status, 500);
+    assert_eq!(r.stderr.trim_end().lines().count(), 1, "{}", r.stderr);
+    assert!(r.stderr.contains("a similar argument exists: '--threads'"), "{}", r.stderr);
+}
+
+#[test]
 fn bad_flag_under_cgi_answers_500() {
     let out = cgi_run(&["--bogus-flag", &example("hello.py")], &cgi_env("GET", "/", "", &[]), b"");
     let r = parse_cgi(&out);

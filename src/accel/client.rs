@@ -9,7 +9,7 @@ use super::spawn::{self, recent_failure};
 use super::{check_dir, socket_state, AccelError, Paths, SocketState, Stamp};
 use crate::sys::{euid, inherited_stdout as stdout, peer_cred};
 use crate::config::Config;
-use crate::fastcgi::codec::client as fcgi;
+use crate::fastcgi::client as fcgi;
 use crate::fastcgi::{ClientDecoder, ClientEvent, Role};
 use crate::request::{BodyLength, Request};
 use std::ffi::OsString;

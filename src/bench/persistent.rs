@@ -4,7 +4,7 @@
 
 use super::progress::Progress;
 use super::{last_line, BenchError, Target};
-use crate::fastcgi::codec::client;
+use crate::fastcgi::client;
 use crate::fastcgi::{ClientDecoder, ClientEvent, Role};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;

@@ -63,19 +63,7 @@ impl Stream {
 
     /// Wait until the socket can take more bytes; false on timeout.
     pub fn wait_writable(&self, timeout: std::time::Duration) -> io::Result<bool> {
-        let mut pfd = libc::pollfd { fd: self.fd(), events: libc::POLLOUT, revents: 0 };
-        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-        loop {
-            // SAFETY: one valid pollfd.
-            let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
-            if rc >= 0 {
-                return Ok(rc > 0);
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
+        sys::wait_writable(self.fd(), timeout)
     }
 
     /// Read what is already there without blocking: `Ok(None)` when nothing is waiting.

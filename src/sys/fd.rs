@@ -83,11 +83,33 @@ pub fn ready_pipe() -> io::Result<(ReadyWait, ReadySignal)> {
     Ok((ReadyWait(File::from(read_end)), ReadySignal(write_end)))
 }
 
-/// Wait until `fd` is readable or `ms` pass (0: just look); false if not readable.
-pub fn wait_readable(fd: RawFd, ms: i32) -> bool {
-    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+/// poll(2) on one fd for `events`, up to `ms` (-1: no limit): Ok(true) when ready.
+fn poll_one(fd: RawFd, events: libc::c_short, ms: i32) -> io::Result<bool> {
+    let mut pfd = libc::pollfd { fd, events, revents: 0 };
     // SAFETY: one valid pollfd.
-    unsafe { libc::poll(&mut pfd, 1, ms) > 0 }
+    let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc > 0)
+}
+
+/// Wait until `fd` is readable or `ms` pass (0: just look); false if not readable (a
+/// signal arriving counts as not yet).
+pub fn wait_readable(fd: RawFd, ms: i32) -> bool {
+    poll_one(fd, libc::POLLIN, ms).unwrap_or(false)
+}
+
+/// Wait until `fd` can take more bytes; Ok(false) on timeout. A signal does not cut the
+/// wait short.
+pub fn wait_writable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    loop {
+        match poll_one(fd, libc::POLLOUT, ms) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
 }
 
 /// Set (or clear) close-on-exec; false when `fd` is not open.

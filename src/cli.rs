@@ -395,7 +395,7 @@ pub fn one_line(text: &str) -> String {
 
 impl Cli {
     /// The main command line (with our `--version` text), or why it is not one.
-    pub fn parse_from(args: Vec<OsString>, version: String) -> Result<Cli, ArgsExit> {
+    pub fn from_command_line(args: Vec<OsString>, version: String) -> Result<Cli, ArgsExit> {
         parse_args(Cli::command().version(version), args)
     }
 }

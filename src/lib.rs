@@ -75,7 +75,7 @@ pub fn run() -> i32 {
             }
         };
     }
-    let config = match cli::Cli::parse_from(args.clone(), version_string()) {
+    let config = match cli::Cli::from_command_line(args.clone(), version_string()) {
         Ok(cli) => cli.into_config(in_cgi),
         Err(cli::ArgsExit::Shown) => return 0,
         Err(cli::ArgsExit::Error(line)) => return config_failure(&line, in_cgi),

@@ -307,8 +307,6 @@ impl Cli {
     }
 }
 
-
-
 /// The accelerator's settings: flags and variables beat the drop-in's `persist*` settings.
 fn accel_settings(worker: &Option<PathBuf>, flag: bool, idle: Option<u64>, dir: Option<PathBuf>, dropin: &DropIn) -> Result<AccelSettings, ConfigError> {
     let idle = match (idle, &dropin.persist_idle_timeout) {

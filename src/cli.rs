@@ -232,38 +232,12 @@ impl Cli {
         if let Some(word) = cli.app_arg.as_deref().filter(|w| RESERVED.contains(w)) {
             return Err(ConfigError::ReservedWord(word.to_owned()));
         }
-        let systemd = std::env::var("LISTEN_PID").is_ok_and(|p| p == std::process::id().to_string());
-        let gateway = match cli.mode.unwrap_or(Mode::Auto) {
-            // The CGI accelerator's worker serves FastCGI on its private socket.
-            _ if cli.persist_worker.is_some() => Gateway::FastCgi,
-            Mode::Cgi => Gateway::Cgi,
-            Mode::Fastcgi => Gateway::FastCgi,
-            Mode::Auto if cli.bind.is_some() || systemd || crate::sys::is_listening_socket(0) => Gateway::FastCgi,
-            Mode::Auto if gateway_interface => Gateway::Cgi,
-            Mode::Auto => return Err(ConfigError::NoGateway),
-        };
+        let gateway = cli.gateway(gateway_interface)?;
         let socket_mode = match &cli.socket_mode {
             Some(m) => Some(u32::from_str_radix(m.trim_start_matches("0o"), 8).ok().filter(|m| *m <= 0o777).ok_or_else(|| ConfigError::BadMode(m.clone()))?),
             None => None,
         };
-        // The positional APP is a command-line flag in rank; --app/CGI2WSGI_APP come next.
-        let mut app = match cli.app_arg.as_deref().or(cli.app.as_deref()) {
-            Some(spec) => Some(AppSpec::parse(spec)?),
-            None => None,
-        };
-        let dropin = match app.as_ref().and_then(AppSpec::file) {
-            Some(path) if path.is_file() => DropIn::read(path)?,
-            _ => DropIn::default(),
-        };
-        if let Some(inner) = &dropin.app {
-            app = Some(AppSpec::parse(inner)?);
-        }
-        if let (Some(spec), Some(callable)) = (app.as_mut(), &dropin.callable) {
-            if spec.callable.is_none() && matches!(spec.target, AppTarget::File(_)) {
-                spec.factory = callable.ends_with("()");
-                spec.callable = Some(callable.trim_end_matches("()").to_owned());
-            }
-        }
+        let (app, dropin) = cli.app_and_drop_in()?;
         let mut env = dropin.env.iter().map(|p| parse_env(p)).collect::<Result<Vec<_>, _>>()?;
         for pair in &cli.python.env {
             let (k, v) = parse_env(pair)?;
@@ -304,6 +278,46 @@ impl Cli {
             run_as: run_as(cli.user.as_deref(), cli.group.as_deref()).map_err(ConfigError::RunAs)?,
             persist,
         })
+    }
+}
+
+impl Cli {
+    /// How this process serves: `--mode`, else what started it.
+    fn gateway(&self, gateway_interface: bool) -> Result<Gateway, ConfigError> {
+        let systemd = std::env::var("LISTEN_PID").is_ok_and(|p| p == std::process::id().to_string());
+        Ok(match self.mode.unwrap_or(Mode::Auto) {
+            // The CGI accelerator's worker serves FastCGI on its private socket.
+            _ if self.persist_worker.is_some() => Gateway::FastCgi,
+            Mode::Cgi => Gateway::Cgi,
+            Mode::Fastcgi => Gateway::FastCgi,
+            Mode::Auto if self.bind.is_some() || systemd || crate::sys::is_listening_socket(0) => Gateway::FastCgi,
+            Mode::Auto if gateway_interface => Gateway::Cgi,
+            Mode::Auto => return Err(ConfigError::NoGateway),
+        })
+    }
+
+    /// The app and the drop-in file it names (if it is one), whose `app =` and `callable =`
+    /// lines refine it.
+    fn app_and_drop_in(&self) -> Result<(Option<AppSpec>, DropIn), ConfigError> {
+        // The positional APP is a command-line flag in rank; --app/CGI2WSGI_APP come next.
+        let mut app = match self.app_arg.as_deref().or(self.app.as_deref()) {
+            Some(spec) => Some(AppSpec::parse(spec)?),
+            None => None,
+        };
+        let dropin = match app.as_ref().and_then(AppSpec::file) {
+            Some(path) if path.is_file() => DropIn::read(path)?,
+            _ => DropIn::default(),
+        };
+        if let Some(inner) = &dropin.app {
+            app = Some(AppSpec::parse(inner)?);
+        }
+        if let (Some(spec), Some(callable)) = (app.as_mut(), &dropin.callable) {
+            if spec.callable.is_none() && matches!(spec.target, AppTarget::File(_)) {
+                spec.factory = callable.ends_with("()");
+                spec.callable = Some(callable.trim_end_matches("()").to_owned());
+            }
+        }
+        Ok((app, dropin))
     }
 }
 

@@ -31,9 +31,10 @@ pub fn fork() -> io::Result<Fork> {
 
 /// Send `sig` to `pid` (errors ignored: the process may be gone already).
 pub fn kill(pid: libc::pid_t, sig: libc::c_int) {
-    // SAFETY: kill has no memory preconditions; a pid must never be 0 or -1 here, or the
-    // signal would reach our whole process group or every process we may signal.
+    // Never 0 or -1: the signal would reach our whole process group, or every process we
+    // may signal.
     if pid > 0 {
+        // SAFETY: kill has no memory preconditions.
         unsafe { libc::kill(pid, sig) };
     }
 }

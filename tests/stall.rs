@@ -9,7 +9,7 @@
 
 mod common;
 
-use cgi2wsgi::fastcgi::codec::client;
+use cgi2wsgi::fastcgi::client;
 use cgi2wsgi::fastcgi::ClientEvent;
 use common::fcgi::*;
 use std::io::Write;

@@ -9,7 +9,8 @@ use super::lock::Lock;
 use super::spawn::READY_FD_VAR;
 use super::{Paths, Stamp};
 use crate::config::Config;
-use crate::server::listen::{self, BindSpec, SocketPerms};
+use crate::config::{BindSpec, SocketPerms};
+use crate::server::listen;
 use crate::server::{self, STOP};
 use crate::wsgi;
 use std::os::unix::fs::MetadataExt;
@@ -29,20 +30,16 @@ const GRACE: Duration = Duration::from_secs(1);
 
 /// The fd the invocation that started us waits on; close-on-exec from now, so nothing the
 /// app starts while it imports can hold it open.
-fn take_ready_fd() -> Option<i32> {
+fn take_ready_fd() -> Option<crate::sys::ReadySignal> {
     let fd = std::env::var(READY_FD_VAR).ok().and_then(|v| v.parse::<i32>().ok())?;
     std::env::remove_var(READY_FD_VAR);
-    // SAFETY: F_SETFD on the fd passed to us; a bad number only makes fcntl fail.
-    (unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } == 0).then_some(fd)
+    crate::sys::ReadySignal::adopt(fd)
 }
 
 /// Tell the invocation that started us that we listen (or, by exiting, that we failed).
-fn report_ready(fd: Option<i32>) {
-    let Some(fd) = fd else { return };
-    // SAFETY: the fd was passed to us for exactly this one byte; closed right after.
-    unsafe {
-        libc::write(fd, [b'R'].as_ptr().cast(), 1);
-        libc::close(fd);
+fn report_ready(fd: Option<crate::sys::ReadySignal>) {
+    if let Some(fd) = fd {
+        fd.signal();
     }
 }
 
@@ -154,8 +151,8 @@ pub fn run(config: &Config) -> i32 {
     if let Err(code) = server::ready_to_serve(&listener) {
         return code;
     }
-    server::set_signal(libc::SIGHUP, None);
-    server::set_signal(libc::SIGUSR1, Some(on_retire));
+    crate::sys::set_signal(libc::SIGHUP, None);
+    crate::sys::set_signal(libc::SIGUSR1, Some(on_retire));
     log::info!("persistent worker (pid {}) ready for {spec} on {}; idle timeout {} s", std::process::id(), paths.sock.display(), config.persist.idle_timeout.as_secs());
     report_ready(ready_fd);
     let watcher = {

@@ -3,6 +3,8 @@
 //! never blocks on a peer: what it owes a connection waits in that connection's queue until
 //! epoll says the socket is writable. Kept-alive connections from nginx never tie a thread
 //! down.
+// TODO(layout): move to sys (the Epoll wrapper).
+#![allow(unsafe_code)]
 
 use super::listen::{self, Listener};
 use super::{watchdog, STOP};
@@ -145,8 +147,7 @@ impl Recycle {
 fn rss_kib() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
     let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    let page = crate::sys::page_size();
     pages * page / 1024
 }
 
@@ -350,7 +351,7 @@ impl Worker<'_> {
             // connection between requests, and web servers reconnect. With none idle, the
             // new one waits in the backlog.
             if conns.len() >= self.max_conns {
-                if !super::wait_readable(self.listener.raw_fd(), 0) {
+                if !crate::sys::wait_readable(self.listener.raw_fd(), 0) {
                     return accepted;
                 }
                 let oldest_idle = conns.iter().filter(|(_, e)| e.conn.is_idle()).min_by_key(|(_, e)| e.last_used).map(|(fd, _)| *fd);
@@ -374,7 +375,7 @@ impl Worker<'_> {
                 }
             }
             if let (Some(want), listen::Stream::Unix(_)) = (self.peer_uid, &stream) {
-                match crate::accel::peer_cred(stream.fd()) {
+                match crate::sys::peer_cred(stream.fd()) {
                     Ok((_, uid)) if uid == want => {}
                     Ok((pid, uid)) => {
                         log::warn!("refused a connection from pid {pid} uid {uid}: only uid {want} may use this socket");

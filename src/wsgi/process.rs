@@ -1,6 +1,9 @@
 //! What a process (not a request) needs from Python: a request thread's thread state, the
 //! fork protocol, `gc.freeze` before forking workers, and the stack dump of `--timeout`.
+// The fork hooks are C calls: allowed here, with their SAFETY.
+#![allow(unsafe_code)]
 
+use crate::sys::{self, Fork};
 use pyo3::prelude::*;
 
 /// Run `f` (a request thread's event loop) without the GIL, with a Python thread state
@@ -10,19 +13,19 @@ pub fn detached<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     Python::attach(|py| py.detach(f))
 }
 
-/// Fork with Python's own fork protocol (its locks taken before, its state fixed up after,
-/// in parent and child). `fork` is the raw fork; its result is returned as is.
-pub fn fork_with_python(fork: impl FnOnce() -> libc::pid_t) -> libc::pid_t {
+/// `sys::fork` under Python's own fork protocol (its locks taken before, its state fixed
+/// up after, in parent and child). The same single-thread rule as `sys::fork` applies.
+pub fn fork_with_python() -> std::io::Result<Fork> {
     // SAFETY: PyOS_* are called with the GIL held, on the forking thread, around the fork.
     Python::attach(|_py| unsafe {
         pyo3::ffi::PyOS_BeforeFork();
-        let pid = fork();
-        if pid == 0 {
+        let forked = sys::fork();
+        if forked.as_ref().is_ok_and(|f| *f == Fork::Child) {
             pyo3::ffi::PyOS_AfterFork_Child();
         } else {
             pyo3::ffi::PyOS_AfterFork_Parent();
         }
-        pid
+        forked
     })
 }
 

@@ -374,7 +374,7 @@ impl Worker<'_> {
                     continue;
                 }
             }
-            if let (Some(want), listen::Stream::Unix(_)) = (self.peer_uid, &stream) {
+            if let (Some(want), crate::sys::Stream::Unix(_)) = (self.peer_uid, &stream) {
                 match crate::sys::peer_cred(stream.fd()) {
                     Ok((_, uid)) if uid == want => {}
                     Ok((pid, uid)) => {

@@ -356,6 +356,18 @@ mod tests {
     }
 
     #[test]
+    fn from_cgi_vars_mounts_or_refuses() {
+        let vars = [("SCRIPT_NAME", "/cgi-bin/app.cgi"), ("PATH_INFO", ""), ("REQUEST_URI", "/blog/post?x=1")];
+        let r = Request::from_cgi_vars(vars.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())), None, Some("/blog")).unwrap();
+        assert_eq!((r.get("SCRIPT_NAME"), r.get("PATH_INFO")), (Some("/blog"), Some("/post")));
+        let unmounted = Request::from_cgi_vars(vars.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())), None, None).unwrap();
+        assert_eq!(unmounted.get("SCRIPT_NAME"), Some("/cgi-bin/app.cgi"));
+        let big = [("CONTENT_LENGTH", "100")];
+        let refused = Request::from_cgi_vars(big.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())), Some(10), Some("/blog")).unwrap_err();
+        assert_eq!(refused.status(), "413 Content Too Large");
+    }
+
+    #[test]
     fn script_name_override_outside_the_mount_keeps_path_info() {
         // /blogger is not under /blog; reached directly at /cgi-bin/app.cgi/x.
         let other = [("SCRIPT_NAME", "/cgi-bin/app.cgi"), ("PATH_INFO", "/x"), ("REQUEST_URI", "/blogger/x")];

@@ -13,8 +13,6 @@ use cgi2wsgi::fastcgi::client;
 use cgi2wsgi::fastcgi::ClientEvent;
 use common::fcgi::*;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A request on another connection must be answered within this.
@@ -140,25 +138,21 @@ fn endless_flood_is_closed_at_the_bound() {
     let s = Server::start(&stall_app(), &["--workers", "1", "--threads", "1"], &[]);
     let c = s.connect();
     let mut w = c.writer();
-    let stop = Arc::new(AtomicBool::new(false));
-    let flooder = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let batch = get_values(1000);
-            let deadline = Instant::now() + Duration::from_secs(20);
-            let mut sent = 0usize;
-            while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-                match w.write_all(&batch) {
-                    Ok(()) => sent += batch.len(),
-                    Err(e) => return (sent, Some(e)),
-                }
+    // Writes until the server closes the connection (or, failing that, for 20 s).
+    let flooder = std::thread::spawn(move || {
+        let batch = get_values(1000);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut sent = 0usize;
+        while Instant::now() < deadline {
+            match w.write_all(&batch) {
+                Ok(()) => sent += batch.len(),
+                Err(e) => return (sent, Some(e)),
             }
-            (sent, None)
-        })
-    };
+        }
+        (sent, None)
+    });
     probes(&s, "--threads 1, endless GET_VALUES flood");
     let (sent, error) = flooder.join().unwrap();
-    stop.store(true, Ordering::SeqCst);
     let error = error.unwrap_or_else(|| panic!("the server kept a peer that never reads open after {sent} bytes of GET_VALUES\n{}", s.diag()));
     assert!(is_closed_error(&error), "flood write: {error}");
     assert!(s.wait_for_log("does not read", Duration::from_secs(5)), "no log line for the closed peer\n{}", s.diag());

@@ -80,6 +80,15 @@ pub fn stdin_is_listening_socket() -> bool {
     rc == 0 && val != 0
 }
 
+/// The venv a binary installed in its `bin/` belongs to (`pip install cgi2wsgi` puts it
+/// there): that venv is the default, as it is for the venv's own `python`. `exe` is the
+/// resolved executable (`/proc/self/exe`), so the accelerator's worker, started from that path,
+/// resolves the same venv.
+pub fn venv_of_binary(exe: &std::path::Path) -> Option<PathBuf> {
+    let venv = exe.parent().filter(|bin| bin.file_name().is_some_and(|n| n == "bin"))?.parent()?;
+    venv.join("pyvenv.cfg").is_file().then(|| venv.to_owned())
+}
+
 impl Config {
     /// Validate the parsed command line. `gateway_interface` is whether GATEWAY_INTERFACE is set.
     pub fn from_cli(cli: Cli, gateway_interface: bool) -> Result<Config, ConfigError> {
@@ -134,7 +143,7 @@ impl Config {
         Ok(Config {
             gateway,
             app,
-            venv: cli.venv.or(dropin.venv),
+            venv: cli.venv.or(dropin.venv).or_else(|| std::env::current_exe().ok().and_then(|exe| venv_of_binary(&exe))),
             pythonpath,
             chdir: cli.chdir.or(dropin.chdir),
             env,
@@ -165,6 +174,17 @@ impl Config {
 mod tests {
     use super::*;
     use clap::Parser;
+
+    #[test]
+    fn a_binary_in_a_venvs_bin_uses_that_venv() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("bin")).unwrap();
+        let exe = dir.path().join("bin/cgi2wsgi");
+        assert_eq!(venv_of_binary(&exe), None, "no pyvenv.cfg: not a venv");
+        std::fs::write(dir.path().join("pyvenv.cfg"), "home = /usr/bin\n").unwrap();
+        assert_eq!(venv_of_binary(&exe), Some(dir.path().to_owned()));
+        assert_eq!(venv_of_binary(&dir.path().join("cgi2wsgi")), None, "only from bin/");
+    }
 
     #[test]
     fn sizes() {

@@ -14,6 +14,7 @@ pub mod doctor;
 pub mod dropin;
 pub mod error;
 pub mod fastcgi;
+pub mod generate;
 pub mod request;
 pub mod response;
 pub mod server;
@@ -26,7 +27,9 @@ use std::io::Write;
 /// `--version`: ours and the Python actually linked (with the interpreter it was built for).
 pub fn version_string() -> String {
     let built_for = option_env!("PYO3_PYTHON").unwrap_or("the default python3");
-    format!("{} (Python {}, built for {built_for})", env!("CARGO_PKG_VERSION"), wsgi::interp::linked_version())
+    // build.rs says how libpython is linked: "static" (the default) or "dynamic".
+    let link = env!("CGI2WSGI_LIBPYTHON_LINK");
+    format!("{} (Python {}, {link} libpython, built for {built_for})", env!("CARGO_PKG_VERSION"), wsgi::interp::linked_version())
 }
 
 fn init_logging(level: &str) {
@@ -60,6 +63,10 @@ pub fn run() -> i32 {
     // `cgi2wsgi bench ...` has its own command line; never under a web server.
     if !in_cgi && args.get(1).is_some_and(|a| a == "bench") {
         return bench::main(args);
+    }
+    // `cgi2wsgi --generate man|bash|...` (dev/package): the man page and completions.
+    if !in_cgi && args.get(1).is_some_and(|a| a == "--generate") {
+        return generate::main(&args);
     }
     let matches = match cli::Cli::command().version(version_string()).try_get_matches_from(args.clone()) {
         Ok(m) => m,

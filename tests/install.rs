@@ -576,3 +576,57 @@ fn deb_installs_serves_through_mod_fcgid_and_removes_cleanly() {
         "dpkg still lists cgi2wsgi: {abbrev:?}"
     );
 }
+
+// ---------------------------------------------------------------- dev/setup
+
+/// dev/setup on a machine without chromium and systemd installs exactly those, with
+/// services kept from starting (policy-rc.d): run with stand-ins for dpkg-query and
+/// apt-get first on PATH, so nothing is really installed or removed.
+#[test]
+fn dev_setup_installs_what_is_missing() {
+    require_root("dev/setup's policy-rc.d");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("apt.log");
+    let stub = |name: &str, body: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    // dpkg-query -W -f FORMAT PACKAGE
+    stub("dpkg-query", r#"case "$4" in chromium|systemd) echo "dpkg-query: no packages found matching $4" >&2; exit 1 ;; *) printf installed ;; esac"#.into());
+    stub(
+        "apt-get",
+        format!(
+            r#"p=no; [ -x /usr/sbin/policy-rc.d ] && /usr/sbin/policy-rc.d; [ $? = 101 ] && p=yes; echo "policy-rc=$p $*" >> '{}'"#,
+            log.display()
+        ),
+    );
+    let path = format!(
+        "{}:{}",
+        dir.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let had_policy = Path::new("/usr/sbin/policy-rc.d").exists();
+
+    let listed = stdout(
+        Command::new(common::repo().join("dev/setup"))
+            .arg("--list")
+            .env("PATH", &path),
+    );
+    assert_eq!(listed.lines().collect::<Vec<_>>(), ["systemd", "chromium"]);
+    run(Command::new(common::repo().join("dev/setup")).env("PATH", &path));
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = calls.lines().collect();
+    assert_eq!(lines.len(), 2, "{calls}");
+    assert!(lines[0].ends_with("update -qq"), "{calls}");
+    assert!(
+        lines[1].starts_with("policy-rc=yes ")
+            && lines[1].ends_with("install -y -qq --no-install-recommends systemd chromium"),
+        "{calls}"
+    );
+    assert_eq!(
+        Path::new("/usr/sbin/policy-rc.d").exists(),
+        had_policy,
+        "policy-rc.d not restored"
+    );
+}

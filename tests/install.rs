@@ -454,7 +454,8 @@ impl Drop for Installed {
     }
 }
 
-const DEB_FILES: [&str; 8] = [
+const DEB_FILES: [&str; 9] = [
+    "/etc/cgi2wsgi",
     "/usr/bin/cgi2wsgi",
     "/usr/share/man/man1/cgi2wsgi.1.gz",
     "/usr/share/bash-completion/completions/cgi2wsgi",

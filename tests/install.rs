@@ -323,14 +323,27 @@ fn packages() -> &'static Packages {
 
 /// A PATH without cargo (or rustc) on it: the install must not need a compiler.
 fn path_without_cargo() -> String {
-    let path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-    for dir in path.split(':') {
-        assert!(
-            !Path::new(dir).join("cargo").exists(),
-            "cargo is in {dir}: the test could not tell"
-        );
-    }
-    path.into()
+    let dirs = [
+        "/usr/local/sbin",
+        "/usr/local/bin",
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+    ];
+    let kept: Vec<&str> = dirs
+        .into_iter()
+        .filter(|d| {
+            !["cargo", "rustc"]
+                .iter()
+                .any(|t| Path::new(d).join(t).exists())
+        })
+        .collect();
+    assert!(
+        kept.contains(&"/usr/bin"),
+        "cargo or rustc is in /usr/bin: this test cannot hide it"
+    );
+    kept.join(":")
 }
 
 #[test]

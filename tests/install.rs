@@ -571,6 +571,15 @@ fn deb_installs_serves_through_mod_fcgid_and_removes_cleanly() {
         "{completion}"
     );
 
+    // The systemd templates, as one app's instance: systemd's own checker has nothing to say.
+    let verify = run(Command::new("systemd-analyze").args([
+        "verify",
+        "cgi2wsgi@demo.socket",
+        "cgi2wsgi@demo.service",
+    ]));
+    let said = String::from_utf8_lossy(&verify.stderr);
+    assert!(said.trim().is_empty(), "systemd-analyze verify: {said}");
+
     run(Command::new("dpkg").args(["-r", "cgi2wsgi"]));
     std::mem::forget(installed);
     for f in DEB_FILES {

@@ -580,6 +580,18 @@ fn deb_installs_serves_through_mod_fcgid_and_removes_cleanly() {
     let said = String::from_utf8_lossy(&verify.stderr);
     assert!(said.trim().is_empty(), "systemd-analyze verify: {said}");
 
+    // An example run in place as root leaves __pycache__ there: removal must still be clean.
+    let hello = common::cgi_env("GET", "/", "", &[]);
+    run(Command::new("/usr/bin/cgi2wsgi")
+        .arg(doc.join("hello.py"))
+        .env_clear()
+        .envs(hello)
+        .stdout(Stdio::null()));
+    assert!(
+        doc.join("__pycache__").is_dir(),
+        "the example run wrote no __pycache__: this checks nothing"
+    );
+
     run(Command::new("dpkg").args(["-r", "cgi2wsgi"]));
     std::mem::forget(installed);
     for f in DEB_FILES {

@@ -451,6 +451,32 @@ fn wheel_in_a_fresh_venv_serves_flask_through_lighttpd() {
         "Flask came from {}, not the wheel's venv",
         flask_file.display()
     );
+    drop(server);
+
+    // The README's shared-hosting drop-in and its "test it over SSH" line, as printed there.
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
+    let block = |start: &str| {
+        let at = readme
+            .find(start)
+            .unwrap_or_else(|| panic!("the README lost {start:?}"));
+        readme[at..].split("\n```").next().unwrap().to_owned()
+    };
+    let public_html = fx.path().join("public_html");
+    std::fs::create_dir_all(&public_html).unwrap();
+    let drop_in = block("#!/home/me/myapp/venv/bin/cgi2wsgi")
+        .replace("/home/me/myapp/venv", &path_str(&venv))
+        .replace("/home/me/myapp", &path_str(&fx.examples().join("flask")));
+    std::fs::write(public_html.join("app.cgi"), drop_in + "\n").unwrap();
+    std::fs::set_permissions(
+        public_html.join("app.cgi"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let line = block("cd ~/public_html && env -i")
+        .replace("\\\n", " ")
+        .replace("~/public_html", &path_str(&public_html));
+    let out = stdout(Command::new("bash").args(["-c", &line]));
+    assert!(out.starts_with("Status: 200 OK\r\n"), "{line}\n{out}");
 }
 
 // ---------------------------------------------------------------- the .deb

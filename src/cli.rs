@@ -3,7 +3,7 @@
 //! drop-in's settings) into the plain values of `config`. clap's errors become one line here.
 
 use crate::appspec::{AppSpec, AppTarget};
-use crate::config::{AccelSettings, BindSpec, Config, Gateway, RunAs, SocketPerms, DEFAULT_IDLE_TIMEOUT};
+use crate::config::{AccelSettings, BindSpec, Config, Gateway, RunAs, SocketPerms, DEFAULT_IDLE_TIMEOUT, DEFAULT_PERSIST_TIMEOUT, DEFAULT_START_TIMEOUT};
 use crate::dropin::DropIn;
 use crate::error::ConfigError;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, ValueEnum};
@@ -137,9 +137,15 @@ pub struct Cli {
     #[arg(long, value_name = "SECONDS", env = "CGI2WSGI_READ_TIMEOUT", default_value_t = 60)]
     pub read_timeout: u64,
 
-    /// FastCGI: append the log (and the app's stdout/stderr) to this file instead of stderr
+    /// FastCGI: append the log (and the app's stdout/stderr) to this file instead of stderr;
+    /// reopened on SIGUSR1 (logrotate)
     #[arg(long, value_name = "PATH", env = "CGI2WSGI_LOG_FILE")]
     pub log_file: Option<PathBuf>,
+
+    /// Append one line per request to this file (remote address, time, request line,
+    /// status, bytes, microseconds, pid; see the README); reopened on SIGUSR1. Never stdout
+    #[arg(long, value_name = "PATH", env = "CGI2WSGI_ACCESS_LOG")]
+    pub access_log: Option<PathBuf>,
 
     /// FastCGI: worker processes (default: one per CPU with --bind or systemd; 1 when a web
     /// server passed the socket on fd 0, as mod_fcgid and lighttpd multiply processes)
@@ -193,9 +199,19 @@ pub struct Cli {
     pub persist_idle_timeout: Option<u64>,
 
     /// CGI accelerator: the private directory for the worker's socket, lock and log
-    /// (default $XDG_RUNTIME_DIR/cgi2wsgi, else /tmp/cgi2wsgi-UID)
+    /// (default $XDG_RUNTIME_DIR/cgi2wsgi, else ~/.cache/cgi2wsgi, else /tmp/cgi2wsgi-UID)
     #[arg(long, value_name = "DIR", env = "CGI2WSGI_PERSIST_DIR")]
     pub persist_dir: Option<PathBuf>,
+
+    /// CGI accelerator: answer 504 when the worker sends nothing for this many seconds
+    /// (default 300)
+    #[arg(long, value_name = "SECONDS", env = "CGI2WSGI_PERSIST_TIMEOUT")]
+    pub persist_timeout: Option<u64>,
+
+    /// CGI accelerator: serve in-process (and stop the worker) when a worker's start takes
+    /// longer than this many seconds (default 30)
+    #[arg(long, value_name = "SECONDS", env = "CGI2WSGI_PERSIST_START_TIMEOUT")]
+    pub persist_start_timeout: Option<u64>,
 
     /// Internal: run as the accelerator's worker on this socket (started by a CGI invocation)
     #[arg(long, value_name = "SOCKET", hide = true)]
@@ -244,7 +260,8 @@ impl Cli {
             env.retain(|(old, _)| *old != k);
             env.push((k, v));
         }
-        let persist = accel_settings(&cli.persist_worker, cli.persist, cli.persist_idle_timeout, cli.persist_dir.clone(), &dropin)?;
+        let timeouts = AccelTimeouts { idle: cli.persist_idle_timeout, response: cli.persist_timeout, start: cli.persist_start_timeout };
+        let persist = accel_settings(&cli.persist_worker, cli.persist, timeouts, cli.persist_dir.clone(), &dropin)?;
         let max_body = match cli.max_body.or(dropin.max_body) {
             Some(s) => Some(parse_size(&s)?),
             None => None,
@@ -266,6 +283,7 @@ impl Cli {
             bind: cli.bind.as_deref().map(BindSpec::parse),
             socket_perms: SocketPerms { mode: socket_mode, owner: cli.socket_owner, group: cli.socket_group },
             log_file: cli.log_file,
+            access_log: cli.access_log,
             max_conns: cli.max_conns.filter(|n| *n > 0),
             threads: cli.threads.max(1),
             workers: cli.workers,
@@ -322,9 +340,26 @@ impl Cli {
     }
 }
 
+/// The accelerator's timeouts from flags or variables, in seconds.
+struct AccelTimeouts {
+    idle: Option<u64>,
+    response: Option<u64>,
+    start: Option<u64>,
+}
+
+/// A number of seconds: the flag's, else the drop-in's text, else the default.
+fn seconds(flag: Option<u64>, text: &Option<String>, key: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+    let secs = match (flag, text) {
+        (Some(s), _) => s,
+        (None, Some(text)) => text.trim().parse().map_err(|_| ConfigError::BadSeconds(key, text.clone()))?,
+        (None, None) => default.as_secs(),
+    };
+    Ok(Duration::from_secs(secs.max(1)))
+}
+
 /// The accelerator's settings: flags and variables beat the drop-in's `persist*` settings.
-fn accel_settings(worker: &Option<PathBuf>, flag: bool, idle: Option<u64>, dir: Option<PathBuf>, dropin: &DropIn) -> Result<AccelSettings, ConfigError> {
-    let idle = match (idle, &dropin.persist_idle_timeout) {
+fn accel_settings(worker: &Option<PathBuf>, flag: bool, t: AccelTimeouts, dir: Option<PathBuf>, dropin: &DropIn) -> Result<AccelSettings, ConfigError> {
+    let idle = match (t.idle, &dropin.persist_idle_timeout) {
         (Some(s), _) => s,
         (None, Some(text)) => text.trim().parse().map_err(|_| ConfigError::BadIdleTimeout(text.clone()))?,
         (None, None) => DEFAULT_IDLE_TIMEOUT.as_secs(),
@@ -334,6 +369,8 @@ fn accel_settings(worker: &Option<PathBuf>, flag: bool, idle: Option<u64>, dir: 
         idle_timeout: Duration::from_secs(idle.max(1)),
         dir: dir.or_else(|| dropin.persist_dir.clone()),
         worker_socket: worker.clone(),
+        timeout: seconds(t.response, &dropin.persist_timeout, "persist-timeout", DEFAULT_PERSIST_TIMEOUT)?,
+        start_timeout: seconds(t.start, &dropin.persist_start_timeout, "persist-start-timeout", DEFAULT_START_TIMEOUT)?,
     })
 }
 

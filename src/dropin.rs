@@ -32,6 +32,9 @@ pub struct DropIn {
     pub persist: Option<bool>,
     pub persist_idle_timeout: Option<String>,
     pub persist_dir: Option<PathBuf>,
+    /// `persist-timeout = 300`, `persist-start-timeout = 30`.
+    pub persist_timeout: Option<String>,
+    pub persist_start_timeout: Option<String>,
 }
 
 const MARKER: &str = "cgi2wsgi:";
@@ -77,7 +80,9 @@ impl DropIn {
             "persist" => self.persist = Some(truthy(&value)),
             "persist-idle-timeout" | "persist_idle_timeout" => self.persist_idle_timeout = Some(value),
             "persist-dir" | "persist_dir" => self.persist_dir = Some(path(&value)),
-            _ => return Err(format!("unknown setting {key:?} (known: app, venv, pythonpath, chdir, env, callable, max-body, script-name, log-level, debug, persist, persist-idle-timeout, persist-dir)")),
+            "persist-timeout" | "persist_timeout" => self.persist_timeout = Some(value),
+            "persist-start-timeout" | "persist_start_timeout" => self.persist_start_timeout = Some(value),
+            _ => return Err(format!("unknown setting {key:?} (known: app, venv, pythonpath, chdir, env, callable, max-body, script-name, log-level, debug, persist, persist-idle-timeout, persist-dir, persist-timeout, persist-start-timeout)")),
         }
         Ok(())
     }

@@ -77,6 +77,17 @@ pub(crate) fn prepare(config: &Config) -> Result<&crate::appspec::AppSpec, i32> 
         log::error!("cannot secure stdio: {e}");
         return Err(1);
     }
+    if let Some(path) = &config.access_log {
+        if let Err(e) = crate::sys::open_access_log(path) {
+            log::error!("--access-log {}: {e}", path.display());
+            return Err(1);
+        }
+    }
+    // SIGUSR1: reopen both (logrotate); every process forked from here inherits it.
+    if let Err(e) = crate::sys::reopen_on_sigusr1(config.log_file.as_deref()) {
+        log::error!("--log-file: {e}");
+        return Err(1);
+    }
     wsgi::boot::prepare_environment(config);
     config.app.as_ref().ok_or_else(|| {
         log::error!("{}", crate::error::ConfigError::NoApp);
@@ -97,6 +108,8 @@ pub(crate) fn ready_to_serve(listener: &Listener) -> Result<(), i32> {
 
 /// Run the FastCGI responder until a stop signal. Returns the exit status.
 pub fn run(config: &Config) -> i32 {
+    // Read before any thread exists, and kept from the app (systemd's readiness protocol).
+    crate::sys::take_notify_socket();
     let workers = worker_count(config);
     let listener = match open_listener(config) {
         Ok(l) => l,
@@ -134,7 +147,10 @@ pub fn run(config: &Config) -> i32 {
             return 1;
         }
     };
-    serve(config, &listener, &app, spec, None)
+    crate::sys::notify(&format!("READY=1\nSTATUS=serving {spec} on {}\nMAINPID={}", listener.describe(), std::process::id()));
+    let code = serve(config, &listener, &app, spec, None);
+    crate::sys::notify("STOPPING=1\nSTATUS=stopped");
+    code
 }
 
 /// Serve with the app already imported, in this process, until a stop signal (or, in a

@@ -79,6 +79,8 @@ pub fn run(plan: &Plan<'_>) -> i32 {
         log::error!("the app could not be started; see the log above");
         return 1;
     }
+    sys::notify(&format!("READY=1\nSTATUS={} worker(s) serving {} on {}\nMAINPID={}", plan.workers, plan.spec, plan.listener.describe(), std::process::id()));
+    let mut reopens = sys::reopen_count();
     let mut draining: Vec<(libc::pid_t, Instant)> = Vec::new();
     let mut watch = plan.config.reload.then(|| Watcher::new(plan.config, plan.spec));
     let mut backoff = crash_backoff();
@@ -86,6 +88,14 @@ pub fn run(plan: &Plan<'_>) -> i32 {
         sleep_tick();
         if STOP.load(Ordering::SeqCst) {
             break;
+        }
+        if sys::reopen_count() != reopens {
+            // Our own descriptors were reopened by the handler; the zygotes pass it on.
+            reopens = sys::reopen_count();
+            log::info!("SIGUSR1: log files reopened");
+            for pid in draining.iter().map(|(p, _)| *p).chain([current.zygote]) {
+                kill(pid, libc::SIGUSR1);
+            }
         }
         if watch.as_mut().is_some_and(Watcher::changed) {
             log::warn!("app files changed: reloading");
@@ -95,6 +105,7 @@ pub fn run(plan: &Plan<'_>) -> i32 {
             match spawn_generation(plan).map(|mut g| (wait_ready(&mut g), g)) {
                 Ok((true, next)) => {
                     log::warn!("reloaded: new workers are serving; the old ones finish their requests");
+                    sys::notify(&format!("STATUS={} worker(s) serving {} on {} (reloaded)", plan.workers, plan.spec, plan.listener.describe()));
                     kill(current.zygote, libc::SIGTERM);
                     draining.push((current.zygote, Instant::now()));
                     current = next;
@@ -132,6 +143,7 @@ pub fn run(plan: &Plan<'_>) -> i32 {
         }
     }
     // Stop: every generation drains; its workers finish the requests in flight.
+    sys::notify("STOPPING=1\nSTATUS=stopping: finishing the requests in flight");
     kill(current.zygote, libc::SIGTERM);
     let mut left: Vec<libc::pid_t> = draining.iter().map(|(p, _)| *p).chain([current.zygote]).collect();
     let deadline = Instant::now() + graceful + Duration::from_secs(5);
@@ -239,8 +251,15 @@ fn zygote(plan: &Plan<'_>, ready: ReadySignal) -> i32 {
     ready.signal();
     log::info!("{} worker(s) serving {}", slots.len(), plan.spec);
     let mut stopping: Option<Instant> = None;
+    let mut reopens = sys::reopen_count();
     loop {
         sleep_tick();
+        if sys::reopen_count() != reopens {
+            reopens = sys::reopen_count();
+            for s in &slots {
+                kill(s.pid, libc::SIGUSR1);
+            }
+        }
         if STOP.load(Ordering::SeqCst) && stopping.is_none() {
             stopping = Some(Instant::now());
             for s in &slots {

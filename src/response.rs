@@ -244,7 +244,7 @@ mod tests {
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_311_011);
         assert_eq!(
             access_line(&outcome, &request, t, 5123, 4711),
-            "192.0.2.7 - - [03/Dec/2026:15:16:51 +0000] \"GET /a b?\\x22x\\x22 HTTP/1.1\" 404 17 \"-\" \"curl/8\\xE9\" 5123 4711\n"
+            "192.0.2.7 - - [03/Dec/2026:15:16:51 +0000] \"GET /a b?\\x22x\\x22 HTTP/1.1\" 404 17 \"-\" \"curl/8\\xC3\\xA9\" 5123 4711\n"
         );
         assert_eq!(clf_time(std::time::UNIX_EPOCH + std::time::Duration::from_secs(951_782_400)), "29/Feb/2000:00:00:00 +0000");
     }

@@ -53,6 +53,13 @@ fn note_fallback(e: &AccelError) {
 /// A connection to the current worker, or `None` (no worker, a stale one, or anything
 /// that does not check out: the slow path then sorts it out under the lock).
 pub fn connect_current(paths: &Paths) -> Option<UnixStream> {
+    connect_checked(paths, true)
+}
+
+/// A connection to the worker at the socket, checked as `connect_current` does; `current`:
+/// also that its files are unchanged (the worker this invocation has just started is
+/// used even if a file changed while it loaded: the next invocation replaces it).
+pub fn connect_checked(paths: &Paths, current: bool) -> Option<UnixStream> {
     if check_dir(&paths.dir, false).is_err() {
         return None;
     }
@@ -65,7 +72,7 @@ pub fn connect_current(paths: &Paths) -> Option<UnixStream> {
         }
     }
     let stamp = Stamp::read(&paths.stamp)?;
-    if !stamp.is_current() {
+    if current && !stamp.is_current() {
         log::info!("{} changed: the worker will be replaced", stamp.changed_file().map(|p| p.display().to_string()).unwrap_or_default());
         return None;
     }

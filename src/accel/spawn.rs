@@ -49,7 +49,7 @@ pub fn ensure_worker(args: &[OsString], paths: &Paths, start_timeout: Duration) 
     }
     clear_old(paths);
     let started = spawn(args, paths).and_then(|(ready, pid)| wait_ready(ready, pid, paths, start_timeout));
-    match started.and_then(|()| client::connect_current(paths).ok_or_else(|| AccelError::WorkerFailed(paths.log.clone()))) {
+    match started.and_then(|()| client::connect_checked(paths, false).ok_or_else(|| AccelError::WorkerFailed(paths.log.clone()))) {
         Ok(stream) => {
             let _ = std::fs::remove_file(&paths.fallback);
             Ok(stream)

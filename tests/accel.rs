@@ -863,3 +863,25 @@ fn without_home_the_private_dir_comes_from_the_password_database() {
     let r = run();
     assert_eq!((r.status, r.json()["run_once"].as_bool()), (200, Some(false)), "{}", r.stderr);
 }
+
+/// SIGUSR1 means "reopen the logs" in the accelerator's worker too (it keeps serving);
+/// retirement, when the app changes, is SIGWINCH: the old worker exits.
+#[test]
+fn sigusr1_does_not_retire_a_worker_and_a_deploy_still_does() {
+    let (base, dir, _workers) = private_dir();
+    let app = write_app(&base, "plain.cgi", "def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'one']\n");
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(app_run(&dir, &app, &[], "").body, b"one");
+    let pid = stamps(&dir)[0].1;
+    signal(pid, libc::SIGUSR1);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(alive(pid), "SIGUSR1 ended the worker");
+    let r = app_run(&dir, &app, &[], "");
+    assert_eq!((r.body.as_slice(), stamps(&dir)[0].1), (&b"one"[..], pid), "{}", r.stderr);
+    // The same settings (they are part of the worker's key), another body.
+    write_app(&base, "plain.cgi", "def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'two, deployed']\n");
+    let r = app_run(&dir, &app, &[], "");
+    assert_eq!(r.body, b"two, deployed", "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("retiring worker {pid}")), "{}", r.stderr);
+    wait_until("the retired worker exits", Duration::from_secs(10), || !alive(pid));
+}

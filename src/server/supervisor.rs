@@ -80,7 +80,8 @@ pub fn run(plan: &Plan<'_>) -> i32 {
         return 1;
     }
     sys::notify(&format!("READY=1\nSTATUS={} worker(s) serving {} on {}\nMAINPID={}", plan.workers, plan.spec, plan.listener.describe(), std::process::id()));
-    let mut reopens = sys::reopen_count();
+    // From zero: a SIGUSR1 that came while the first generation started is passed on too.
+    let mut reopens = 0;
     let mut draining: Vec<(libc::pid_t, Instant)> = Vec::new();
     let mut watch = plan.config.reload.then(|| Watcher::new(plan.config, plan.spec));
     let mut backoff = crash_backoff();
@@ -207,6 +208,8 @@ struct Slot {
 
 /// The zygote: import the app (unless `--lazy-apps`), fork the workers, keep them.
 fn zygote(plan: &Plan<'_>, ready: ReadySignal) -> i32 {
+    // Counted from our fork: a SIGUSR1 while the workers start is passed on to them too.
+    let mut reopens = sys::reopen_count();
     sys::set_signal(libc::SIGHUP, None);
     let config = plan.config;
     let app = if config.lazy_apps {
@@ -251,7 +254,6 @@ fn zygote(plan: &Plan<'_>, ready: ReadySignal) -> i32 {
     ready.signal();
     log::info!("{} worker(s) serving {}", slots.len(), plan.spec);
     let mut stopping: Option<Instant> = None;
-    let mut reopens = sys::reopen_count();
     loop {
         sleep_tick();
         if sys::reopen_count() != reopens {

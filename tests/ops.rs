@@ -57,7 +57,13 @@ fn rotate_and_check(server: &mut Server) {
         if new_log.contains(&format!("GET {path}?q=1 -> 200")) && new_access.contains(&format!("{path}?q=1")) {
             break;
         }
-        assert!(Instant::now() < deadline, "no request reached the new files within 10 s\nlog: {new_log}\naccess: {new_access}\nold log: {}\nold access: {}\nfds: {:?}", read(&dir.join("log.1")), read(&dir.join("access.log.1")), std::fs::read_dir(format!("/proc/{}/fd", server.child.id())).map(|d| d.flatten().map(|e| std::fs::read_link(e.path()).ok()).collect::<Vec<_>>()));
+        assert!(
+            Instant::now() < deadline,
+            "no request reached the new files within 10 s\nlog: {new_log}\naccess: {new_access}\nold log: {}\nold access: {}\nfds: {:?}",
+            read(&dir.join("log.1")),
+            read(&dir.join("access.log.1")),
+            std::fs::read_dir(format!("/proc/{}/fd", server.child.id())).map(|d| d.flatten().map(|e| std::fs::read_link(e.path()).ok()).collect::<Vec<_>>())
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(server.alive(), "SIGUSR1 stopped the server\n{}", server.diag());
@@ -65,9 +71,8 @@ fn rotate_and_check(server: &mut Server) {
     assert!(!read(&dir.join("access.log.1")).contains(&format!("/after{n}?")));
     let line = read(&access).lines().find(|l| l.contains(&format!("/after{n}?"))).unwrap().to_owned();
     // ADDR - USER [TIME] "REQUEST" STATUS BYTES "REFERER" "AGENT" MICROSECONDS PID
-    let re_ok = line.starts_with("192.0.2.9 - - [")
-        && line.contains(&format!("] \"GET /after{n}?q=1 HTTP/1.1\" 200 "))
-        && line.contains(" \"-\" \"ops-test\" ");
+    let re_ok =
+        line.starts_with("192.0.2.9 - - [") && line.contains(&format!("] \"GET /after{n}?q=1 HTTP/1.1\" 200 ")) && line.contains(" \"-\" \"ops-test\" ");
     assert!(re_ok, "{line}");
     let mut tail = line.rsplit(' ');
     let pid: u32 = tail.next().unwrap().trim().parse().unwrap();
@@ -133,7 +138,11 @@ fn systemd_is_told_ready_once_serving_and_stopping_on_sigterm() {
         let notify = Notify::new(dir.path());
         let sock = dir.path().join("s.sock");
         let mut cmd = base_command(dir.path(), &fcgi::echo_app());
-        cmd.arg("--bind").arg(format!("unix:{}", sock.display())).args(["--workers", workers, "--log-file"]).arg(dir.path().join("log")).env("NOTIFY_SOCKET", &notify.path);
+        cmd.arg("--bind")
+            .arg(format!("unix:{}", sock.display()))
+            .args(["--workers", workers, "--log-file"])
+            .arg(dir.path().join("log"))
+            .env("NOTIFY_SOCKET", &notify.path);
         let mut child = cmd.spawn().unwrap();
         let mut seen = Vec::new();
         let ready = notify.wait_for("READY=1", Duration::from_secs(30), &mut seen);

@@ -143,6 +143,13 @@ pub struct Cli {
     #[arg(long, value_name = "N", env = "CGI2WSGI_MAX_CONNS")]
     pub max_conns: Option<usize>,
 
+    /// FastCGI: the roles served, from responder and authorizer (default responder); a request
+    /// in another role is refused with a 500 that every web server takes as a denial.
+    /// `authorizer` lets the app gate requests for lighttpd (mode authorizer) or Apache
+    /// (mod_authnz_fcgi, FcgidAuthorizer); the app sees FCGI_ROLE
+    #[arg(long, value_name = "ROLE,ROLE", env = "CGI2WSGI_ROLES")]
+    pub roles: Option<String>,
+
     /// Put tracebacks in 500 responses (never in production)
     #[arg(long, env = "CGI2WSGI_DEBUG")]
     pub debug: bool,

@@ -47,6 +47,8 @@ pub struct Config {
     pub run_as: Option<crate::server::privs::Target>,
     /// The CGI accelerator (`--persist`), and whether this process is its worker.
     pub persist: crate::accel::Settings,
+    /// `--roles`: the FastCGI roles served.
+    pub roles: crate::role::Roles,
 }
 
 /// Words that are (or will be) subcommands and so cannot name an app in the first position.
@@ -129,6 +131,10 @@ impl Config {
             Some(s) => Some(parse_size(&s)?),
             None => None,
         };
+        let roles = match cli.roles.as_deref().or(dropin.roles.as_deref()) {
+            Some(list) => crate::role::Roles::parse(list).map_err(ConfigError::BadRoles)?,
+            None => crate::role::Roles::default(),
+        };
         let mut pythonpath = cli.pythonpath;
         pythonpath.extend(dropin.pythonpath);
         Ok(Config {
@@ -157,6 +163,7 @@ impl Config {
             read_timeout: Some(cli.read_timeout).filter(|t| *t > 0).map(std::time::Duration::from_secs),
             run_as: crate::server::privs::resolve(cli.user.as_deref(), cli.group.as_deref()).map_err(|e| ConfigError::RunAs(e.to_string()))?,
             persist,
+            roles,
         })
     }
 }

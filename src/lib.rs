@@ -5,6 +5,7 @@
 
 pub mod accel;
 pub mod appspec;
+pub mod authorizer;
 pub mod argv;
 pub mod bench;
 pub mod cgi;
@@ -16,6 +17,7 @@ pub mod error;
 pub mod fastcgi;
 pub mod request;
 pub mod response;
+pub mod role;
 pub mod server;
 pub mod spool;
 pub mod wsgi;

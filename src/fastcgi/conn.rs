@@ -9,7 +9,9 @@
 use super::codec::{encode, Config as CodecConfig, Connection, Event};
 use super::record::ProtocolStatus;
 use crate::error::ConnError;
+use crate::authorizer::AuthorizerSink;
 use crate::request::{BodyLength, Request};
+use crate::role::Role;
 use crate::response::{ResponseHead, ResponseSink};
 use crate::server::listen::Stream;
 use crate::spool::Spool;
@@ -52,6 +54,7 @@ struct Pending {
 pub struct Ready {
     id: u16,
     keep_conn: bool,
+    role: Role,
     request: Request,
     spool: Spool,
 }
@@ -160,10 +163,17 @@ impl Conn {
     }
 
     /// The app has answered `ready`: end the request, then go on with what is buffered.
-    pub fn after_request(&self, settings: &Settings, id: u16, keep_conn: bool, ended: bool) -> Step {
+    pub fn after_request(&self, settings: &Settings, id: u16, keep_conn: bool, ended: bool, role: Role) -> Step {
         let mut s = self.lock();
         s.aborted = None;
-        if !ended {
+        if !ended && role == Role::Authorizer {
+            // An authorizer's request that ends with no answer on STDOUT reads as "allow" to
+            // lighttpd: whatever cut it short, it is a denial.
+            if let Err(e) = s.refuse(id, "500 Internal Server Error", "The authorizer gave no answer.") {
+                log::debug!("request {id}: could not deny: {e}");
+                return Step::Close;
+            }
+        } else if !ended {
             // Cut short (abort, app error after the head, client gone): still end the
             // request so the web server is not left waiting; it may already be gone.
             if let Err(e) = s.end_request(id) {
@@ -200,17 +210,32 @@ impl Shared {
     fn advance(&mut self, settings: &Settings) -> Result<Step, ConnError> {
         while let Some(event) = self.next_event()? {
             match event {
-                Event::Request { id, keep_conn, params } => {
+                Event::Request { id, keep_conn, role, params } => {
                     let request = Request::from_params(params, settings.max_body).map(|mut r| {
                         if let Some(mount) = &settings.script_name {
                             r.mount_at(mount);
                         }
+                        r.serve_as(role);
                         r
                     });
                     let request = request.map_err(|e| {
                         log::warn!("request {id} refused: {e}");
                         (e.status(), e.to_string())
                     });
+                    // An authorizer has no body (FastCGI 6.3) and mod_authnz_fcgi sends no STDIN
+                    // at all: it is answered now; STDIN records for it are ignored.
+                    if role == Role::Authorizer {
+                        match request {
+                            Ok(request) => return Ok(Step::Run(Ready { id, keep_conn, role, request, spool: Spool::with_expected(None) })),
+                            Err((status, detail)) => {
+                                self.refuse(id, status, &detail)?;
+                                if self.finish(id, keep_conn) {
+                                    return Ok(Step::Close);
+                                }
+                                continue;
+                            }
+                        }
+                    }
                     let expected = match &request {
                         Ok(Request { body: BodyLength::Exact(n), .. }) => Some(*n),
                         _ => None,
@@ -251,7 +276,7 @@ impl Shared {
                                     continue;
                                 }
                             }
-                            return Ok(Step::Run(Ready { id, keep_conn: p.keep_conn, request, spool: p.spool }));
+                            return Ok(Step::Run(Ready { id, keep_conn: p.keep_conn, role: request.role, request, spool: p.spool }));
                         }
                         // Refused: the body was read and dropped first, so a web server still
                         // sending it never sees a reset (its 413 would become a 502), and a
@@ -342,7 +367,17 @@ impl Shared {
                 encode::get_values_result(&mut out, &answer).map_err(|e| ConnError::Io(io::Error::other(e)))?;
             }
             Event::UnknownManagementType { record_type } => encode::unknown_type(&mut out, *record_type),
-            Event::Reject { id, status, .. } => encode::end_request(&mut out, *id, 0, *status),
+            Event::Reject { id, role, status, .. } => {
+                if let Some((page, detail)) = refusal(*role, *status) {
+                    log::warn!("request {id} refused: {detail}");
+                    let body = format!("{page}\n\n{detail}\n");
+                    let mut bytes = ResponseHead::error(page, body.len()).to_cgi_bytes();
+                    bytes.extend_from_slice(body.as_bytes());
+                    encode::stdout(&mut out, *id, &bytes);
+                    encode::end_stdout(&mut out, *id);
+                }
+                encode::end_request(&mut out, *id, 0, *status);
+            }
             _ => return Ok(()),
         }
         Ok(self.send(&out)?)
@@ -372,6 +407,34 @@ impl Shared {
         encode::stdout(&mut out, id, &bytes);
         self.end_records(&mut out, id);
         self.send(&out)
+    }
+}
+
+/// The page sent on STDOUT before the END_REQUEST of a refused BEGIN_REQUEST, if any. An
+/// END_REQUEST alone is not a denial everywhere: lighttpd (1.4.69) lets an authorizer's
+/// request through when the answer has no STDOUT, whatever its protocolStatus. So a role we
+/// do not serve gets a 500 page (every server denies on it), as does an authorizer request
+/// refused for load (CANT_MPX_CONN, OVERLOADED: a 503). A responder refused for load keeps
+/// the bare END_REQUEST the spec describes.
+fn refusal(role: u16, status: ProtocolStatus) -> Option<(&'static str, String)> {
+    let name = match role {
+        1 => "RESPONDER",
+        2 => "AUTHORIZER",
+        3 => "FILTER",
+        _ => "unknown",
+    };
+    match status {
+        ProtocolStatus::UnknownRole => {
+            let how = match role {
+                1 | 2 => "; start cgi2wsgi with --roles responder,authorizer (or CGI2WSGI_ROLES) to serve it".to_owned(),
+                _ => " (cgi2wsgi serves the RESPONDER and AUTHORIZER roles)".to_owned(),
+            };
+            Some(("500 Internal Server Error", format!("cgi2wsgi does not serve the FastCGI {name} role (role {role}) here{how}.")))
+        }
+        ProtocolStatus::CantMpxConn | ProtocolStatus::Overloaded if role == 2 => {
+            Some(("503 Service Unavailable", format!("cgi2wsgi cannot take this {name} request now ({status:?}).")))
+        }
+        _ => None,
     }
 }
 
@@ -443,16 +506,20 @@ fn errors_sink(conn: Conn, id: u16) -> streams::ErrorSink {
 
 /// Run the app for a ready request on this thread; then end it and continue the connection.
 pub fn run(py: Python<'_>, conn: &Conn, app: &Py<PyAny>, settings: &Settings, ready: Ready) -> Step {
-    let Ready { id, keep_conn, request, spool } = ready;
+    let Ready { id, keep_conn, role, request, spool } = ready;
     conn.lock().stdout_written = false;
     let busy = crate::server::watchdog::Busy::enter(settings.timeout.is_some(), conn, id);
     let ended = Arc::new(AtomicBool::new(false));
     let sink = FastCgiSink { conn: conn.clone(), id, pending_head: Vec::new(), held: Vec::new(), ended: ended.clone() };
+    let sink: Box<dyn ResponseSink> = match role {
+        Role::Authorizer => Box::new(AuthorizerSink::new(Box::new(sink))),
+        Role::Responder => Box::new(sink),
+    };
     let outcome = (|| -> PyResult<call::Outcome> {
         let input = Bound::new(py, streams::Input::new(spool.into_reader()?))?;
         let errors = Bound::new(py, streams::Errors::new(errors_sink(conn.clone(), id)))?;
         let env = settings.environ.build(py, &request, input, errors)?;
-        Ok(call::serve(py, app.bind(py), env, Box::new(sink), settings.policy))
+        Ok(call::serve(py, app.bind(py), env, sink, settings.policy))
     })();
     match outcome {
         Ok(o) => log::info!(
@@ -466,5 +533,5 @@ pub fn run(py: Python<'_>, conn: &Conn, app: &Py<PyAny>, settings: &Settings, re
         Err(e) => log::error!("request {id}: {e}"),
     }
     drop(busy);
-    conn.after_request(settings, id, keep_conn, ended.load(Ordering::SeqCst))
+    conn.after_request(settings, id, keep_conn, ended.load(Ordering::SeqCst), role)
 }

@@ -181,6 +181,7 @@ pub fn serve(config: &Config, listener: &Listener, app: &Py<PyAny>, spec: &crate
             max_conns: u32::try_from(max_conns * threads * processes).unwrap_or(u32::MAX),
             max_reqs: u32::try_from(threads * processes).unwrap_or(u32::MAX),
             limits: Default::default(),
+            roles: config.roles,
         },
         max_body: config.max_body,
         script_name: config.script_name.clone(),
@@ -195,7 +196,7 @@ pub fn serve(config: &Config, listener: &Listener, app: &Py<PyAny>, spec: &crate
     let recycle = worker::Recycle::new(config.max_requests, config.max_rss_mb);
     match worker {
         Some(i) => log::info!("worker {i} (pid {}) serving {spec} with {threads} thread(s)", std::process::id()),
-        None => log::info!("serving {spec} over FastCGI on {} with {threads} thread(s)", listener.describe()),
+        None => log::info!("serving {spec} over FastCGI on {} with {threads} thread(s), roles {}", listener.describe(), config.roles.describe()),
     }
     let worker = worker::Worker {
         listener,

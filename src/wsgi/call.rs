@@ -274,7 +274,7 @@ fn outcome(state: &Shared, app_error: bool, disconnected: bool) -> Outcome {
 fn finish(py: Python<'_>, state: &Shared, app_error: bool) -> Outcome {
     let sink = lock(state).sink.take();
     if let Some(mut sink) = sink {
-        if let Err(e) = py.detach(move || sink.finish()) {
+        if let Err(e) = py.detach(move || if app_error { sink.cut_short() } else { sink.finish() }) {
             log::info!("the client went away at the end of the response: {e}");
             return outcome(state, app_error, true);
         }
@@ -294,7 +294,7 @@ fn fail(py: Python<'_>, state: &Shared, err: PyErr, policy: ErrorPolicy) -> Outc
     if head_sent {
         log::error!("the response head was already sent: the response is cut short");
         // The head may still sit in the sink (a write(b"") sends it, with no body yet).
-        let disconnected = sink.is_some_and(|mut sink| py.detach(move || sink.finish()).is_err());
+        let disconnected = sink.is_some_and(|mut sink| py.detach(move || sink.cut_short()).is_err());
         return outcome(state, true, disconnected);
     }
     let status = "500 Internal Server Error";

@@ -153,7 +153,7 @@ pub fn run(config: &Config) -> i32 {
     // --timeout replaces a stuck worker, so something must start the next one.
     let supervised = workers > 1 || config.lazy_apps || config.max_requests.is_some() || config.max_rss_mb.is_some() || config.reload || config.timeout.is_some();
     if supervised {
-        log::info!("supervising {workers} worker(s) for {spec} on {}", listener.describe());
+        log::info!("supervising {workers} worker(s) for {spec} on {}, roles {}", listener.describe(), config.roles.describe());
         return supervisor::run(&supervisor::Plan { config, spec, listener: &listener, workers });
     }
     set_signal(libc::SIGHUP, Some(on_hup_unsupervised));

@@ -1,0 +1,291 @@
+//! The FastCGI AUTHORIZER role through real web servers, each configured with the repo's
+//! recipe as users copy it (only example paths replaced): lighttpd `mode => authorizer`
+//! (`lighttpd/authorizer.conf`), Apache mod_authnz_fcgi (`apache/authnz_fcgi.conf`) and
+//! mod_fcgid's FcgidAuthorizer / FcgidAuthenticator (`apache/fcgid-authorizer.conf`).
+//! Checked: the example app's login gating static files, what lighttpd's own
+//! tests/mod-fastcgi.t asks of an authorizer, `Variable-` headers reaching the next phase,
+//! and the fail-closed matrix: every way the authorizer can fail gives the client a 5xx or
+//! a 403/401, never the protected file. Each cell is printed (`MATRIX server | case | status`).
+
+mod common;
+
+use common::servers::{self, path_str, Bind, Server};
+use common::{http, Fixture};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// What the protected files hold: a client that gets it was let through.
+const SECRET: &str = "the protected file\n";
+
+/// The failures of tests/apps/authz.py's authorizer that must each deny with a 500.
+const FAILURES: [&str; 6] = ["raise", "raise-after", "close-raises", "bad-status", "bad-var", "big"];
+
+/// Copy `rel` (from the repo) into the fixture's apps/, readable by www-data.
+fn install(fx: &Fixture, rel: &str) -> PathBuf {
+    let dir = fx.path().join("apps");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dest = dir.join(Path::new(rel).file_name().unwrap());
+    std::fs::copy(common::repo().join(rel), &dest).unwrap();
+    std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o644)).unwrap();
+    dest
+}
+
+/// `files/downloads/f.txt` and `files/app/...` hold SECRET; returns `files`.
+fn protected_files(fx: &Fixture) -> PathBuf {
+    let files = fx.path().join("files");
+    for dir in ["downloads", "basic", "check", "authz", "fcgid", "fcgidz"] {
+        std::fs::create_dir_all(files.join(dir)).unwrap();
+        std::fs::write(files.join(dir).join("f.txt"), SECRET).unwrap();
+    }
+    let status = std::process::Command::new("chmod").arg("-R").arg("a+rX").arg(&files).status().unwrap();
+    assert!(status.success());
+    files
+}
+
+fn socket(fx: &Fixture, name: &str) -> PathBuf {
+    let dir = fx.path().join("run").join("sock");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir.join(name)
+}
+
+/// cgi2wsgi serving `app` on `bind` with `args` (the roles among them), from the test venv.
+fn backend(fx: &Fixture, name: &str, bind: &Bind, app: &Path, args: &[&str]) -> Server {
+    let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    all.extend(["--venv".to_owned(), path_str(&fx.venv()), path_str(app)]);
+    servers::fastcgi_backend(fx, name, bind, &all)
+}
+
+/// A request whose answer must not be the protected file; returns its status.
+fn denied(port: u16, path: &str, headers: &[(&str, &str)]) -> u16 {
+    let r = http::request(port, "GET", path, headers, b"");
+    assert!(!r.text().contains(SECRET.trim()), "{path}: the protected content got through ({})", r.status);
+    assert_ne!(r.status, 200, "{path}: {}", r.text());
+    r.status
+}
+
+fn cell(server: &str, case: &str, status: u16) {
+    eprintln!("MATRIX {server} | {case} | {status}");
+}
+
+/// Retry `path` until it answers `want` (a backend was just replaced: the web server may
+/// still hold it as down for a moment).
+fn wait_status(port: u16, path: &str, headers: &[(&str, &str)], want: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = http::request(port, "GET", path, headers, b"");
+        if r.status == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{path} still answers {} (want {want}): {}", r.status, r.text());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A URL-encoded form body.
+fn form(pairs: &[(&str, &str)]) -> Vec<u8> {
+    pairs.iter().map(|(k, v)| format!("{k}={}", v.replace('/', "%2F").replace('?', "%3F"))).collect::<Vec<_>>().join("&").into_bytes()
+}
+
+fn cookie_of(r: &http::HttpResponse) -> String {
+    let set = r.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("set-cookie")).map(|(_, v)| v.clone()).unwrap_or_else(|| panic!("no Set-Cookie: {:?}", r.headers));
+    set.split(';').next().unwrap().to_owned()
+}
+
+/// The example app's flow, wherever the server mounts its login at /auth/login and gates
+/// `protected` (a file holding SECRET).
+fn example_login_flow(port: u16, protected: &str) {
+    let r = http::get(port, protected);
+    assert_eq!(r.status, 302, "no session: to the login page: {}", r.text());
+    assert_eq!(r.header("Location"), Some(format!("/auth/login?next={protected}").as_str()));
+    assert!(!r.text().contains(SECRET.trim()));
+    let page = http::get(port, "/auth/login");
+    assert_eq!(page.status, 200, "{}", page.text());
+    assert!(page.text().contains("<form"), "{}", page.text());
+    let form_type = [("Content-Type", "application/x-www-form-urlencoded")];
+    let wrong = http::request(port, "POST", "/auth/login", &form_type, &form(&[("user", "ann"), ("password", "nope"), ("next", protected)]));
+    assert_eq!(wrong.status, 403, "{}", wrong.text());
+    let ok = http::request(port, "POST", "/auth/login", &form_type, &form(&[("user", "ann"), ("password", "ann-pw"), ("next", protected)]));
+    assert_eq!(ok.status, 302, "{}", ok.text());
+    assert!(ok.header("Location").unwrap_or_default().ends_with(protected), "{:?}", ok.headers);
+    let cookie = cookie_of(&ok);
+    let r = http::request(port, "GET", protected, &[("Cookie", &cookie)], b"");
+    assert_eq!((r.status, r.text()), (200, SECRET.to_owned()));
+    // A forged or foreign cookie is no session.
+    let forged = format!("{}x", cookie);
+    assert_eq!(denied(port, protected, &[("Cookie", &forged)]), 302);
+}
+
+// ---------------------------------------------------------------------------------------
+// lighttpd
+// ---------------------------------------------------------------------------------------
+
+fn lighttpd_site(gate: &Path, app: &Path, files: &Path, extra: &str) -> String {
+    let recipe = servers::render_snippet(
+        "lighttpd/authorizer.conf",
+        &[("/run/cgi2wsgi/gate.sock", path_str(gate)), ("/run/cgi2wsgi/app.sock", path_str(app)), ("/srv/files", path_str(files))],
+    );
+    format!("{extra}\n{recipe}")
+}
+
+#[test]
+fn lighttpd_example_app_gates_downloads() {
+    let fx = Fixture::new(true);
+    let files = protected_files(&fx);
+    let (gate_sock, app_sock) = (socket(&fx, "gate.sock"), socket(&fx, "app.sock"));
+    let example = install(&fx, "examples/authorizer/app.py");
+    let responder = install(&fx, "tests/apps/authz.py");
+    let _gate = backend(&fx, "gate", &Bind::Unix(gate_sock.clone()), &example, &["--roles", "responder,authorizer", "--env", "AUTHZ_SECRET_KEY=test-key", "--env", "AUTHZ_USERS=ann:ann-pw,bob:bob-pw"]);
+    let _app = backend(&fx, "app", &Bind::Unix(app_sock.clone()), &responder, &[]);
+    let server = servers::lighttpd(&fx, &lighttpd_site(&gate_sock, &app_sock, &files, ""));
+    example_login_flow(server.port, "/downloads/f.txt");
+    // The gate answers only for /downloads: the same session is denied elsewhere.
+    assert_eq!(denied(server.port, "/app/x", &[]), 403);
+}
+
+#[test]
+fn lighttpd_mod_fastcgi_t_cases_and_fail_closed_matrix() {
+    let fx = Fixture::new(true);
+    let files = protected_files(&fx);
+    let sock = socket(&fx, "gate.sock");
+    let app = install(&fx, "tests/apps/authz.py");
+    // lighttpd's own mod_auth in front of part of /app: its REMOTE_USER and AUTH_TYPE must
+    // still reach the authorizer and the responder.
+    let users = fx.path().join("users");
+    std::fs::write(&users, "ann:ann-pw\n").unwrap();
+    std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let auth = format!(
+        "server.modules += ( \"mod_auth\", \"mod_authn_file\" )\nauth.backend = \"plain\"\nauth.backend.plain.userfile = \"{}\"\n\
+         auth.require = ( \"/app/private/\" => ( \"method\" => \"basic\", \"realm\" => \"test\", \"require\" => \"valid-user\" ) )",
+        users.display()
+    );
+    // Both roles of one process behind both sockets of the recipe; two workers (so one
+    // killed mid-answer is replaced) and --timeout for the hanging authorizer.
+    let bind = Bind::Unix(sock.clone());
+    let mut be = backend(&fx, "cgi2wsgi", &bind, &app, &["--roles", "responder,authorizer", "--workers", "2", "--timeout", "3"]);
+    let server = servers::lighttpd(&fx, &lighttpd_site(&sock, &sock, &files, &auth));
+    let port = server.port;
+    let name = "lighttpd";
+
+    // tests/mod-fastcgi.t, as cgi2wsgi must pass it.
+    let r = http::get(port, "/downloads/f.txt?auth-ok");
+    assert_eq!((r.status, r.text()), (200, SECRET.to_owned()), "auth-ok");
+    cell(name, "auth-ok", r.status);
+    cell(name, "auth-fail", denied(port, "/downloads/f.txt?auth-fail", &[]));
+    assert_eq!(http::get(port, "/downloads/f.txt?auth-fail").status, 403);
+    let varfail = denied(port, "/app/x?auth-varfail", &[]);
+    assert_eq!(varfail, 403);
+    cell(name, "auth-varfail (responder behind)", varfail);
+    let r = http::get(port, "/app/x?auth-var");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let j = r.json();
+    assert_eq!((j["FCGI_ROLE"].as_str(), j["X_LIGHTTPD_FCGI_AUTH"].as_str(), j["X_USER"].as_str()), (Some("RESPONDER"), Some("LighttpdTestContent"), Some("ann")));
+    cell(name, "auth-var (Variable- reaches the responder)", r.status);
+    let basic = [("Authorization", "Basic YW5uOmFubi1wdw==")];
+    let r = http::request(port, "GET", "/app/private/x?auth-ok", &basic, b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!((r.json()["REMOTE_USER"].as_str(), r.json()["AUTH_TYPE"].as_str()), (Some("ann"), Some("Basic")));
+    // What the authorizer itself is given (its denial carries the report).
+    let r = http::request(port, "GET", "/app/private/a%20b/../x?report", &basic, b"");
+    assert_eq!(r.status, 403);
+    let j = r.json();
+    assert_eq!((j["FCGI_ROLE"].as_str(), j["SCRIPT_NAME"].as_str(), j["PATH_INFO"].as_str()), (Some("AUTHORIZER"), Some(""), Some("/app/private/x")));
+    assert_eq!((j["REMOTE_USER"].as_str(), j["AUTH_TYPE"].as_str(), j["body"].as_str()), (Some("ann"), Some("Basic"), Some("")));
+    assert_eq!(http::get(port, "/app/private/x?auth-ok").status, 401, "mod_auth still asks first");
+
+    // The fail-closed matrix, in front of static files and of a responder.
+    for case in FAILURES {
+        for path in [format!("/downloads/f.txt?{case}"), format!("/app/x?{case}")] {
+            let status = denied(port, &path, &[]);
+            assert_eq!(status, 500, "{path}");
+            cell(name, &format!("{case} {}", &path[..4]), status);
+        }
+    }
+    let status = denied(port, "/downloads/f.txt?hang", &[]);
+    assert!(status >= 500, "hang: {status}");
+    cell(name, "hang past --timeout", status);
+    wait_status(port, "/downloads/f.txt?auth-ok", &[], 200);
+    let status = denied(port, "/downloads/f.txt?die", &[]);
+    assert!(status >= 500, "die: {status}");
+    cell(name, "worker killed mid-answer", status);
+    wait_status(port, "/downloads/f.txt?auth-ok", &[], 200);
+    let log = std::fs::read_to_string(fx.path().join("logs/cgi2wsgi.log")).unwrap();
+    assert!(!log.contains("auth-varfail -> 200"), "the responder ran behind a denial:\n{log}");
+
+    // max-requests recycling under load: denials stay denials, allows stay allows.
+    drop(be);
+    be = backend(&fx, "cgi2wsgi-recycle", &bind, &app, &["--roles", "responder,authorizer", "--workers", "2", "--max-requests", "3"]);
+    wait_status(port, "/downloads/f.txt?auth-ok", &[], 200);
+    let statuses = under_load(port, 48);
+    let allowed: Vec<u16> = statuses.iter().filter(|(deny, _)| !deny).map(|(_, s)| *s).collect();
+    assert!(statuses.iter().filter(|(deny, _)| *deny).all(|(_, s)| *s == 403), "{statuses:?}");
+    assert!(allowed.iter().all(|s| *s == 200), "{statuses:?}");
+    cell(name, "max-requests recycling under load (denials)", 403);
+    let recycled = std::fs::read_to_string(fx.path().join("logs/cgi2wsgi-recycle.log")).unwrap();
+    assert!(recycled.matches("worker 0 (pid").count() + recycled.matches("worker 1 (pid").count() > 2, "no worker was recycled:\n{recycled}");
+
+    // The role not enabled: a responder-only process (the default) denies.
+    drop(be);
+    be = backend(&fx, "cgi2wsgi-responder-only", &bind, &app, &[]);
+    wait_status(port, "/downloads/f.txt?auth-ok", &[], 500);
+    for path in ["/downloads/f.txt?auth-ok", "/app/x?auth-ok"] {
+        let r = http::get(port, path);
+        assert_eq!(r.status, 500, "{path}: {}", r.text());
+        assert!(r.text().contains("does not serve the FastCGI AUTHORIZER role"), "{path}: {}", r.text());
+        cell(name, &format!("role not enabled {}", &path[..4]), r.status);
+    }
+
+    // The app not importable: the process exits; the server denies.
+    drop(be);
+    not_importable(&fx, &sock);
+    let status = denied(port, "/downloads/f.txt?auth-ok", &[]);
+    assert!(status >= 500, "not importable: {status}");
+    cell(name, "app not importable", status);
+}
+
+/// `n` requests from 4 threads, alternating a denial and an allow: (is a denial, status).
+fn under_load(port: u16, n: usize) -> Vec<(bool, u16)> {
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                (0..n / 4)
+                    .map(|i| {
+                        let deny = (i + t) % 2 == 0;
+                        let path = if deny { "/downloads/f.txt?auth-fail" } else { "/downloads/f.txt?auth-ok" };
+                        let r = http::get(port, path);
+                        if deny {
+                            assert!(!r.text().contains(SECRET.trim()), "a denial let the file through");
+                        }
+                        (deny, r.status)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    threads.into_iter().flat_map(|t| t.join().unwrap()).collect()
+}
+
+/// Start cgi2wsgi on `sock` with an app that cannot be imported and wait until it exits.
+fn not_importable(fx: &Fixture, sock: &Path) {
+    let broken = fx.path().join("apps/broken.py");
+    std::fs::write(&broken, "raise ImportError('this app cannot be imported')\n").unwrap();
+    let log = fx.path().join("logs/broken.log");
+    let mut cmd = std::process::Command::new(fx.bin());
+    cmd.env_clear().args(["--roles", "responder,authorizer", "--bind"]).arg(format!("unix:{}", sock.display())).arg("--log-file").arg(&log);
+    if servers::is_root() {
+        cmd.args(["--socket-group", "www-data"]);
+    }
+    let mut child = cmd.arg(&broken).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("cgi2wsgi with an app that cannot be imported is still running");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(std::fs::read_to_string(&log).unwrap_or_default().contains("this app cannot be imported"));
+}

@@ -32,10 +32,10 @@ fn install(fx: &Fixture, rel: &str) -> PathBuf {
     dest
 }
 
-/// `files/downloads/f.txt` and `files/app/...` hold SECRET; returns `files`.
-fn protected_files(fx: &Fixture) -> PathBuf {
-    let files = fx.path().join("files");
-    for dir in ["downloads", "basic", "check", "authz", "fcgid", "fcgidz"] {
+/// `<fixture>/<under>/{downloads,reports,...}/f.txt` hold SECRET; returns that directory.
+fn protected_files(fx: &Fixture, under: &str) -> PathBuf {
+    let files = fx.path().join(under);
+    for dir in ["downloads", "reports", "fcgid"] {
         std::fs::create_dir_all(files.join(dir)).unwrap();
         std::fs::write(files.join(dir).join("f.txt"), SECRET).unwrap();
     }
@@ -133,7 +133,7 @@ fn lighttpd_site(gate: &Path, app: &Path, files: &Path, extra: &str) -> String {
 #[test]
 fn lighttpd_example_app_gates_downloads() {
     let fx = Fixture::new(true);
-    let files = protected_files(&fx);
+    let files = protected_files(&fx, "files");
     let (gate_sock, app_sock) = (socket(&fx, "gate.sock"), socket(&fx, "app.sock"));
     let example = install(&fx, "examples/authorizer/app.py");
     let responder = install(&fx, "tests/apps/authz.py");
@@ -148,7 +148,7 @@ fn lighttpd_example_app_gates_downloads() {
 #[test]
 fn lighttpd_mod_fastcgi_t_cases_and_fail_closed_matrix() {
     let fx = Fixture::new(true);
-    let files = protected_files(&fx);
+    let files = protected_files(&fx, "files");
     let sock = socket(&fx, "gate.sock");
     let app = install(&fx, "tests/apps/authz.py");
     // lighttpd's own mod_auth in front of part of /app: its REMOTE_USER and AUTH_TYPE must
@@ -239,7 +239,7 @@ fn lighttpd_mod_fastcgi_t_cases_and_fail_closed_matrix() {
 
     // The app not importable: the process exits; the server denies.
     drop(be);
-    not_importable(&fx, &sock);
+    not_importable(&fx, &bind);
     let status = denied(port, "/downloads/f.txt?auth-ok", &[]);
     assert!(status >= 500, "not importable: {status}");
     cell(name, "app not importable", status);
@@ -247,13 +247,17 @@ fn lighttpd_mod_fastcgi_t_cases_and_fail_closed_matrix() {
 
 /// `n` requests from 4 threads, alternating a denial and an allow: (is a denial, status).
 fn under_load(port: u16, n: usize) -> Vec<(bool, u16)> {
+    under_load_paths(port, n, "/downloads/f.txt?auth-fail", "/downloads/f.txt?auth-ok")
+}
+
+fn under_load_paths(port: u16, n: usize, deny_path: &'static str, allow_path: &'static str) -> Vec<(bool, u16)> {
     let threads: Vec<_> = (0..4)
         .map(|t| {
             std::thread::spawn(move || {
                 (0..n / 4)
                     .map(|i| {
                         let deny = (i + t) % 2 == 0;
-                        let path = if deny { "/downloads/f.txt?auth-fail" } else { "/downloads/f.txt?auth-ok" };
+                        let path = if deny { deny_path } else { allow_path };
                         let r = http::get(port, path);
                         if deny {
                             assert!(!r.text().contains(SECRET.trim()), "a denial let the file through");
@@ -267,13 +271,13 @@ fn under_load(port: u16, n: usize) -> Vec<(bool, u16)> {
     threads.into_iter().flat_map(|t| t.join().unwrap()).collect()
 }
 
-/// Start cgi2wsgi on `sock` with an app that cannot be imported and wait until it exits.
-fn not_importable(fx: &Fixture, sock: &Path) {
+/// Start cgi2wsgi on `bind` with an app that cannot be imported and wait until it exits.
+fn not_importable(fx: &Fixture, bind: &Bind) {
     let broken = fx.path().join("apps/broken.py");
     std::fs::write(&broken, "raise ImportError('this app cannot be imported')\n").unwrap();
     let log = fx.path().join("logs/broken.log");
     let mut cmd = std::process::Command::new(fx.bin());
-    cmd.env_clear().args(["--roles", "responder,authorizer", "--bind"]).arg(format!("unix:{}", sock.display())).arg("--log-file").arg(&log);
+    cmd.env_clear().args(["--roles", "responder,authorizer", "--bind"]).arg(bind.arg()).arg("--log-file").arg(&log);
     if servers::is_root() {
         cmd.args(["--socket-group", "www-data"]);
     }
@@ -288,4 +292,150 @@ fn not_importable(fx: &Fixture, sock: &Path) {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(std::fs::read_to_string(&log).unwrap_or_default().contains("this app cannot be imported"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Apache mod_authnz_fcgi
+// ---------------------------------------------------------------------------------------
+
+const AUTHNZ_MODULES: [&str; 6] = [
+    "authnz_fcgi_module mod_authnz_fcgi.so",
+    "authn_core_module mod_authn_core.so",
+    "auth_basic_module mod_auth_basic.so",
+    "authz_user_module mod_authz_user.so",
+    "proxy_module mod_proxy.so",
+    "proxy_fcgi_module mod_proxy_fcgi.so",
+];
+
+fn basic(user_pw: &str) -> String {
+    use base64_lite as b64;
+    format!("Basic {}", b64::encode(user_pw.as_bytes()))
+}
+
+/// Just enough base64 for a Basic header.
+mod base64_lite {
+    pub fn encode(data: &[u8]) -> String {
+        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in data.chunks(3) {
+            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+}
+
+fn authnz_site(port: u16, extra: &str) -> String {
+    let recipe = servers::render_snippet("apache/authnz_fcgi.conf", &[("127.0.0.1:9100", format!("127.0.0.1:{port}"))]);
+    format!("{recipe}\n{extra}")
+}
+
+#[test]
+fn apache_authnz_fcgi_example_app() {
+    let fx = Fixture::new(true);
+    protected_files(&fx, "htdocs");
+    let example = install(&fx, "examples/authorizer/app.py");
+    let port = servers::free_port();
+    let env = ["--env", "AUTHZ_SECRET_KEY=test-key", "--env", "AUTHZ_USERS=ann:ann-pw,bob:bob-pw", "--env", "AUTHZ_STAFF=ann"];
+    let mut args = vec!["--roles", "responder,authorizer", "--script-name", "/auth"];
+    args.extend(env);
+    let _gate = backend(&fx, "gate", &Bind::Tcp(port), &example, &args);
+    let server = servers::apache_event(&fx, "apache mod_authnz_fcgi", &AUTHNZ_MODULES, &authnz_site(port, ""));
+    example_login_flow(server.port, "/downloads/f.txt");
+    // Basic auth checked by the app, then its Require: ann is staff, bob is not.
+    let ann = basic("ann:ann-pw");
+    let r = http::request(server.port, "GET", "/reports/f.txt", &[("Authorization", &ann)], b"");
+    assert_eq!((r.status, r.text()), (200, SECRET.to_owned()));
+    let bob = basic("bob:bob-pw");
+    cell("apache mod_authnz_fcgi", "Require: a user the app refuses", denied(server.port, "/reports/f.txt", &[("Authorization", &bob)]));
+    let wrong = basic("ann:nope");
+    assert_eq!(denied(server.port, "/reports/f.txt", &[("Authorization", &wrong)]), 401);
+    assert_eq!(denied(server.port, "/reports/f.txt", &[]), 401);
+}
+
+#[test]
+fn apache_authnz_fcgi_fail_closed_matrix() {
+    let fx = Fixture::new(true);
+    protected_files(&fx, "htdocs");
+    let app = install(&fx, "tests/apps/authz.py");
+    let (gate_port, app_port) = (servers::free_port(), servers::free_port());
+    let bind = Bind::Tcp(gate_port);
+    let mut be = backend(&fx, "cgi2wsgi", &bind, &app, &["--roles", "responder,authorizer", "--workers", "2", "--timeout", "3"]);
+    let _responder = backend(&fx, "responder", &Bind::Tcp(app_port), &app, &["--workers", "1"]);
+    // A FastCGI responder behind the gate: the allow's Variable- headers reach it.
+    let behind = format!(
+        "<Location /app/>\n    AuthnzFcgiCheckAuthnProvider GateAuthn Authoritative On RequireBasicAuth Off UserExpr \"%{{reqenv:REMOTE_USER}}\"\n    \
+         Require valid-user\n    ProxyPass \"fcgi://127.0.0.1:{app_port}/\"\n</Location>\n"
+    );
+    let server = servers::apache_event(&fx, "apache mod_authnz_fcgi", &AUTHNZ_MODULES, &authnz_site(gate_port, &behind));
+    let port = server.port;
+    let name = "apache mod_authnz_fcgi";
+    let ann = basic("ann:ann-pw");
+    let creds = [("Authorization", ann.as_str())];
+
+    let r = http::get(port, "/downloads/f.txt?auth-user");
+    assert_eq!((r.status, r.text()), (200, SECRET.to_owned()), "check_authn allow");
+    let r = http::request(port, "GET", "/reports/f.txt?auth-user", &creds, b"");
+    assert_eq!((r.status, r.text()), (200, SECRET.to_owned()), "authn + authz allow");
+    let r = http::get(port, "/app/x?auth-user");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let j = r.json();
+    assert_eq!((j["FCGI_ROLE"].as_str(), j["REMOTE_USER"].as_str(), j["X_USER"].as_str()), (Some("RESPONDER"), Some("gate-user"), Some("ann")));
+    cell(name, "allow (Variable- reaches the responder)", r.status);
+    cell(name, "auth-fail (check_authn)", denied(port, "/downloads/f.txt?auth-fail", &[]));
+    assert_eq!(denied(port, "/app/x?auth-varfail", &[]), 403);
+    cell(name, "auth-fail (AuthBasicProvider)", denied(port, "/reports/f.txt?auth-fail", &creds));
+    // What the authorizer is given: the check_authn denial carries the report.
+    let r = http::request(port, "GET", "/downloads/a/../f.txt%3F?report", &creds, b"");
+    assert_eq!(r.status, 403);
+    let j = r.json();
+    assert_eq!((j["FCGI_ROLE"].as_str(), j["FCGI_APACHE_ROLE"].as_str(), j["SCRIPT_NAME"].as_str()), (Some("AUTHORIZER"), Some("AUTHENTICATOR"), Some("")));
+    assert_eq!(j["PATH_INFO"].as_str(), Some("/downloads/f.txt?"));
+
+    for case in FAILURES {
+        let status = denied(port, &format!("/downloads/f.txt?{case}"), &[]);
+        assert_eq!(status, 500, "{case}");
+        cell(name, &format!("{case} (check_authn)"), status);
+        let status = denied(port, &format!("/reports/f.txt?{case}"), &creds);
+        assert_eq!(status, 500, "{case}");
+        cell(name, &format!("{case} (AuthBasicProvider)"), status);
+    }
+    let status = denied(port, "/downloads/f.txt?hang", &[]);
+    assert!(status >= 500, "hang: {status}");
+    cell(name, "hang past --timeout", status);
+    wait_status(port, "/downloads/f.txt?auth-user", &[], 200);
+    let status = denied(port, "/downloads/f.txt?die", &[]);
+    assert!(status >= 500, "die: {status}");
+    cell(name, "worker killed mid-answer", status);
+    wait_status(port, "/downloads/f.txt?auth-user", &[], 200);
+    let log = std::fs::read_to_string(fx.path().join("logs/responder.log")).unwrap();
+    assert!(!log.contains("auth-varfail"), "the responder ran behind a denial:\n{log}");
+
+    drop(be);
+    be = backend(&fx, "cgi2wsgi-recycle", &bind, &app, &["--roles", "responder,authorizer", "--workers", "2", "--max-requests", "3"]);
+    wait_status(port, "/downloads/f.txt?auth-user", &[], 200);
+    let statuses = under_load_paths(port, 48, "/downloads/f.txt?auth-fail", "/downloads/f.txt?auth-user");
+    assert!(statuses.iter().filter(|(deny, _)| *deny).all(|(_, s)| *s == 403), "{statuses:?}");
+    assert!(statuses.iter().filter(|(deny, _)| !deny).all(|(_, s)| *s == 200), "{statuses:?}");
+    cell(name, "max-requests recycling under load (denials)", 403);
+
+    drop(be);
+    be = backend(&fx, "cgi2wsgi-responder-only", &bind, &app, &[]);
+    for (path, headers) in [("/downloads/f.txt?auth-user", &[][..]), ("/reports/f.txt?auth-user", &creds[..])] {
+        let status = denied(port, path, headers);
+        assert_eq!(status, 500, "{path}");
+        cell(name, &format!("role not enabled {}", &path[..4]), status);
+    }
+    drop(be);
+    not_importable(&fx, &bind);
+    let status = denied(port, "/downloads/f.txt?auth-user", &[]);
+    assert!(status >= 500, "not importable: {status}");
+    cell(name, "app not importable", status);
 }

@@ -12,8 +12,9 @@ to the client as it is.
 
 Settings (environment): AUTHZ_SECRET_KEY signs the session cookie (required: without it the
 app does not import, and every request is denied); AUTHZ_USERS is `user:password,...`
-(a demo: keep real users in a database, with hashed passwords); AUTHZ_LOGIN_URL is where
-the login page is as browsers see it (default /auth/login).
+(a demo: keep real users in a database, with hashed passwords); AUTHZ_STAFF is
+`user,...`, who may read /reports; AUTHZ_LOGIN_URL is where the login page is as browsers
+see it (default /auth/login).
 """
 
 import hmac
@@ -28,12 +29,13 @@ app.secret_key = os.environ["AUTHZ_SECRET_KEY"]
 # sent for both, so its path is the site root, not the mount.
 app.config.update(SESSION_COOKIE_PATH="/", SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
 USERS = dict(pair.split(":", 1) for pair in os.environ.get("AUTHZ_USERS", "").split(",") if ":" in pair)
+STAFF = set(filter(None, os.environ.get("AUTHZ_STAFF", "").split(",")))
 LOGIN_URL = os.environ.get("AUTHZ_LOGIN_URL", "/auth/login")
 
 # The only views allowed to answer in the authorizer role: anything else asked of the gate
 # (a web server config that sends it more than /downloads) is denied, never allowed by a
 # page that happens to answer 200.
-GATE_VIEWS = {"downloads"}
+GATE_VIEWS = {"downloads", "reports"}
 
 
 def authorizing():
@@ -61,6 +63,25 @@ def downloads(name):
     return "", 200, {"Variable-REMOTE_USER": user, "Variable-X_USER": user}
 
 
+def password_ok(user, password):
+    known = USERS.get(user)
+    return known is not None and hmac.compare_digest(known.encode(), password.encode())
+
+
+@app.route("/reports/<path:name>")
+def reports(name):
+    """Apache mod_authnz_fcgi with Basic auth: asked twice, once per phase."""
+    env = request.environ
+    user = env.get("REMOTE_USER", "")
+    if env.get("FCGI_APACHE_ROLE") == "AUTHENTICATOR":
+        # AuthBasicProvider: are these credentials right? (401: wrong password.)
+        return ("", 200) if password_ok(user, env.get("REMOTE_PASSWD", "")) else ("", 401)
+    # `Require`: may this user have this URL?
+    if user in STAFF:
+        return "", 200, {"Variable-X_GROUP": "staff"}
+    return "", 403
+
+
 @app.route("/login", methods=["GET", "POST"])
 def login():
     next_url = request.values.get("next", "/")
@@ -68,8 +89,7 @@ def login():
         next_url = "/"
     if request.method == "POST":
         user, password = request.form.get("user", ""), request.form.get("password", "")
-        known = USERS.get(user)
-        if known is not None and hmac.compare_digest(known.encode(), password.encode()):
+        if password_ok(user, password):
             session.clear()
             session["user"] = user
             return redirect(next_url)

@@ -7,7 +7,7 @@
 //! deadlock against an app that answers without reading it.
 
 use super::codec::{encode, Config as CodecConfig, Connection, Event};
-use super::record::ProtocolStatus;
+use super::record::{ProtocolStatus, MAX_CONTENT_LEN};
 use crate::error::ConnError;
 use crate::authorizer::AuthorizerSink;
 use crate::request::{BodyLength, Request};
@@ -459,8 +459,7 @@ impl ResponseSink for FastCgiSink {
     fn send_body(&mut self, chunk: &[u8], last: bool) -> io::Result<()> {
         let head = std::mem::take(&mut self.pending_head);
         let first = !head.is_empty();
-        encode::stdout(&mut self.held, self.id, &head);
-        encode::stdout(&mut self.held, self.id, chunk);
+        stdout_with_head(&mut self.held, self.id, &head, chunk);
         if last {
             return Ok(());
         }
@@ -485,6 +484,21 @@ impl ResponseSink for FastCgiSink {
         self.ended.store(true, Ordering::SeqCst);
         conn.send(&out)
     }
+}
+
+/// STDOUT records for `head` (maybe empty) and then `chunk`, the head and the start of the
+/// chunk sharing the first record: mod_authnz_fcgi passes a denial's body on only when it
+/// arrives in the record that ends the headers.
+fn stdout_with_head(out: &mut Vec<u8>, id: u16, head: &[u8], chunk: &[u8]) {
+    if head.is_empty() {
+        return encode::stdout(out, id, chunk);
+    }
+    let room = MAX_CONTENT_LEN.saturating_sub(head.len()).min(chunk.len());
+    let mut first = Vec::with_capacity(head.len() + room);
+    first.extend_from_slice(head);
+    first.extend_from_slice(&chunk[..room]);
+    encode::stdout(out, id, &first);
+    encode::stdout(out, id, &chunk[room..]);
 }
 
 fn errors_sink(conn: Conn, id: u16) -> streams::ErrorSink {

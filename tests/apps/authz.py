@@ -1,7 +1,8 @@
 """Both FastCGI roles in one app, for the authorizer tests. The responder reports, as JSON,
 what it saw (including what an authorizer's Variable- headers became). The authorizer
 answers after the query string: lighttpd's own tests/mod-fastcgi.t cases (auth-ok,
-auth-var, anything else 403), then every way an authorizer can fail, each of which must
+auth-var, anything else 403), auth-user (variables for Apache), report (a 403 carrying what
+the authorizer saw), then every way an authorizer can fail, each of which must
 deny: raise, raise-after, close-raises, bad-status, bad-var, big, hang, die."""
 
 import json
@@ -40,6 +41,10 @@ def authorizer(environ, start_response):
         return [b"this body is dropped"]
     if case == "auth-var":
         start_response("200 OK", [("Variable-X-LIGHTTPD-FCGI-AUTH", "LighttpdTestContent"), ("Variable-X_USER", "ann")])
+        return []
+    if case == "auth-user":
+        # For Apache: REMOTE_USER becomes the user (UserExpr), X_GROUP passes `Require expr`.
+        start_response("200 OK", [("Variable-REMOTE_USER", "gate-user"), ("Variable-X_USER", "ann"), ("Variable-X_GROUP", "staff")])
         return []
     if case == "report":
         start_response("403 Forbidden", [("Content-Type", "application/json")])

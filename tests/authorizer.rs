@@ -251,14 +251,21 @@ fn under_load(port: u16, n: usize) -> Vec<(bool, u16)> {
 }
 
 fn under_load_paths(port: u16, n: usize, deny_path: &'static str, allow_path: &'static str) -> Vec<(bool, u16)> {
+    under_load_with(port, n, deny_path, allow_path, &[])
+}
+
+fn under_load_with(port: u16, n: usize, deny_path: &'static str, allow_path: &'static str, headers: &[(&'static str, &str)]) -> Vec<(bool, u16)> {
+    let headers: Vec<(&'static str, String)> = headers.iter().map(|(n, v)| (*n, v.to_string())).collect();
     let threads: Vec<_> = (0..4)
         .map(|t| {
+            let headers = headers.clone();
             std::thread::spawn(move || {
+                let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
                 (0..n / 4)
                     .map(|i| {
                         let deny = (i + t) % 2 == 0;
                         let path = if deny { deny_path } else { allow_path };
-                        let r = http::get(port, path);
+                        let r = http::request(port, "GET", path, &headers, b"");
                         if deny {
                             assert!(!r.text().contains(SECRET.trim()), "a denial let the file through");
                         }
@@ -436,6 +443,163 @@ fn apache_authnz_fcgi_fail_closed_matrix() {
     drop(be);
     not_importable(&fx, &bind);
     let status = denied(port, "/downloads/f.txt?auth-user", &[]);
+    assert!(status >= 500, "not importable: {status}");
+    cell(name, "app not importable", status);
+}
+
+// ---------------------------------------------------------------------------------------
+// Apache mod_fcgid: FcgidAuthorizer, FcgidAuthenticator
+// ---------------------------------------------------------------------------------------
+
+/// mod_fcgid's authenticator hook must run before mod_auth_basic's (see the recipe): it is
+/// loaded first.
+const FCGID_MODULES: [&str; 5] = [
+    "fcgid_module mod_fcgid.so",
+    "authn_core_module mod_authn_core.so",
+    "auth_basic_module mod_auth_basic.so",
+    "authn_file_module mod_authn_file.so",
+    "authz_user_module mod_authz_user.so",
+];
+
+/// A drop-in `name` in `dir` running cgi2wsgi with `settings` lines; executable.
+fn drop_in(fx: &Fixture, dir: &Path, name: &str, settings: &[String]) -> PathBuf {
+    let mut text = format!("#!{}\n", fx.bin().display());
+    for s in settings {
+        text.push_str(&format!("# cgi2wsgi: {s}\n"));
+    }
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// An htpasswd file (SHA-1 entries, as `htpasswd -s` writes) with ann and bob.
+fn htpasswd(fx: &Fixture) -> PathBuf {
+    let path = fx.path().join("htpasswd");
+    for (i, (user, pw)) in [("ann", "ann-pw"), ("bob", "bob-pw")].iter().enumerate() {
+        let mut cmd = std::process::Command::new("htpasswd");
+        cmd.arg("-bs");
+        if i == 0 {
+            cmd.arg("-c");
+        }
+        let status = cmd.arg(&path).arg(user).arg(pw).stderr(std::process::Stdio::null()).status().expect("htpasswd (apache2-utils)");
+        assert!(status.success());
+    }
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    path
+}
+
+/// mod_fcgid's own run dir in the fixture, then `site`.
+fn fcgid_site(fx: &Fixture, site: &str) -> String {
+    let run = fx.path().join("run");
+    format!("FcgidIPCDir {}/fcgid\nFcgidProcessTableFile {}/fcgid_shm\n{site}", run.display(), run.display())
+}
+
+#[test]
+fn apache_mod_fcgid_example_gate() {
+    let fx = Fixture::new(true);
+    let htdocs = protected_files(&fx, "htdocs");
+    for dir in ["reports", "staff"] {
+        std::fs::create_dir_all(htdocs.join(dir)).unwrap();
+        std::fs::write(htdocs.join(dir).join("f.txt"), SECRET).unwrap();
+    }
+    // The example drop-in as users copy it: only its #! line and venv pointed at the fixture.
+    let gate = fx.examples().join("authorizer/gate.fcgi");
+    let text = std::fs::read_to_string(&gate).unwrap();
+    assert!(text.contains("# cgi2wsgi: roles = authorizer"));
+    let text = text.replacen("#!/usr/local/bin/cgi2wsgi", &format!("#!{}", fx.bin().display()), 1).replace("/srv/gate/venv", &path_str(&fx.venv()));
+    std::fs::write(&gate, text).unwrap();
+    let recipe = servers::render_snippet(
+        "apache/fcgid-authorizer.conf",
+        &[("/srv/gate/gate.fcgi", path_str(&gate)), ("/etc/apache2/reports.htpasswd", path_str(&htpasswd(&fx)))],
+    );
+    let server = servers::apache_event(&fx, "apache mod_fcgid", &FCGID_MODULES, &fcgid_site(&fx, &recipe));
+    let port = server.port;
+    let name = "apache mod_fcgid";
+    let (ann, bob, wrong) = (basic("ann:ann-pw"), basic("bob:bob-pw"), basic("ann:nope"));
+    for location in ["/reports/f.txt", "/staff/f.txt"] {
+        let r = http::request(port, "GET", location, &[("Authorization", &ann)], b"");
+        assert_eq!((r.status, r.text()), (200, SECRET.to_owned()), "{location}: {}", server.log());
+        let status = denied(port, location, &[("Authorization", &bob)]);
+        assert_eq!(status, 401, "{location}: bob is not staff");
+        cell(name, &format!("{location}: a user the app refuses"), status);
+        assert_eq!(denied(port, location, &[("Authorization", &wrong)]), 401, "{location}");
+        assert_eq!(denied(port, location, &[]), 401, "{location}");
+    }
+    assert!(server.log().contains("Authentication of user ann to access /staff/f.txt failed"), "the app did not check the password:\n{}", server.log());
+}
+
+#[test]
+fn apache_mod_fcgid_fail_closed_matrix() {
+    let fx = Fixture::new(true);
+    let htdocs = protected_files(&fx, "htdocs");
+    let app = install(&fx, "tests/apps/authz.py");
+    let apps = app.parent().unwrap().to_owned();
+    std::fs::write(apps.join("broken.py"), "raise ImportError('this app cannot be imported')\n").unwrap();
+    let bin = fx.path().join("fcgi-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let common = |app: &str| vec![format!("venv = {}", fx.venv().display()), format!("pythonpath = {}", apps.display()), format!("app = {app}")];
+    let mut gate = common("authz:application");
+    gate.push("roles = authorizer".into());
+    let gate = drop_in(&fx, &bin, "gate.fcgi", &gate);
+    let responder_only = drop_in(&fx, &bin, "responder-only.fcgi", &common("authz:application"));
+    let mut broken = common("broken:application");
+    broken.push("roles = authorizer".into());
+    let broken = drop_in(&fx, &bin, "broken.fcgi", &broken);
+    let users = htpasswd(&fx);
+    let mut site = String::from("FcgidInitialEnv CGI2WSGI_TIMEOUT 3\nFcgidInitialEnv CGI2WSGI_MAX_REQUESTS 3\nFcgidInitialEnv CGI2WSGI_WORKERS 2\n");
+    for (location, authorizer, authn) in [("fcgid", &gate, false), ("fcgidn", &gate, true), ("noroles", &responder_only, false), ("broken", &broken, false)] {
+        std::fs::create_dir_all(htdocs.join(location)).unwrap();
+        std::fs::write(htdocs.join(location).join("f.txt"), SECRET).unwrap();
+        let authn = if authn { format!("FcgidAuthenticator {}", authorizer.display()) } else { format!("AuthBasicProvider file\n    AuthUserFile {}", users.display()) };
+        site.push_str(&format!(
+            "<Location /{location}/>\n    AuthType Basic\n    AuthName \"{location}\"\n    {authn}\n    FcgidAuthorizer {}\n    Require valid-user\n</Location>\n",
+            authorizer.display()
+        ));
+    }
+    let status = std::process::Command::new("chmod").arg("-R").arg("a+rX").arg(fx.path()).status().unwrap();
+    assert!(status.success());
+    let server = servers::apache_event(&fx, "apache mod_fcgid", &FCGID_MODULES, &fcgid_site(&fx, &site));
+    let port = server.port;
+    let name = "apache mod_fcgid";
+    let ann = basic("ann:ann-pw");
+    let creds = [("Authorization", ann.as_str())];
+
+    for (location, what) in [("fcgid", "FcgidAuthorizer"), ("fcgidn", "FcgidAuthenticator")] {
+        let ok = format!("/{location}/f.txt?auth-user");
+        let r = http::request(port, "GET", &ok, &creds, b"");
+        assert_eq!((r.status, r.text()), (200, SECRET.to_owned()), "{ok}: {}", server.log());
+        cell(name, &format!("auth-fail ({what})"), denied(port, &format!("/{location}/f.txt?auth-fail"), &creds));
+        // mod_fcgid answers any denial with its own 401; the log says what the app answered.
+        let phase = if location == "fcgid" { "Authorization" } else { "Authentication" };
+        for case in FAILURES {
+            let status = denied(port, &format!("/{location}/f.txt?{case}"), &creds);
+            assert_eq!(status, 401, "{case}");
+            cell(name, &format!("{case} ({what})"), status);
+        }
+        let status = denied(port, &format!("/{location}/f.txt?hang"), &creds);
+        assert_eq!(status, 401, "hang");
+        cell(name, &format!("hang past --timeout ({what})"), status);
+        let log = server.log();
+        for answer in ["failed, reason: script returned status 500", "failed, reason: script returned status 504"] {
+            assert!(log.contains(&format!("{phase} of user ann to access /{location}/f.txt {answer}")), "{answer}:\n{log}");
+        }
+        wait_status(port, &ok, &creds, 200);
+        let status = denied(port, &format!("/{location}/f.txt?die"), &creds);
+        assert!(status >= 500, "die: {status}");
+        cell(name, &format!("worker killed mid-answer ({what})"), status);
+        wait_status(port, &ok, &creds, 200);
+    }
+    let statuses = under_load_with(port, 48, "/fcgid/f.txt?auth-fail", "/fcgid/f.txt?auth-user", &creds);
+    assert!(statuses.iter().filter(|(deny, _)| *deny).all(|(_, s)| *s == 401), "{statuses:?}");
+    assert!(statuses.iter().filter(|(deny, _)| !deny).all(|(_, s)| *s == 200), "{statuses:?}");
+    cell(name, "max-requests recycling under load (denials)", 401);
+    let status = denied(port, "/noroles/f.txt?auth-user", &creds);
+    assert_eq!(status, 401);
+    assert!(server.log().contains("to access /noroles/f.txt failed, reason: script returned status 500"), "{}", server.log());
+    cell(name, "role not enabled", status);
+    let status = denied(port, "/broken/f.txt?auth-user", &creds);
     assert!(status >= 500, "not importable: {status}");
     cell(name, "app not importable", status);
 }

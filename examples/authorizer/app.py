@@ -69,8 +69,9 @@ def password_ok(user, password):
 
 
 @app.route("/reports/<path:name>")
+@app.route("/staff/<path:name>")
 def reports(name):
-    """Apache mod_authnz_fcgi with Basic auth: asked twice, once per phase."""
+    """Apache with Basic auth (mod_authnz_fcgi, mod_fcgid): asked once per phase."""
     env = request.environ
     user = env.get("REMOTE_USER", "")
     if env.get("FCGI_APACHE_ROLE") == "AUTHENTICATOR":

@@ -171,6 +171,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::role::Roles;
     use clap::Parser;
 
     #[test]
@@ -195,6 +196,23 @@ mod tests {
         assert_eq!(cfg.env, vec![("B".into(), "file".into()), ("A".into(), "flag".into())]);
         let cli = Cli::try_parse_from(["cgi2wsgi", "--mode", "cgi", file.to_str().unwrap()]).unwrap();
         assert_eq!(Config::from_cli(cli, true).unwrap().venv, Some(PathBuf::from("/from-file")));
+    }
+
+    #[test]
+    fn roles_from_flag_or_drop_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gate.fcgi");
+        std::fs::write(&file, "#!/x\n# cgi2wsgi: roles = authorizer\n").unwrap();
+        let path = file.to_str().unwrap();
+        let cli = Cli::try_parse_from(["cgi2wsgi", "--mode", "fastcgi", path]).unwrap();
+        assert_eq!(Config::from_cli(cli, false).unwrap().roles, Roles { responder: false, authorizer: true });
+        let cli = Cli::try_parse_from(["cgi2wsgi", "--mode", "fastcgi", "--roles", "responder,authorizer", path]).unwrap();
+        assert_eq!(Config::from_cli(cli, false).unwrap().roles, Roles { responder: true, authorizer: true });
+        let cli = Cli::try_parse_from(["cgi2wsgi", "--mode", "fastcgi", "m:app"]).unwrap();
+        assert_eq!(Config::from_cli(cli, false).unwrap().roles, Roles::default());
+        let cli = Cli::try_parse_from(["cgi2wsgi", "--mode", "fastcgi", "--roles", "responder,filter", "m:app"]).unwrap();
+        let err = Config::from_cli(cli, false).unwrap_err().to_string();
+        assert!(err.starts_with("--roles: ") && err.contains("FILTER"), "{err}");
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub struct Settings {
     pub environ: environ::Template,
     /// `--timeout`: requests are tracked for the watchdog.
     pub timeout: Option<Duration>,
+    /// Give the app `FCGI_ROLE` (not in the CGI accelerator's worker, which serves CGI).
+    pub fcgi_role: bool,
 }
 
 /// How long a response write may wait for the web server to read.
@@ -215,7 +217,9 @@ impl Shared {
                         if let Some(mount) = &settings.script_name {
                             r.mount_at(mount);
                         }
-                        r.serve_as(role);
+                        if settings.fcgi_role || role != Role::Responder {
+                            r.serve_as(role);
+                        }
                         r
                     });
                     let request = request.map_err(|e| {

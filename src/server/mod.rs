@@ -173,6 +173,9 @@ pub fn serve(config: &Config, listener: &Listener, app: &Py<PyAny>, spec: &crate
     let threads = config.threads.max(1);
     let max_conns = config.max_conns.unwrap_or(DEFAULT_MAX_CONNS);
     let processes = if worker.is_some() { worker_count(config) } else { 1 };
+    // The CGI accelerator's worker answers CGI requests relayed as FastCGI: the responder
+    // only, and no FCGI_ROLE (the app sees what plain CGI would give it).
+    let accel_worker = config.persist.worker_socket.is_some();
     let settings = conn::Settings {
         codec: fastcgi::Config {
             // Several request threads: a web server may interleave requests on a connection
@@ -181,8 +184,9 @@ pub fn serve(config: &Config, listener: &Listener, app: &Py<PyAny>, spec: &crate
             max_conns: u32::try_from(max_conns * threads * processes).unwrap_or(u32::MAX),
             max_reqs: u32::try_from(threads * processes).unwrap_or(u32::MAX),
             limits: Default::default(),
-            roles: config.roles,
+            roles: if accel_worker { crate::role::Roles::default() } else { config.roles },
         },
+        fcgi_role: !accel_worker,
         max_body: config.max_body,
         script_name: config.script_name.clone(),
         policy: call::ErrorPolicy { show_traceback: config.debug },

@@ -603,3 +603,68 @@ fn apache_mod_fcgid_fail_closed_matrix() {
     assert!(status >= 500, "not importable: {status}");
     cell(name, "app not importable", status);
 }
+
+// ---------------------------------------------------------------------------------------
+// Why a refused role carries a page: a bare FCGI_UNKNOWN_ROLE through each server
+// ---------------------------------------------------------------------------------------
+
+/// tests/apps/bare_unknown_role.py listening on `bind`.
+fn bare_unknown_role(script: &Path, bind: &Bind) -> Server {
+    let mut cmd = std::process::Command::new("/usr/bin/python3");
+    let (arg, port) = match bind {
+        Bind::Unix(p) => (path_str(p), 0),
+        Bind::Tcp(port) => (port.to_string(), *port),
+    };
+    cmd.arg(script).arg(&arg);
+    let target = bind.clone();
+    let ready = move || match &target {
+        Bind::Unix(p) => std::os::unix::net::UnixStream::connect(p).is_ok(),
+        Bind::Tcp(port) => std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok(),
+    };
+    Server::start_until("bare UNKNOWN_ROLE", cmd, port, vec![], &ready)
+}
+
+#[test]
+fn a_bare_unknown_role_through_each_server() {
+    let fx = Fixture::new(false);
+    let script = install(&fx, "tests/apps/bare_unknown_role.py");
+    let name = "bare FCGI_UNKNOWN_ROLE (no STDOUT)";
+
+    // lighttpd 1.4.69 takes it as an allow: the file is served.
+    let files = protected_files(&fx, "files");
+    let sock = socket(&fx, "bare.sock");
+    let fake = bare_unknown_role(&script, &Bind::Unix(sock.clone()));
+    let server = servers::lighttpd(&fx, &lighttpd_site(&sock, &sock, &files, ""));
+    let r = http::get(server.port, "/downloads/f.txt");
+    assert_eq!((r.status, r.text()), (200, SECRET.to_owned()), "lighttpd no longer lets a bare UNKNOWN_ROLE through: update the README");
+    cell(&format!("lighttpd, {name}"), "static file", r.status);
+    drop((server, fake));
+
+    // mod_authnz_fcgi: no headers, an error (500).
+    protected_files(&fx, "htdocs");
+    let port = servers::free_port();
+    let fake = bare_unknown_role(&script, &Bind::Tcp(port));
+    let server = servers::apache_event(&fx, "apache mod_authnz_fcgi", &AUTHNZ_MODULES, &authnz_site(port, ""));
+    let status = denied(server.port, "/downloads/f.txt", &[]);
+    assert_eq!(status, 500);
+    assert!(server.log().contains("Never reached end of script headers"), "{}", server.log());
+    cell(&format!("apache mod_authnz_fcgi, {name}"), "check_authn", status);
+    drop((server, fake));
+
+    // mod_fcgid: no headers, an error (500).
+    let wrapper = fx.path().join("bare.fcgi");
+    std::fs::write(&wrapper, format!("#!/bin/sh\nexec /usr/bin/python3 {} fd0\n", script.display())).unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let users = htpasswd(&fx);
+    let site = format!(
+        "<Location /fcgid/>\n    AuthType Basic\n    AuthName \"x\"\n    AuthBasicProvider file\n    AuthUserFile {}\n    FcgidAuthorizer {}\n    Require valid-user\n</Location>\n",
+        users.display(),
+        wrapper.display()
+    );
+    let server = servers::apache_event(&fx, "apache mod_fcgid", &FCGID_MODULES, &fcgid_site(&fx, &site));
+    let ann = basic("ann:ann-pw");
+    let status = denied(server.port, "/fcgid/f.txt", &[("Authorization", &ann)]);
+    assert_eq!(status, 500);
+    assert!(server.log().contains("/fcgid/f.txt failed, reason: script returned status 200; error or unexpected condition while parsing response"), "{}", server.log());
+    cell(&format!("apache mod_fcgid, {name}"), "FcgidAuthorizer", status);
+}

@@ -9,8 +9,6 @@ use crate::wsgi::{self, call, environ, streams};
 use pyo3::prelude::*;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
-use std::os::fd::FromRawFd;
-use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 /// The response channel: the original stdout, written without buffering so every chunk
@@ -56,21 +54,6 @@ impl ResponseSink for CgiSink {
             self.out.write_all(&head)?;
         }
         self.out.flush()
-    }
-}
-
-/// Take fd 1 for the response and point fd 1 at stderr, so stray output lands in the error log.
-fn claim_stdout() -> io::Result<File> {
-    // SAFETY: plain fd syscalls on fds 1 and 2; the duplicate is owned by the File we return.
-    unsafe {
-        let fd = libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3);
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if libc::dup2(2, 1) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(File::from_raw_fd(fd))
     }
 }
 
@@ -143,15 +126,10 @@ fn stderr_sink() -> streams::ErrorSink {
     })
 }
 
-/// The environment variables the request carries (all of them, as wsgiref does).
-pub fn process_params() -> Vec<(Vec<u8>, Vec<u8>)> {
-    std::env::vars_os().map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec())).collect()
-}
-
 /// Serve one CGI request. Returns the process exit status.
 pub fn run(config: &Config) -> i32 {
-    let params = process_params();
-    let mut sink = match claim_stdout() {
+    let params = crate::sys::process_params();
+    let mut sink = match crate::sys::claim_stdout() {
         Ok(out) => CgiSink::new(out),
         Err(e) => {
             log::error!("cannot set up stdout: {e}");
@@ -199,7 +177,7 @@ pub fn run(config: &Config) -> i32 {
             }
         }
     });
-    crate::bench::timings::stamp(crate::bench::timings::Stamp::Response);
+    crate::timings::stamp(crate::timings::Stamp::Response);
     if let Some(o) = &outcome {
         log::info!("{} {} -> {} ({} bytes)", request.get("REQUEST_METHOD").unwrap_or("?"), request.get("REQUEST_URI").or(request.get("PATH_INFO")).unwrap_or(""), o.status, o.body_bytes);
     }

@@ -1,8 +1,15 @@
 //! The command line as typed: clap derive, every option also read from `CGI2WSGI_<NAME>`
-//! (a `#!` line or `FcgidWrapper` passes few arguments). Validation lives in `config`.
+//! (a `#!` line or `FcgidWrapper` passes few arguments), and its resolution (with the
+//! drop-in's settings) into the plain values of `config`. clap's errors become one line here.
 
-use clap::{Parser, ValueEnum};
+use crate::appspec::{AppSpec, AppTarget};
+use crate::config::{AccelSettings, BindSpec, Config, Gateway, RunAs, SocketPerms, DEFAULT_IDLE_TIMEOUT};
+use crate::dropin::DropIn;
+use crate::error::ConfigError;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, ValueEnum};
+use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
@@ -12,6 +19,48 @@ pub enum Mode {
     Cgi,
     /// A persistent responder on fd 0, --bind or the systemd socket
     Fastcgi,
+}
+
+/// The app's Python options, shared by serving and `cgi2wsgi bench` (which passes them on
+/// to every run it starts).
+#[derive(Debug, Clone, Default, Args)]
+pub struct PythonArgs {
+    /// A virtualenv whose packages the app uses (made with the Python cgi2wsgi is linked against)
+    #[arg(long, value_name = "DIR", env = "CGI2WSGI_VENV")]
+    pub venv: Option<PathBuf>,
+
+    /// A directory put at the front of sys.path (repeatable; ':'-separated in the variable)
+    #[arg(long, value_name = "DIR", env = "CGI2WSGI_PYTHONPATH", value_delimiter = ':')]
+    pub pythonpath: Vec<PathBuf>,
+
+    /// Change to this directory before loading the app
+    #[arg(long, value_name = "DIR", env = "CGI2WSGI_CHDIR")]
+    pub chdir: Option<PathBuf>,
+
+    /// Set an environment variable for the app, e.g. DJANGO_SETTINGS_MODULE=site.settings (repeatable)
+    #[arg(long = "env", value_name = "KEY=VALUE", env = "CGI2WSGI_ENV")]
+    pub env: Vec<String>,
+}
+
+impl PythonArgs {
+    /// The options as flags, to pass on to another cgi2wsgi; APP goes after them (a
+    /// drop-in path ends a CGI argv).
+    pub fn to_flags(&self) -> Vec<OsString> {
+        let mut v: Vec<OsString> = Vec::new();
+        if let Some(venv) = &self.venv {
+            v.extend(["--venv".into(), venv.into()]);
+        }
+        for p in &self.pythonpath {
+            v.extend(["--pythonpath".into(), p.into()]);
+        }
+        if let Some(dir) = &self.chdir {
+            v.extend(["--chdir".into(), dir.into()]);
+        }
+        for e in &self.env {
+            v.extend(["--env".into(), e.into()]);
+        }
+        v
+    }
 }
 
 #[derive(Debug, Parser)]
@@ -42,21 +91,8 @@ pub struct Cli {
     #[arg(long, value_enum, env = "CGI2WSGI_MODE")]
     pub mode: Option<Mode>,
 
-    /// A virtualenv whose packages the app uses (made with the Python cgi2wsgi is linked against)
-    #[arg(long, value_name = "DIR", env = "CGI2WSGI_VENV")]
-    pub venv: Option<PathBuf>,
-
-    /// A directory put at the front of sys.path (repeatable; ':'-separated in the variable)
-    #[arg(long, value_name = "DIR", env = "CGI2WSGI_PYTHONPATH", value_delimiter = ':')]
-    pub pythonpath: Vec<PathBuf>,
-
-    /// Change to this directory before loading the app
-    #[arg(long, value_name = "DIR", env = "CGI2WSGI_CHDIR")]
-    pub chdir: Option<PathBuf>,
-
-    /// Set an environment variable for the app, e.g. DJANGO_SETTINGS_MODULE=site.settings (repeatable)
-    #[arg(long = "env", value_name = "KEY=VALUE", env = "CGI2WSGI_ENV")]
-    pub env: Vec<String>,
+    #[command(flatten)]
+    pub python: PythonArgs,
 
     /// Refuse request bodies larger than this with 413 (bytes; K, M, G suffixes)
     #[arg(long, value_name = "SIZE", env = "CGI2WSGI_MAX_BODY")]
@@ -171,4 +207,286 @@ pub struct Cli {
     /// Internal: run as the accelerator's worker on this socket (started by a CGI invocation)
     #[arg(long, value_name = "SOCKET", hide = true)]
     pub persist_worker: Option<PathBuf>,
+}
+
+/// Words that are (or will be) subcommands and so cannot name an app in the first position.
+pub const RESERVED: [&str; 1] = ["bench"];
+
+/// Parse `10`, `64K`, `1M`, `2G` (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, ConfigError> {
+    let t = s.trim();
+    let (digits, mult) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 1u64 << 10),
+        Some((i, 'm' | 'M')) => (&t[..i], 1 << 20),
+        Some((i, 'g' | 'G')) => (&t[..i], 1 << 30),
+        _ => (t, 1),
+    };
+    digits.parse::<u64>().ok().and_then(|n| n.checked_mul(mult)).ok_or_else(|| ConfigError::BadSize(s.to_owned()))
+}
+
+fn parse_env(pair: &str) -> Result<(String, String), ConfigError> {
+    match pair.split_once('=') {
+        Some((k, v)) if !k.is_empty() && !k.contains('\0') && !v.contains('\0') => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(ConfigError::BadEnv(pair.to_owned())),
+    }
+}
+
+impl Cli {
+    /// Validate the parsed command line into the configuration. `gateway_interface` is
+    /// whether GATEWAY_INTERFACE is set.
+    pub fn into_config(self, gateway_interface: bool) -> Result<Config, ConfigError> {
+        let cli = self;
+        if let Some(word) = cli.app_arg.as_deref().filter(|w| RESERVED.contains(w)) {
+            return Err(ConfigError::ReservedWord(word.to_owned()));
+        }
+        let gateway = cli.gateway(gateway_interface)?;
+        let socket_mode = match &cli.socket_mode {
+            Some(m) => Some(u32::from_str_radix(m.trim_start_matches("0o"), 8).ok().filter(|m| *m <= 0o777).ok_or_else(|| ConfigError::BadMode(m.clone()))?),
+            None => None,
+        };
+        let (app, dropin) = cli.app_and_drop_in()?;
+        let mut env = dropin.env.iter().map(|p| parse_env(p)).collect::<Result<Vec<_>, _>>()?;
+        for pair in &cli.python.env {
+            let (k, v) = parse_env(pair)?;
+            env.retain(|(old, _)| *old != k);
+            env.push((k, v));
+        }
+        let persist = accel_settings(&cli.persist_worker, cli.persist, cli.persist_idle_timeout, cli.persist_dir.clone(), &dropin)?;
+        let max_body = match cli.max_body.or(dropin.max_body) {
+            Some(s) => Some(parse_size(&s)?),
+            None => None,
+        };
+        let roles = match cli.roles.as_deref().or(dropin.roles.as_deref()) {
+            Some(list) => crate::role::Roles::parse(list).map_err(ConfigError::BadRoles)?,
+            None => crate::role::Roles::default(),
+        };
+        let mut pythonpath = cli.python.pythonpath;
+        pythonpath.extend(dropin.pythonpath);
+        Ok(Config {
+            gateway,
+            app,
+            venv: cli.python.venv.or(dropin.venv),
+            pythonpath,
+            chdir: cli.python.chdir.or(dropin.chdir),
+            env,
+            max_body,
+            script_name: cli.script_name.or(dropin.script_name),
+            log_level: cli.log_level.or(dropin.log_level).unwrap_or_else(|| "warn".into()),
+            debug: cli.debug || dropin.debug.unwrap_or(false),
+            bind: cli.bind.as_deref().map(BindSpec::parse),
+            socket_perms: SocketPerms { mode: socket_mode, owner: cli.socket_owner, group: cli.socket_group },
+            log_file: cli.log_file,
+            max_conns: cli.max_conns.filter(|n| *n > 0),
+            threads: cli.threads.max(1),
+            workers: cli.workers,
+            lazy_apps: cli.lazy_apps,
+            max_requests: cli.max_requests.filter(|n| *n > 0),
+            max_rss_mb: cli.max_rss.filter(|n| *n > 0),
+            graceful_timeout: Duration::from_secs(cli.graceful_timeout),
+            reload: cli.reload,
+            timeout: cli.timeout.filter(|t| *t > 0).map(Duration::from_secs),
+            read_timeout: Some(cli.read_timeout).filter(|t| *t > 0).map(Duration::from_secs),
+            run_as: run_as(cli.user.as_deref(), cli.group.as_deref()).map_err(ConfigError::RunAs)?,
+            persist,
+            roles,
+        })
+    }
+}
+
+impl Cli {
+    /// How this process serves: `--mode`, else what started it.
+    fn gateway(&self, gateway_interface: bool) -> Result<Gateway, ConfigError> {
+        let systemd = std::env::var("LISTEN_PID").is_ok_and(|p| p == std::process::id().to_string());
+        Ok(match self.mode.unwrap_or(Mode::Auto) {
+            // The CGI accelerator's worker serves FastCGI on its private socket.
+            _ if self.persist_worker.is_some() => Gateway::FastCgi,
+            Mode::Cgi => Gateway::Cgi,
+            Mode::Fastcgi => Gateway::FastCgi,
+            Mode::Auto if self.bind.is_some() || systemd || crate::sys::is_listening_socket(0) => Gateway::FastCgi,
+            Mode::Auto if gateway_interface => Gateway::Cgi,
+            Mode::Auto => return Err(ConfigError::NoGateway),
+        })
+    }
+
+    /// The app and the drop-in file it names (if it is one), whose `app =` and `callable =`
+    /// lines refine it.
+    fn app_and_drop_in(&self) -> Result<(Option<AppSpec>, DropIn), ConfigError> {
+        // The positional APP is a command-line flag in rank; --app/CGI2WSGI_APP come next.
+        let mut app = match self.app_arg.as_deref().or(self.app.as_deref()) {
+            Some(spec) => Some(AppSpec::parse(spec)?),
+            None => None,
+        };
+        let dropin = match app.as_ref().and_then(AppSpec::file) {
+            Some(path) if path.is_file() => DropIn::read(path)?,
+            _ => DropIn::default(),
+        };
+        if let Some(inner) = &dropin.app {
+            app = Some(AppSpec::parse(inner)?);
+        }
+        if let (Some(spec), Some(callable)) = (app.as_mut(), &dropin.callable) {
+            if spec.callable.is_none() && matches!(spec.target, AppTarget::File(_)) {
+                spec.factory = callable.ends_with("()");
+                spec.callable = Some(callable.trim_end_matches("()").to_owned());
+            }
+        }
+        Ok((app, dropin))
+    }
+}
+
+/// The accelerator's settings: flags and variables beat the drop-in's `persist*` settings.
+fn accel_settings(worker: &Option<PathBuf>, flag: bool, idle: Option<u64>, dir: Option<PathBuf>, dropin: &DropIn) -> Result<AccelSettings, ConfigError> {
+    let idle = match (idle, &dropin.persist_idle_timeout) {
+        (Some(s), _) => s,
+        (None, Some(text)) => text.trim().parse().map_err(|_| ConfigError::BadIdleTimeout(text.clone()))?,
+        (None, None) => DEFAULT_IDLE_TIMEOUT.as_secs(),
+    };
+    Ok(AccelSettings {
+        enabled: flag || dropin.persist.unwrap_or(false),
+        idle_timeout: Duration::from_secs(idle.max(1)),
+        dir: dir.or_else(|| dropin.persist_dir.clone()),
+        worker_socket: worker.clone(),
+    })
+}
+
+/// Resolve `--user` (name or uid) and `--group` (name or gid; default: the user's primary
+/// group) while /etc/passwd and /etc/group are still readable.
+fn run_as(user: Option<&str>, group: Option<&str>) -> Result<Option<RunAs>, String> {
+    if user.is_none() && group.is_none() {
+        return Ok(None);
+    }
+    let (mut uid, mut gid) = (crate::sys::euid(), crate::sys::egid());
+    let mut name = None;
+    if let Some(u) = user {
+        match crate::sys::lookup_user(u).map_err(|_| format!("--user {u:?}: bad name"))? {
+            Some(found) => {
+                uid = found.uid;
+                gid = found.gid;
+                name = Some(found.name);
+            }
+            // A bare uid with no passwd entry is allowed (containers); no supplementary groups.
+            None => match u.parse::<u32>() {
+                Ok(n) => uid = n,
+                Err(_) => return Err(format!("--user {u:?}: no such user")),
+            },
+        }
+    }
+    if let Some(g) = group {
+        gid = crate::sys::lookup_gid(g).map_err(|e| format!("--group: {e}"))?;
+    }
+    Ok(Some(RunAs { uid, gid, user: name }))
+}
+
+/// Why the command line was not turned into arguments.
+#[derive(Debug)]
+pub enum ArgsExit {
+    /// `--help` or `--version`, already printed: exit 0.
+    Shown,
+    /// One line saying what is wrong, with clap's tip ("a similar argument exists") and
+    /// where to read more.
+    Error(String),
+}
+
+/// Parse `args` with `cmd` (its `bin_name` names it in the message) into `T`, clap's
+/// errors reduced to one line.
+pub fn parse_args<T: FromArgMatches>(cmd: clap::Command, args: Vec<OsString>) -> Result<T, ArgsExit> {
+    let name = cmd.get_bin_name().unwrap_or(cmd.get_name()).to_owned();
+    let matches = match cmd.try_get_matches_from(args) {
+        Ok(m) => m,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return Err(ArgsExit::Shown);
+        }
+        Err(e) => return Err(ArgsExit::Error(format!("{} (see {name} --help)", one_line(&e.to_string())))),
+    };
+    T::from_arg_matches(&matches).map_err(|e| ArgsExit::Error(one_line(&e.to_string())))
+}
+
+/// clap's message on one line: the error and its tips, without the usage block.
+pub fn one_line(text: &str) -> String {
+    let message = text.split("\nUsage:").next().unwrap_or(text);
+    let mut out = String::new();
+    for line in message.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("For more information")) {
+        if !out.is_empty() {
+            // A list after "provided:" and clap's "[possible values: …]" read on; a tip is
+            // a clause of its own.
+            out.push_str(if out.ends_with(':') || line.starts_with('[') { " " } else { "; " });
+        }
+        out.push_str(line);
+    }
+    let out = out.strip_prefix("error: ").unwrap_or(&out).to_owned();
+    if out.is_empty() { "bad arguments".into() } else { out }
+}
+
+impl Cli {
+    /// The main command line (with our `--version` text), or why it is not one.
+    pub fn from_command_line(args: Vec<OsString>, version: String) -> Result<Cli, ArgsExit> {
+        parse_args(Cli::command().version(version), args)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("10").unwrap(), 10);
+        assert_eq!(parse_size("64K").unwrap(), 65536);
+        assert_eq!(parse_size("1m").unwrap(), 1 << 20);
+        assert_eq!(parse_size("2G").unwrap(), 2 << 30);
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("99999999999G").is_err());
+    }
+
+    #[test]
+    fn flags_beat_drop_in_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("app.cgi");
+        std::fs::write(&file, "#!/x\n# cgi2wsgi: venv = /from-file\n# cgi2wsgi: env = A=file\n# cgi2wsgi: env = B=file\n").unwrap();
+        let cli = Cli::try_parse_from(["cgi2wsgi", "--mode", "cgi", "--venv", "/from-flag", "--env", "A=flag", file.to_str().unwrap()]).unwrap();
+        let cfg = cli.into_config(true).unwrap();
+        assert_eq!(cfg.venv, Some(PathBuf::from("/from-flag")));
+        assert_eq!(cfg.env, vec![("B".into(), "file".into()), ("A".into(), "flag".into())]);
+        let cli = Cli::try_parse_from(["cgi2wsgi", "--mode", "cgi", file.to_str().unwrap()]).unwrap();
+        assert_eq!(cli.into_config(true).unwrap().venv, Some(PathBuf::from("/from-file")));
+    }
+
+    #[test]
+    fn clap_errors_are_one_line_with_the_tip() {
+        let err = |args: &[&str]| match parse_args::<Cli>(Cli::command(), args.iter().map(OsString::from).collect()) {
+            Err(ArgsExit::Error(line)) => line,
+            other => panic!("{other:?}"),
+        };
+        let line = err(&["cgi2wsgi", "--thread", "2"]);
+        assert!(!line.contains('\n') && line.contains("'--thread'") && line.contains("tip: a similar argument exists: '--threads'"), "{line}");
+        assert!(line.ends_with("(see cgi2wsgi --help)") && !line.starts_with("error:"), "{line}");
+        assert_eq!(one_line("error: the following required arguments were not provided:\n  <APP>\n\nUsage: x <APP>\n"), "the following required arguments were not provided: <APP>");
+    }
+
+    #[test]
+    fn roles_from_flag_or_drop_in() {
+        use crate::role::Roles;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gate.fcgi");
+        std::fs::write(&file, "#!/x\n# cgi2wsgi: roles = authorizer\n").unwrap();
+        let path = file.to_str().unwrap();
+        let cli = Cli::try_parse_from(["cgi2wsgi", "--mode", "fastcgi", path]).unwrap();
+        assert_eq!(cli.into_config(false).unwrap().roles, Roles { responder: false, authorizer: true });
+        let cli = Cli::try_parse_from(["cgi2wsgi", "--mode", "fastcgi", "--roles", "responder,authorizer", path]).unwrap();
+        assert_eq!(cli.into_config(false).unwrap().roles, Roles { responder: true, authorizer: true });
+        let cli = Cli::try_parse_from(["cgi2wsgi", "--mode", "fastcgi", "m:app"]).unwrap();
+        assert_eq!(cli.into_config(false).unwrap().roles, Roles::default());
+        let cli = Cli::try_parse_from(["cgi2wsgi", "--mode", "fastcgi", "--roles", "responder,filter", "m:app"]).unwrap();
+        let err = cli.into_config(false).unwrap_err().to_string();
+        assert!(err.starts_with("--roles: ") && err.contains("FILTER"), "{err}");
+    }
+
+    #[test]
+    fn reserved_word_and_bad_env() {
+        let cli = Cli::try_parse_from(["cgi2wsgi", "bench"]).unwrap();
+        assert!(matches!(cli.into_config(true), Err(ConfigError::ReservedWord(_))));
+        let cli = Cli::try_parse_from(["cgi2wsgi", "--mode", "cgi", "--env", "NOEQUALS", "m:app"]).unwrap();
+        assert!(matches!(cli.into_config(true), Err(ConfigError::BadEnv(_))));
+    }
 }

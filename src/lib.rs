@@ -2,6 +2,10 @@
 //!
 //! Data flows one way: CGI environment / FastCGI records → `request::Request` → WSGI
 //! environ → the app → `response` → CGI stdout / FastCGI records.
+//!
+//! `unsafe` lives in `sys` (the OS plumbing), in `wsgi` (the embedding API) and in the
+//! listeners, each module allowing it for itself.
+#![deny(unsafe_code)]
 
 pub mod accel;
 pub mod appspec;
@@ -20,9 +24,10 @@ pub mod response;
 pub mod role;
 pub mod server;
 pub mod spool;
+pub mod sys;
+pub mod timings;
 pub mod wsgi;
 
-use clap::{CommandFactory, FromArgMatches};
 use std::io::Write;
 
 /// `--version`: ours and the Python actually linked (with the interpreter it was built for).
@@ -54,33 +59,30 @@ fn config_failure(message: &str, in_cgi: bool) -> i32 {
 
 /// The whole program; returns the exit status.
 pub fn run() -> i32 {
-    bench::timings::stamp(bench::timings::Stamp::Main);
+    timings::stamp(timings::Stamp::Main);
     let in_cgi = std::env::var_os("GATEWAY_INTERFACE").is_some();
     let env = |k: &str| std::env::var_os(k);
     let exe = std::env::current_exe().ok();
     let args = argv::strip_server_words(std::env::args_os().collect(), &env, exe.as_deref());
     // `cgi2wsgi bench ...` has its own command line; never under a web server.
     if !in_cgi && args.get(1).is_some_and(|a| a == "bench") {
-        return bench::main(args);
+        let mut bench_args = args;
+        bench_args.remove(1);
+        return match cli::parse_args::<bench::BenchArgs>(bench::BenchArgs::command_line(version_string()), bench_args) {
+            Ok(a) => bench::main(&a),
+            Err(cli::ArgsExit::Shown) => 0,
+            Err(cli::ArgsExit::Error(line)) => {
+                eprintln!("cgi2wsgi bench: {line}");
+                2
+            }
+        };
     }
-    let matches = match cli::Cli::command().version(version_string()).try_get_matches_from(args.clone()) {
-        Ok(m) => m,
-        Err(e) if !e.use_stderr() => {
-            // --help / --version
-            let _ = e.print();
-            return 0;
-        }
-        Err(e) => {
-            let text = e.to_string();
-            let line = text.lines().next().unwrap_or("bad arguments").trim_start_matches("error: ");
-            return config_failure(&format!("{line} (see cgi2wsgi --help)"), in_cgi);
-        }
+    let config = match cli::Cli::from_command_line(args.clone(), version_string()) {
+        Ok(cli) => cli.into_config(in_cgi),
+        Err(cli::ArgsExit::Shown) => return 0,
+        Err(cli::ArgsExit::Error(line)) => return config_failure(&line, in_cgi),
     };
-    let cli = match cli::Cli::from_arg_matches(&matches) {
-        Ok(c) => c,
-        Err(e) => return config_failure(&e.to_string(), in_cgi),
-    };
-    let config = match config::Config::from_cli(cli, in_cgi) {
+    let config = match config {
         Ok(c) => c,
         Err(e) => return config_failure(&e.to_string(), in_cgi),
     };
@@ -100,6 +102,6 @@ pub fn run() -> i32 {
 pub fn exit(code: i32) -> ! {
     wsgi::interp::shutdown();
     let _ = std::io::stderr().flush();
-    // SAFETY: _exit ends the process at once; everything worth keeping was flushed above.
-    unsafe { libc::_exit(code) }
+    // Everything worth keeping was flushed above.
+    sys::exit_now(code)
 }

@@ -34,6 +34,9 @@ pub fn latin1(bytes: &[u8]) -> String {
 
 /// `latin1` taking ownership: ASCII (nearly every name and value) is already valid UTF-8 of
 /// the same characters, so the buffer becomes the `String` without a copy.
+// TODO(layout): keep only with a measured instruction count against the checked
+// conversion (issue 12, item 5); until then allowed here alone.
+#[allow(unsafe_code)]
 pub fn latin1_owned(bytes: Vec<u8>) -> String {
     if bytes.is_ascii() {
         // SAFETY: ASCII is valid UTF-8 (one pass over the bytes instead of two).

@@ -7,7 +7,7 @@
 
 mod common;
 
-use cgi2wsgi::fastcgi::codec::client;
+use cgi2wsgi::fastcgi::client;
 use cgi2wsgi::fastcgi::{ClientEvent, Role};
 use common::fcgi::*;
 use common::{sha256_hex, test_bytes};

@@ -278,6 +278,14 @@ fn bad_app_path_is_one_line() {
 }
 
 #[test]
+fn misspelled_flag_is_one_line_with_clap_tip() {
+    let out = bench(&["--quik", "examples/hello.py"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_one_line_error(&out, "tip: a similar argument exists: '--quick'");
+    assert_one_line_error(&out, "(see cgi2wsgi bench --help)");
+}
+
+#[test]
 fn import_error_and_500_are_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let broken = dir.path().join("broken.py");

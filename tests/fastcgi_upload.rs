@@ -3,7 +3,7 @@
 
 mod common;
 
-use cgi2wsgi::fastcgi::codec::client::{self, ClientDecoder, ClientEvent};
+use cgi2wsgi::fastcgi::client::{self, ClientDecoder, ClientEvent};
 use cgi2wsgi::fastcgi::Role;
 use sha2::Digest;
 use std::io::{Read, Write};

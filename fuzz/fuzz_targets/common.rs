@@ -11,7 +11,7 @@
 //!   where a length byte with the top bit set picks a well-known name/value instead.
 //! - `percent_decode`: the raw bytes.
 
-use cgi2wsgi::fastcgi::codec::encode;
+use cgi2wsgi::fastcgi::encode;
 use cgi2wsgi::fastcgi::nv::{self, NvDecoder, NvError, Pair};
 use cgi2wsgi::fastcgi::{
     ClientDecoder, ClientEvent, Config, Connection, Event, Limits, ProtocolError, ProtocolStatus,

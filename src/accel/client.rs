@@ -6,15 +6,16 @@
 //! to our stdout as it arrives, its STDERR to our stderr (the server's error log).
 
 use super::spawn::{self, recent_failure};
-use super::{check_dir, euid, peer_cred, socket_state, AccelError, Paths, SocketState, Stamp};
+use super::{check_dir, socket_state, AccelError, Paths, SocketState, Stamp};
+use crate::sys::{euid, inherited_stdout as stdout, peer_cred};
 use crate::config::Config;
-use crate::fastcgi::codec::client as fcgi;
+use crate::fastcgi::client as fcgi;
 use crate::fastcgi::{ClientDecoder, ClientEvent, Role};
 use crate::request::{BodyLength, Request};
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 
 /// Serve this CGI request through the worker. `None`: the accelerator cannot be used for
@@ -92,19 +93,13 @@ pub fn connect_current(paths: &Paths) -> Option<UnixStream> {
     Some(stream)
 }
 
-/// The response channel: fd 1, never closed by us (see `cgi::CgiSink`).
-fn stdout() -> std::mem::ManuallyDrop<File> {
-    // SAFETY: fd 1 is open for a CGI program; ManuallyDrop keeps it from being closed.
-    std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(1) })
-}
-
 const CHUNK: usize = 64 * 1024;
 const ID: u16 = 1;
 
 /// Send the request and stream back the response. The worker spools the whole body
 /// before running the app (see `fastcgi::conn`), so writing it all first cannot deadlock.
 fn relay(mut sock: UnixStream, max_body: Option<u64>) -> i32 {
-    let params = crate::cgi::process_params();
+    let params = crate::sys::process_params();
     // The body's length, as the in-process gateway would read it; a bad CONTENT_LENGTH, or
     // one over --max-body, is forwarded without its body (never read from stdin) and the
     // worker answers 400 or 413.

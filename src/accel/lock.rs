@@ -3,8 +3,8 @@
 //! when its holder dies, so a crashed holder never leaves a stale lock (a pidfile would).
 
 use super::AccelError;
+use crate::sys::{flock_exclusive, Backoff};
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -12,11 +12,6 @@ use std::time::{Duration, Instant};
 /// Held until dropped (closing the file releases the lock).
 pub struct Lock {
     _file: File,
-}
-
-fn try_flock(file: &File, how: libc::c_int) -> bool {
-    // SAFETY: flock on an fd we own.
-    unsafe { libc::flock(file.as_raw_fd(), how | libc::LOCK_NB) == 0 }
 }
 
 impl Lock {
@@ -34,16 +29,15 @@ impl Lock {
             .open(path)
             .map_err(|source| AccelError::Io { what: "cannot open the lock", path: path.to_owned(), source })?;
         let deadline = Instant::now() + wait;
-        let mut pause = Duration::from_millis(2);
+        let mut pause = Backoff::new(Duration::from_millis(2), Duration::from_millis(50));
         loop {
-            if try_flock(&file, libc::LOCK_EX) {
+            if flock_exclusive(&file) {
                 return Ok(Some(Lock { _file: file }));
             }
             if Instant::now() >= deadline {
                 return Ok(None);
             }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(50));
+            std::thread::sleep(pause.pause());
         }
     }
 }

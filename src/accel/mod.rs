@@ -1,7 +1,7 @@
 //! The CGI accelerator (`--persist`): a CGI invocation relays its request over a private
 //! unix socket to a persistent worker for the same app (FastCGI, the existing responder),
 //! starting that worker when there is none. This module holds what both sides share: the
-//! settings, the per-app key and file names, the private directory's checks, the peer
+//! per-app key and file names, the private directory's checks, the peer
 //! credential check and the *stamp* (the worker's pid and the files whose change retires it).
 //!
 //! Files in the private directory (0700, owned by the invoking uid), per app key `K`:
@@ -15,18 +15,12 @@ pub mod spawn;
 pub mod worker;
 
 use crate::config::Config;
-use crate::dropin::DropIn;
-use crate::error::ConfigError;
+use crate::sys::euid;
 use std::io::{self, Write};
-use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 use thiserror::Error;
-
-/// A worker with no request for this long exits.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Why the accelerator cannot serve this request (the CGI then serves it in-process).
 #[derive(Debug, Error)]
@@ -45,43 +39,6 @@ pub enum AccelError {
     Timeout(u64),
     #[error("a recent start failed; serving in-process until it is retried")]
     Backoff,
-}
-
-/// `--persist` and friends, resolved; `worker_socket` is set only in a worker.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub enabled: bool,
-    pub idle_timeout: Duration,
-    pub dir: Option<PathBuf>,
-    pub worker_socket: Option<PathBuf>,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings { enabled: false, idle_timeout: DEFAULT_IDLE_TIMEOUT, dir: None, worker_socket: None }
-    }
-}
-
-impl Settings {
-    /// Flags and variables beat the drop-in's `persist*` settings.
-    pub fn resolve(worker: &Option<PathBuf>, flag: bool, idle: Option<u64>, dir: Option<PathBuf>, dropin: &DropIn) -> Result<Settings, ConfigError> {
-        let idle = match (idle, &dropin.persist_idle_timeout) {
-            (Some(s), _) => s,
-            (None, Some(text)) => text.trim().parse().map_err(|_| ConfigError::BadIdleTimeout(text.clone()))?,
-            (None, None) => DEFAULT_IDLE_TIMEOUT.as_secs(),
-        };
-        Ok(Settings {
-            enabled: flag || dropin.persist.unwrap_or(false),
-            idle_timeout: Duration::from_secs(idle.max(1)),
-            dir: dir.or_else(|| dropin.persist_dir.clone()),
-            worker_socket: worker.clone(),
-        })
-    }
-}
-
-pub fn euid() -> u32 {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() }
 }
 
 /// FNV-1a, 64 bits: stable across builds (std's hasher is not promised to be).
@@ -196,19 +153,6 @@ pub fn socket_state(path: &Path) -> SocketState {
         Ok(m) if m.uid() != euid() => SocketState::Foreign(format!("is owned by uid {}, not {}", m.uid(), euid())),
         Ok(_) => SocketState::Ours,
     }
-}
-
-/// The peer's pid and uid on a connected unix socket (SO_PEERCRED: for a listening peer,
-/// the process that bound it).
-pub fn peer_cred(fd: RawFd) -> io::Result<(i32, u32)> {
-    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `cred`, which is that large.
-    let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_PEERCRED, (&mut cred as *mut libc::ucred).cast(), &mut len) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok((cred.pid, cred.uid))
 }
 
 /// One watched file as the worker saw it when it loaded the app.

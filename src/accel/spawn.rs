@@ -8,14 +8,12 @@
 //! requests then costs one import in total instead of one each.
 
 use super::lock::Lock;
-use super::{check_dir, client, euid, peer_cred, socket_state, AccelError, Paths, SocketState};
+use super::{check_dir, client, socket_state, AccelError, Paths, SocketState};
+use crate::sys::{self, euid, peer_cred, ReadyWait};
 use std::ffi::OsString;
-use std::fs::File;
-use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
@@ -56,11 +54,6 @@ pub fn ensure_worker(args: &[OsString], paths: &Paths) -> Result<UnixStream, Acc
     client::connect_current(paths).ok_or_else(|| AccelError::WorkerFailed(paths.log.clone()))
 }
 
-fn kill(pid: i32, sig: libc::c_int) {
-    // SAFETY: signalling a process of our own uid (checked through SO_PEERCRED).
-    unsafe { libc::kill(pid, sig) };
-}
-
 /// Called with the lock held: ask a live but stale worker to retire (it serves what is
 /// already queued, then exits), and take its socket name so the new worker can bind it.
 fn clear_old(paths: &Paths) {
@@ -71,7 +64,8 @@ fn clear_old(paths: &Paths) {
                 match peer_cred(s.as_raw_fd()) {
                     Ok((pid, uid)) if uid == euid() && pid > 0 => {
                         log::info!("retiring worker {pid}: its app changed");
-                        kill(pid, libc::SIGUSR1);
+                        // A process of our own uid (checked through SO_PEERCRED).
+                        sys::kill(pid, libc::SIGUSR1);
                     }
                     other => log::warn!("{}: unexpected peer {other:?}; replacing the socket", paths.sock.display()),
                 }
@@ -108,17 +102,8 @@ fn passes_to_worker(name: &str) -> bool {
     name != READY_FD_VAR && (EXACT.contains(&name) || PREFIXES.iter().any(|p| name.starts_with(p)))
 }
 
-fn pipe() -> std::io::Result<(RawFd, RawFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills both fds.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok((fds[0], fds[1]))
-}
-
-/// Start the worker; returns the read end of its readiness pipe.
-fn spawn(args: &[OsString], paths: &Paths) -> Result<File, AccelError> {
+/// Start the worker; returns the waiting end of its readiness pipe.
+fn spawn(args: &[OsString], paths: &Paths) -> Result<ReadyWait, AccelError> {
     let exe = std::env::current_exe().map_err(AccelError::Spawn)?;
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -128,71 +113,41 @@ fn spawn(args: &[OsString], paths: &Paths) -> Result<File, AccelError> {
         .open(&paths.log)
         .map_err(|source| AccelError::Io { what: "cannot open the worker log", path: paths.log.clone(), source })?;
     let log2 = log.try_clone().map_err(AccelError::Spawn)?;
-    let (read_end, write_end) = pipe().map_err(AccelError::Spawn)?;
-    // SAFETY: read_end is a fresh fd we own.
-    let ready = unsafe { File::from_raw_fd(read_end) };
+    let (ready, signal) = sys::ready_pipe().map_err(AccelError::Spawn)?;
     let mut cmd = Command::new(&exe);
     cmd.args(args.iter().skip(1))
         .arg("--persist-worker")
         .arg(&paths.sock)
         .env_clear()
         .envs(worker_environment())
-        .env(READY_FD_VAR, write_end.to_string())
+        .env(READY_FD_VAR, signal.as_raw_fd().to_string())
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2);
-    // SAFETY: between fork and exec only async-signal-safe calls (setsid, fcntl, getrlimit).
-    unsafe {
-        cmd.pre_exec(move || {
-            // Its own session: out of the web server's process group and its signals.
-            libc::setsid();
-            if libc::fcntl(write_end, libc::F_SETFD, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // Nothing else the web server left open (its pipes, its listeners) goes with it:
-            // a worker holding the CGI's stdout would keep the response from ending.
-            // close_range (Linux 5.11) marks every fd at once, however high the limit.
-            let ranges = [(3, write_end.saturating_sub(1) as libc::c_uint), (write_end as libc::c_uint + 1, libc::c_uint::MAX)];
-            for (first, last) in ranges {
-                if first > last {
-                    continue;
-                }
-                if libc::syscall(libc::SYS_close_range, first, last, libc::CLOSE_RANGE_CLOEXEC) != 0 {
-                    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-                    let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 { lim.rlim_cur.min(1 << 20) as libc::c_uint } else { 1024 };
-                    for fd in first..last.min(max) {
-                        libc::fcntl(fd as RawFd, libc::F_SETFD, libc::FD_CLOEXEC);
-                    }
-                }
-            }
-            Ok(())
-        });
-    }
+    // Its own session, and nothing else the web server left open (its pipes, its
+    // listeners) goes with it: only the readiness signal.
+    sys::detach_on_exec(&mut cmd, signal.as_raw_fd());
     let spawned = cmd.spawn();
-    // SAFETY: the parent's copy of the write end is ours to close, spawned or not.
-    unsafe { libc::close(write_end) };
+    // The parent's copy of the sending end is closed, spawned or not: EOF then means the
+    // worker failed.
+    drop(signal);
     // The child is not waited for: it outlives us and is reparented when we exit.
     let child = spawned.map_err(AccelError::Spawn)?;
     log::info!("started worker {} for {}", child.id(), paths.sock.display());
     Ok(ready)
 }
 
-fn wait_ready(mut ready: File, paths: &Paths) -> Result<(), AccelError> {
+fn wait_ready(mut ready: ReadyWait, paths: &Paths) -> Result<(), AccelError> {
     let deadline = std::time::Instant::now() + READY_WAIT;
-    let mut byte = [0u8; 1];
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         if left.is_zero() {
             return Err(AccelError::Timeout(READY_WAIT.as_secs()));
         }
-        if !crate::server::wait_readable(ready.as_raw_fd(), i32::try_from(left.as_millis()).unwrap_or(i32::MAX)) {
-            continue;
-        }
-        match ready.read(&mut byte) {
-            Ok(1) => return Ok(()),
-            Ok(_) => return Err(AccelError::WorkerFailed(paths.log.clone())),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => return Err(AccelError::WorkerFailed(paths.log.clone())),
+        match ready.wait(left) {
+            Some(true) => return Ok(()),
+            Some(false) => return Err(AccelError::WorkerFailed(paths.log.clone())),
+            None => continue,
         }
     }
 }

@@ -9,7 +9,8 @@ use super::lock::Lock;
 use super::spawn::READY_FD_VAR;
 use super::{Paths, Stamp};
 use crate::config::Config;
-use crate::server::listen::{self, BindSpec, SocketPerms};
+use crate::config::{BindSpec, SocketPerms};
+use crate::server::listen;
 use crate::server::{self, STOP};
 use crate::wsgi;
 use pyo3::prelude::*;
@@ -64,20 +65,16 @@ fn app_files(py: Python<'_>) -> Vec<PathBuf> {
 
 /// The fd the invocation that started us waits on; close-on-exec from now, so nothing the
 /// app starts while it imports can hold it open.
-fn take_ready_fd() -> Option<i32> {
+fn take_ready_fd() -> Option<crate::sys::ReadySignal> {
     let fd = std::env::var(READY_FD_VAR).ok().and_then(|v| v.parse::<i32>().ok())?;
     std::env::remove_var(READY_FD_VAR);
-    // SAFETY: F_SETFD on the fd passed to us; a bad number only makes fcntl fail.
-    (unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } == 0).then_some(fd)
+    crate::sys::ReadySignal::adopt(fd)
 }
 
 /// Tell the invocation that started us that we listen (or, by exiting, that we failed).
-fn report_ready(fd: Option<i32>) {
-    let Some(fd) = fd else { return };
-    // SAFETY: the fd was passed to us for exactly this one byte; closed right after.
-    unsafe {
-        libc::write(fd, [b'R'].as_ptr().cast(), 1);
-        libc::close(fd);
+fn report_ready(fd: Option<crate::sys::ReadySignal>) {
+    if let Some(fd) = fd {
+        fd.signal();
     }
 }
 
@@ -164,7 +161,7 @@ pub fn run(config: &Config) -> i32 {
         }
     };
     let ready_fd = take_ready_fd();
-    if let Err(e) = server::secure_stdio(config.log_file.as_deref()) {
+    if let Err(e) = crate::sys::secure_stdio(config.log_file.as_deref()) {
         log::error!("cannot secure stdio: {e}");
         return 1;
     }
@@ -203,8 +200,8 @@ pub fn run(config: &Config) -> i32 {
     }
     let ours = identity(&paths.sock);
     server::install_stop_handlers();
-    server::set_signal(libc::SIGHUP, None);
-    server::set_signal(libc::SIGUSR1, Some(on_retire));
+    crate::sys::set_signal(libc::SIGHUP, None);
+    crate::sys::set_signal(libc::SIGUSR1, Some(on_retire));
     log::info!("persistent worker (pid {}) ready for {spec} on {}; idle timeout {} s", std::process::id(), paths.sock.display(), config.persist.idle_timeout.as_secs());
     report_ready(ready_fd);
     let watcher = {

@@ -3,7 +3,8 @@
 //! finds them: the pid in each `K.stamp`, and the `SO_PEERCRED` pid behind each `K.sock`),
 //! and the guard that stops them by PID however the bench ends (success, error, panic).
 
-use crate::accel::{peer_cred, Stamp};
+use crate::accel::Stamp;
+use crate::sys::peer_cred;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -67,11 +68,9 @@ pub fn the_worker(dir: &Path) -> Option<i32> {
 /// SIGKILL after 5 s. Returns the pids still alive afterwards (none, normally).
 pub fn stop_workers(dir: &Path) -> Vec<i32> {
     let pids = worker_pids(dir);
-    let signal = |pid: i32, sig: libc::c_int| {
-        // SAFETY: a worker of our own uid that the bench's accelerator runs started; its
-        // command line names the bench's private directory (checked in `worker_pids`).
-        unsafe { libc::kill(pid, sig) };
-    };
+    // Workers of our own uid that the bench's accelerator runs started; their command
+    // lines name the bench's private directory (checked in `worker_pids`).
+    let signal = crate::sys::kill;
     for &pid in &pids {
         signal(pid, libc::SIGTERM);
     }

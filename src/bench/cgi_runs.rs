@@ -4,7 +4,7 @@
 //! (`--persist`) is timed the same way, whole runs only: its first run starts the worker.
 
 use super::progress::Progress;
-use super::timings::{self, Stamp};
+use crate::timings::{self, Stamp};
 use super::{last_line, BenchError, Target};
 use crate::appspec::AppTarget;
 use std::ffi::OsString;
@@ -148,7 +148,7 @@ fn command(target: &Target, variant: Variant, dir: &Path) -> Result<(Command, Op
     let (mut cmd, stamps) = match variant {
         Variant::Cgi => {
             let mut cmd = Command::new(&target.exe);
-            cmd.args(["--mode", "cgi"]).args(target.args.python_flags()).arg(&target.args.app);
+            cmd.args(["--mode", "cgi"]).args(target.python.to_flags()).arg(&target.app);
             let stamps = dir.join("timings");
             env.push((timings::VAR.to_owned(), stamps.to_string_lossy().into_owned()));
             (cmd, Some(stamps))
@@ -157,12 +157,13 @@ fn command(target: &Target, variant: Variant, dir: &Path) -> Result<(Command, Op
             let driver = dir.join("wsgiref_driver.py");
             std::fs::write(&driver, WSGIREF_DRIVER).map_err(BenchError::io("cannot write the wsgiref driver"))?;
             // The settings as cgi2wsgi resolves them, a drop-in's `# cgi2wsgi:` lines included.
-            let mut argv: Vec<OsString> = vec!["cgi2wsgi".into(), "--mode".into(), "cgi".into()];
-            argv.extend(target.args.python_flags());
-            argv.push(target.args.app.clone().into());
-            let config = <crate::cli::Cli as clap::Parser>::try_parse_from(argv)
+            let config = <crate::cli::Cli as clap::Parser>::try_parse_from(["cgi2wsgi", "--mode", "cgi"])
                 .map_err(|e| e.to_string())
-                .and_then(|cli| crate::config::Config::from_cli(cli, true).map_err(|e| e.to_string()))
+                .and_then(|mut cli| {
+                    cli.app_arg = Some(target.app.clone());
+                    cli.python = target.python.clone();
+                    cli.into_config(true).map_err(|e| e.to_string())
+                })
                 .map_err(|e| BenchError::BadApp(format!("--compare-wsgiref: {}", e.lines().next().unwrap_or_default())))?;
             let spec = config.app.as_ref().ok_or_else(|| BenchError::BadApp("--compare-wsgiref: no app".into()))?;
             let python = super::python_for(config.venv.as_deref());
@@ -185,7 +186,7 @@ fn command(target: &Target, variant: Variant, dir: &Path) -> Result<(Command, Op
             let mut cmd = Command::new(&target.exe);
             cmd.args(["--mode", "cgi", "--persist", "--persist-dir"]).arg(super::accelerated::persist_dir(dir));
             cmd.args(["--persist-idle-timeout", &super::accelerated::IDLE_TIMEOUT_S.to_string()]);
-            cmd.args(target.args.python_flags()).arg(&target.args.app);
+            cmd.args(target.python.to_flags()).arg(&target.app);
             (cmd, None)
         }
     };
@@ -225,7 +226,7 @@ fn diagnose(variant: Variant, target: &Target, code: Option<i32>, stdout: &[u8],
     }
     let tail = last_line(&log).unwrap_or("nothing was logged");
     if log.contains("cannot load the app") || (variant == Variant::Wsgiref && status.is_none()) {
-        return Some(BenchError::AppFailed(format!("{who}: cannot load the app {}: {tail}", target.args.app)));
+        return Some(BenchError::AppFailed(format!("{who}: cannot load the app {}: {tail}", target.app)));
     }
     // cgi2wsgi's own start-up errors (a venv, --chdir, the interpreter) are not the app's 500.
     let first_error = log.lines().find_map(|l| l.split_once("]: ERROR: ").map(|(_, m)| m.trim_end_matches(':')));
@@ -244,10 +245,10 @@ fn run_once(target: &Target, variant: Variant, dir: &Path) -> Result<Run, BenchE
         // Made (empty) by us, appended to by the child.
         std::fs::File::create(path).map_err(BenchError::io("cannot make the timings file"))?;
     }
-    let spawned = timings::now_ns();
+    let spawned = crate::sys::monotonic_ns();
     let child = cmd.spawn().map_err(BenchError::io(format!("cannot start {}", variant.label())))?;
     let out = child.wait_with_output().map_err(BenchError::io(format!("waiting for {}", variant.label())))?;
-    let reaped = timings::now_ns();
+    let reaped = crate::sys::monotonic_ns();
     if let Some(e) = diagnose(variant, target, out.status.code(), &out.stdout, &out.stderr) {
         return Err(e);
     }

@@ -13,11 +13,10 @@ pub mod progress;
 pub mod report;
 pub mod stats;
 pub mod svg;
-pub mod timings;
 
 use crate::appspec::{AppSpec, AppTarget};
-use clap::{CommandFactory, FromArgMatches, Parser};
-use std::ffi::OsString;
+use crate::cli::PythonArgs;
+use clap::{CommandFactory, Parser};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -59,21 +58,8 @@ pub struct BenchArgs {
     #[arg(value_name = "APP")]
     pub app: String,
 
-    /// A virtualenv whose packages the app uses
-    #[arg(long, value_name = "DIR", env = "CGI2WSGI_VENV")]
-    pub venv: Option<PathBuf>,
-
-    /// A directory put at the front of sys.path (repeatable)
-    #[arg(long, value_name = "DIR", env = "CGI2WSGI_PYTHONPATH", value_delimiter = ':')]
-    pub pythonpath: Vec<PathBuf>,
-
-    /// Change to this directory before loading the app
-    #[arg(long, value_name = "DIR", env = "CGI2WSGI_CHDIR")]
-    pub chdir: Option<PathBuf>,
-
-    /// Set an environment variable for the app (repeatable)
-    #[arg(long = "env", value_name = "KEY=VALUE")]
-    pub env: Vec<String>,
+    #[command(flatten)]
+    pub python: PythonArgs,
 
     /// The request: a path with an optional query string, always GET
     #[arg(long, value_name = "PATH", default_value = "/")]
@@ -128,7 +114,9 @@ pub struct BenchArgs {
 #[derive(Debug, Clone)]
 pub struct Target {
     pub exe: PathBuf,
-    pub args: PythonOptions,
+    /// APP, as given to the bench and passed on to each child.
+    pub app: String,
+    pub python: PythonArgs,
     /// PATH_INFO and QUERY_STRING of the request.
     pub path_info: String,
     pub query: String,
@@ -153,36 +141,6 @@ impl Target {
             ("REMOTE_ADDR", "127.0.0.1".into()),
             ("HTTP_HOST", "127.0.0.1".into()),
         ]
-    }
-}
-
-/// APP and the Python options, as given to the bench and passed on to each child.
-#[derive(Debug, Clone)]
-pub struct PythonOptions {
-    pub app: String,
-    pub venv: Option<PathBuf>,
-    pub pythonpath: Vec<PathBuf>,
-    pub chdir: Option<PathBuf>,
-    pub env: Vec<String>,
-}
-
-impl PythonOptions {
-    /// The options as flags; APP goes after them (a drop-in path ends a CGI argv).
-    pub fn python_flags(&self) -> Vec<OsString> {
-        let mut v: Vec<OsString> = Vec::new();
-        if let Some(venv) = &self.venv {
-            v.extend(["--venv".into(), venv.into()]);
-        }
-        for p in &self.pythonpath {
-            v.extend(["--pythonpath".into(), p.into()]);
-        }
-        if let Some(dir) = &self.chdir {
-            v.extend(["--chdir".into(), dir.into()]);
-        }
-        for e in &self.env {
-            v.extend(["--env".into(), e.into()]);
-        }
-        v
     }
 }
 
@@ -218,7 +176,7 @@ impl Budget {
 fn check_app(args: &BenchArgs) -> Result<(), BenchError> {
     let spec = AppSpec::parse(&args.app).map_err(|e| BenchError::BadApp(e.to_string()))?;
     if let AppTarget::File(path) = &spec.target {
-        let seen_from = match &args.chdir {
+        let seen_from = match &args.python.chdir {
             Some(dir) if path.is_relative() => dir.join(path),
             _ => path.clone(),
         };
@@ -231,12 +189,12 @@ fn check_app(args: &BenchArgs) -> Result<(), BenchError> {
             return Err(BenchError::BadApp("--compare-wsgiref needs an app wsgiref can import, not a builtin".into()));
         }
     }
-    if let Some(venv) = &args.venv {
+    if let Some(venv) = &args.python.venv {
         if !venv.join("pyvenv.cfg").is_file() {
             return Err(BenchError::BadApp(format!("--venv {}: no pyvenv.cfg; is this a venv?", venv.display())));
         }
     }
-    for pair in &args.env {
+    for pair in &args.python.env {
         if pair.split_once('=').is_none_or(|(k, _)| k.is_empty()) {
             return Err(BenchError::BadApp(format!("--env {pair:?}: expected KEY=VALUE")));
         }
@@ -260,7 +218,8 @@ pub fn measure(args: &BenchArgs) -> Result<report::Report, BenchError> {
     }
     let target = Target {
         exe,
-        args: PythonOptions { app: args.app.clone(), venv: args.venv.clone(), pythonpath: args.pythonpath.clone(), chdir: args.chdir.clone(), env: args.env.clone() },
+        app: args.app.clone(),
+        python: args.python.clone(),
         path_info,
         query,
     };
@@ -306,33 +265,17 @@ fn bench(args: &BenchArgs) -> Result<(), BenchError> {
     }
 }
 
-/// `cgi2wsgi bench ...` (argv with the word `bench` at index 1). Returns the exit status.
-pub fn main(mut argv: Vec<OsString>) -> i32 {
-    argv.remove(1);
-    let matches = match BenchArgs::command().bin_name("cgi2wsgi bench").version(crate::version_string()).try_get_matches_from(argv) {
-        Ok(m) => m,
-        Err(e) if !e.use_stderr() => {
-            let _ = e.print();
-            return 0;
-        }
-        Err(e) => {
-            // clap's message may span lines (the missing arguments): one line, without usage.
-            let text = e.to_string();
-            let message = text.split("\n\nUsage").next().unwrap_or("bad arguments");
-            let line = message.split_whitespace().collect::<Vec<_>>().join(" ");
-            eprintln!("cgi2wsgi bench: {} (see cgi2wsgi bench --help)", line.trim_start_matches("error: "));
-            return 2;
-        }
-    };
-    let args = match BenchArgs::from_arg_matches(&matches) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("cgi2wsgi bench: {e}");
-            return 2;
-        }
-    };
+impl BenchArgs {
+    /// The clap command, named and versioned as the user typed it.
+    pub fn command_line(version: String) -> clap::Command {
+        BenchArgs::command().bin_name("cgi2wsgi bench").version(version)
+    }
+}
+
+/// `cgi2wsgi bench ...`, its arguments parsed. Returns the exit status.
+pub fn main(args: &BenchArgs) -> i32 {
     let _ = env_logger::Builder::new().parse_filters("warn").target(env_logger::Target::Stderr).try_init();
-    match bench(&args) {
+    match bench(args) {
         Ok(()) => 0,
         Err(e) => {
             // One line, whatever the cause (a traceback's last line is enough to act on).

@@ -4,7 +4,7 @@
 
 use super::progress::Progress;
 use super::{last_line, BenchError, Target};
-use crate::fastcgi::codec::client;
+use crate::fastcgi::client;
 use crate::fastcgi::{ClientDecoder, ClientEvent, Role};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -54,8 +54,8 @@ impl Worker {
 impl Drop for Worker {
     fn drop(&mut self) {
         let pid = self.child.id() as libc::pid_t;
-        // SAFETY: signalling our own child, which has not been reaped yet.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
+        // Our own child, which has not been reaped yet.
+        crate::sys::kill(pid, libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -82,10 +82,10 @@ fn start(target: &Target, dir: &Path, workers: usize, threads: usize) -> Result<
         .arg(threads.to_string())
         .arg("--log-file")
         .arg(&log)
-        .args(target.args.python_flags())
-        .arg(&target.args.app);
+        .args(target.python.to_flags())
+        .arg(&target.app);
     // Not CGI variables: the worker must not think a web server started it per request.
-    cmd.env_remove("GATEWAY_INTERFACE").env_remove(super::timings::VAR);
+    cmd.env_remove("GATEWAY_INTERFACE").env_remove(crate::timings::VAR);
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(err_file);
     let child = cmd.spawn().map_err(BenchError::io("cannot start the FastCGI worker"))?;
     Ok((Worker { child, log, stderr }, sock))

@@ -11,8 +11,7 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(wanted: bool) -> Progress {
-        // SAFETY: isatty only queries fd 2.
-        let tty = unsafe { libc::isatty(2) } == 1;
+        let tty = crate::sys::isatty(2);
         Progress { on: wanted && tty, last: None, drawn: false }
     }
 

@@ -88,7 +88,7 @@ impl Report {
     pub fn new(target: &Target, args: &BenchArgs, cgi: CgiResult, persistent: PersistentResult, wsgiref: Option<CgiResult>, accelerated: Option<CgiResult>, persist_dir: std::path::PathBuf) -> Report {
         let query = if target.query.is_empty() { String::new() } else { format!("?{}", target.query) };
         Report {
-            app: target.args.app.clone(),
+            app: target.app.clone(),
             request: format!("GET {}{query}", target.path_info),
             machine: Machine::probe(),
             duration_s: super::total_secs(args),

@@ -1,6 +1,6 @@
 //! Sans-IO FastCGI connection codec: the application-side (server) state
-//! machine and record encoder, plus a compact client-side encoder/decoder
-//! for tests and for a CGI-to-worker relay.
+//! machine. Its record encoder is `encode`; the web server's side (request
+//! encoder, response decoder) is `client`.
 
 use std::collections::HashMap;
 
@@ -9,8 +9,8 @@ use thiserror::Error;
 use super::nv::{self, NvDecoder, NvError, Pair};
 use crate::role::{self, Roles};
 use super::record::{
-    write_record, write_stream, write_stream_end, Header, ProtocolStatus, RecordError, RecordType,
-    Role, HEADER_LEN, KEEP_CONN, MAX_CONTENT_LEN, NULL_REQUEST_ID, VERSION_1,
+    Header, ProtocolStatus, RecordError, RecordType, Role, HEADER_LEN, KEEP_CONN, MAX_CONTENT_LEN,
+    NULL_REQUEST_ID, VERSION_1,
 };
 
 /// Resource bounds; exceeding one is a [`ProtocolError`] and the caller is
@@ -160,7 +160,7 @@ pub enum Event {
 /// Splits a byte stream into records. Content is returned as soon as it is
 /// complete; the padding is skipped lazily, so it may arrive in any pieces.
 #[derive(Debug, Default)]
-struct Framer {
+pub(super) struct Framer {
     buf: Vec<u8>,
     /// Start of unconsumed bytes in `buf`.
     pos: usize,
@@ -169,14 +169,14 @@ struct Framer {
 }
 
 impl Framer {
-    fn feed(&mut self, bytes: &[u8]) {
+    pub(super) fn feed(&mut self, bytes: &[u8]) {
         // Drop consumed bytes first so the buffer only holds one partial record.
         self.buf.drain(..self.pos.min(self.buf.len()));
         self.pos = 0;
         self.buf.extend_from_slice(bytes);
     }
 
-    fn next_record(&mut self) -> Result<Option<(Header, Vec<u8>)>, ProtocolError> {
+    pub(super) fn next_record(&mut self) -> Result<Option<(Header, Vec<u8>)>, ProtocolError> {
         let avail = self.buf.len().saturating_sub(self.pos);
         let skipped = self.skip.min(avail);
         self.pos = self.pos.saturating_add(skipped);
@@ -435,211 +435,10 @@ fn nv_error(id: u16, limits: &Limits, e: NvError) -> ProtocolError {
     }
 }
 
-/// Application-to-web-server records, appended to a `Vec<u8>`.
-pub mod encode {
-    use super::*;
-
-    /// STDOUT data in records of <= 65535 bytes; empty `data` writes nothing.
-    pub fn stdout(out: &mut Vec<u8>, id: u16, data: &[u8]) {
-        write_stream(out, RecordType::Stdout.as_u8(), id, data);
-    }
-
-    /// The empty STDOUT record closing the stream.
-    pub fn end_stdout(out: &mut Vec<u8>, id: u16) {
-        write_stream_end(out, RecordType::Stdout.as_u8(), id);
-    }
-
-    /// STDERR data in records of <= 65535 bytes; empty `data` writes nothing.
-    pub fn stderr(out: &mut Vec<u8>, id: u16, data: &[u8]) {
-        write_stream(out, RecordType::Stderr.as_u8(), id, data);
-    }
-
-    /// The empty STDERR record closing the stream.
-    pub fn end_stderr(out: &mut Vec<u8>, id: u16) {
-        write_stream_end(out, RecordType::Stderr.as_u8(), id);
-    }
-
-    pub fn end_request(out: &mut Vec<u8>, id: u16, app_status: u32, status: ProtocolStatus) {
-        let [a, b, c, d] = app_status.to_be_bytes();
-        let body = [a, b, c, d, status.as_u8(), 0, 0, 0];
-        let _ = write_record(out, RecordType::EndRequest.as_u8(), id, &body); // 8 bytes: cannot fail
-    }
-
-    /// One GET_VALUES_RESULT record; errors if the body exceeds 65535 bytes.
-    pub fn get_values_result<N: AsRef<[u8]>, V: AsRef<[u8]>>(
-        out: &mut Vec<u8>,
-        pairs: &[(N, V)],
-    ) -> Result<(), EncodeError> {
-        let mut body = Vec::new();
-        nv::encode_pairs(&mut body, pairs)?;
-        write_record(
-            out,
-            RecordType::GetValuesResult.as_u8(),
-            NULL_REQUEST_ID,
-            &body,
-        )?;
-        Ok(())
-    }
-
-    pub fn unknown_type(out: &mut Vec<u8>, record_type: u8) {
-        let body = [record_type, 0, 0, 0, 0, 0, 0, 0];
-        let _ = write_record(out, RecordType::UnknownType.as_u8(), NULL_REQUEST_ID, &body);
-    }
-}
-
-/// Web-server-side helpers: request encoder and response decoder.
-pub mod client {
-    use super::*;
-
-    pub fn begin_request(out: &mut Vec<u8>, id: u16, role: Role, keep_conn: bool) {
-        let [r1, r0] = role.as_u16().to_be_bytes();
-        let flags = if keep_conn { KEEP_CONN } else { 0 };
-        let body = [r1, r0, flags, 0, 0, 0, 0, 0];
-        let _ = write_record(out, RecordType::BeginRequest.as_u8(), id, &body);
-    }
-
-    /// The whole PARAMS stream: pairs split over as many records as needed
-    /// (a pair may straddle records), then the terminating empty record.
-    pub fn params<N: AsRef<[u8]>, V: AsRef<[u8]>>(
-        out: &mut Vec<u8>,
-        id: u16,
-        pairs: &[(N, V)],
-    ) -> Result<(), NvError> {
-        let mut body = Vec::new();
-        nv::encode_pairs(&mut body, pairs)?;
-        write_stream(out, RecordType::Params.as_u8(), id, &body);
-        write_stream_end(out, RecordType::Params.as_u8(), id);
-        Ok(())
-    }
-
-    /// STDIN data; empty `data` writes nothing.
-    pub fn stdin(out: &mut Vec<u8>, id: u16, data: &[u8]) {
-        write_stream(out, RecordType::Stdin.as_u8(), id, data);
-    }
-
-    pub fn end_stdin(out: &mut Vec<u8>, id: u16) {
-        write_stream_end(out, RecordType::Stdin.as_u8(), id);
-    }
-
-    pub fn abort(out: &mut Vec<u8>, id: u16) {
-        write_stream_end(out, RecordType::AbortRequest.as_u8(), id);
-    }
-
-    /// GET_VALUES with empty values, as the spec requires.
-    pub fn get_values<N: AsRef<[u8]>>(out: &mut Vec<u8>, names: &[N]) -> Result<(), EncodeError> {
-        let pairs: Vec<(&[u8], &[u8])> = names.iter().map(|n| (n.as_ref(), &b""[..])).collect();
-        let mut body = Vec::new();
-        nv::encode_pairs(&mut body, &pairs)?;
-        write_record(out, RecordType::GetValues.as_u8(), NULL_REQUEST_ID, &body)?;
-        Ok(())
-    }
-
-    /// What the application sent back.
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    pub enum ClientEvent {
-        Stdout {
-            id: u16,
-            data: Vec<u8>,
-        },
-        StdoutEnd {
-            id: u16,
-        },
-        Stderr {
-            id: u16,
-            data: Vec<u8>,
-        },
-        StderrEnd {
-            id: u16,
-        },
-        /// `protocol_status` stays raw so unknown values can be reported.
-        EndRequest {
-            id: u16,
-            app_status: u32,
-            protocol_status: u8,
-        },
-        GetValuesResult {
-            pairs: Vec<Pair>,
-        },
-        UnknownType {
-            record_type: u8,
-        },
-    }
-
-    /// Decodes application-to-web-server records. Stateless beyond framing:
-    /// it does not track which ids are active.
-    #[derive(Debug, Default)]
-    pub struct ClientDecoder {
-        framer: Framer,
-        error: Option<ProtocolError>,
-    }
-
-    impl ClientDecoder {
-        pub fn new() -> Self {
-            Self::default()
-        }
-
-        pub fn feed(&mut self, bytes: &[u8]) {
-            self.framer.feed(bytes);
-        }
-
-        /// Next event, `Ok(None)` if more bytes are needed. Errors are sticky.
-        pub fn poll_event(&mut self) -> Result<Option<ClientEvent>, ProtocolError> {
-            if let Some(e) = &self.error {
-                return Err(e.clone());
-            }
-            let result = match self.framer.next_record() {
-                Ok(Some((h, c))) => decode_response(h, c).map(Some),
-                Ok(None) => Ok(None),
-                Err(e) => Err(e),
-            };
-            if let Err(e) = &result {
-                self.error = Some(e.clone());
-            }
-            result
-        }
-    }
-
-    fn decode_response(h: Header, content: Vec<u8>) -> Result<ClientEvent, ProtocolError> {
-        let id = h.request_id;
-        let record_type = h.record_type;
-        let malformed = |reason| ProtocolError::MalformedBody {
-            record_type,
-            reason,
-        };
-        let eight = || {
-            <[u8; 8]>::try_from(content.as_slice()).map_err(|_| malformed("body must be 8 bytes"))
-        };
-        Ok(match RecordType::from_u8(record_type) {
-            Some(RecordType::Stdout) if content.is_empty() => ClientEvent::StdoutEnd { id },
-            Some(RecordType::Stdout) => ClientEvent::Stdout { id, data: content },
-            Some(RecordType::Stderr) if content.is_empty() => ClientEvent::StderrEnd { id },
-            Some(RecordType::Stderr) => ClientEvent::Stderr { id, data: content },
-            Some(RecordType::EndRequest) => {
-                let [a, b, c, d, protocol_status, ..] = eight()?;
-                ClientEvent::EndRequest {
-                    id,
-                    app_status: u32::from_be_bytes([a, b, c, d]),
-                    protocol_status,
-                }
-            }
-            Some(RecordType::UnknownType) => {
-                let [t, ..] = eight()?;
-                ClientEvent::UnknownType { record_type: t }
-            }
-            Some(RecordType::GetValuesResult) if id == NULL_REQUEST_ID => {
-                let limit = Limits::default().max_params_pairs;
-                let pairs = nv::decode_all(&content, MAX_CONTENT_LEN, limit)
-                    .map_err(|_| malformed("invalid name-value pairs"))?;
-                ClientEvent::GetValuesResult { pairs }
-            }
-            _ => return Err(ProtocolError::UnexpectedRecordType { record_type, id }),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::client::{ClientDecoder, ClientEvent};
+    use super::super::client::{self, ClientDecoder, ClientEvent};
+    use super::super::encode;
     use super::*;
 
     /// Hand-built record: literal header fields, zero padding.

@@ -6,7 +6,8 @@
 //! server that sends the whole body before reading the response (mod_proxy_fcgi) can never
 //! deadlock against an app that answers without reading it.
 
-use super::codec::{encode, Config as CodecConfig, Connection, Event};
+use super::codec::{Config as CodecConfig, Connection, Event};
+use super::encode;
 use super::record::{ProtocolStatus, MAX_CONTENT_LEN};
 use crate::error::ConnError;
 use crate::authorizer::AuthorizerSink;

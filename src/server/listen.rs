@@ -1,42 +1,18 @@
 //! Where FastCGI connections come from: a listening socket inherited on fd 0 (mod_fcgid,
 //! lighttpd `bin-path`, spawn-fcgi), one from systemd (`LISTEN_FDS`), or `--bind` (a unix
 //! socket with mode/owner/group and stale-socket cleanup, or TCP on IPv4/IPv6).
+// Socket syscalls on the listener and its connections (accept4, recv, getsockname).
+#![allow(unsafe_code)]
 
+use crate::config::{BindSpec, SocketPerms};
 use crate::error::ServerError;
-use std::ffi::CString;
+use crate::sys;
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
-
-/// `--bind` as written: `unix:/path`, `/path`, or `HOST:PORT`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BindSpec {
-    Unix(PathBuf),
-    Tcp(String),
-}
-
-impl BindSpec {
-    pub fn parse(s: &str) -> BindSpec {
-        match s.strip_prefix("unix:") {
-            Some(p) => BindSpec::Unix(PathBuf::from(p)),
-            None if s.starts_with('/') || s.starts_with("./") => BindSpec::Unix(PathBuf::from(s)),
-            None => BindSpec::Tcp(s.to_owned()),
-        }
-    }
-}
-
-/// Ownership and permissions for a unix socket we create.
-#[derive(Debug, Clone, Default)]
-pub struct SocketPerms {
-    /// Default 0660: the web server reaches it through the group, never the world.
-    pub mode: Option<u32>,
-    pub owner: Option<String>,
-    pub group: Option<String>,
-}
+use std::path::Path;
 
 pub enum Listener {
     Unix(UnixListener),
@@ -87,19 +63,7 @@ impl Stream {
 
     /// Wait until the socket can take more bytes; false on timeout.
     pub fn wait_writable(&self, timeout: std::time::Duration) -> io::Result<bool> {
-        let mut pfd = libc::pollfd { fd: self.fd(), events: libc::POLLOUT, revents: 0 };
-        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-        loop {
-            // SAFETY: one valid pollfd.
-            let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
-            if rc >= 0 {
-                return Ok(rc > 0);
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
+        sys::wait_writable(self.fd(), timeout)
     }
 
     /// Read what is already there without blocking: `Ok(None)` when nothing is waiting.
@@ -118,14 +82,6 @@ impl Stream {
     }
 }
 
-fn is_listening_socket(fd: RawFd) -> bool {
-    let mut val: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `val`.
-    let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN, (&mut val as *mut libc::c_int).cast(), &mut len) };
-    rc == 0 && val != 0
-}
-
 fn socket_family(fd: RawFd) -> Option<libc::sa_family_t> {
     // SAFETY: sockaddr_storage is large enough for any address; getsockname fills at most `len`.
     unsafe {
@@ -140,7 +96,7 @@ fn socket_family(fd: RawFd) -> Option<libc::sa_family_t> {
 
 /// Adopt an inherited listening socket by fd.
 fn adopt(fd: RawFd) -> Result<Listener, ServerError> {
-    if !is_listening_socket(fd) {
+    if !sys::is_listening_socket(fd) {
         return Err(ServerError::Listen(format!("fd {fd} is not a listening socket")));
     }
     // The socket must be CLOEXEC from now on: the app's subprocesses must not inherit it.
@@ -176,34 +132,6 @@ pub fn from_systemd() -> Option<Result<Listener, ServerError>> {
     Some(adopt(3))
 }
 
-fn lookup_uid(name: &str) -> Result<libc::uid_t, ServerError> {
-    if let Ok(n) = name.parse() {
-        return Ok(n);
-    }
-    let c = CString::new(name).map_err(|_| ServerError::Listen(format!("bad user name {name:?}")))?;
-    // SAFETY: getpwnam returns NULL or a pointer to a static struct we read at once.
-    let pw = unsafe { libc::getpwnam(c.as_ptr()) };
-    if pw.is_null() {
-        return Err(ServerError::Listen(format!("no such user {name:?}")));
-    }
-    // SAFETY: non-null, as checked.
-    Ok(unsafe { (*pw).pw_uid })
-}
-
-pub(crate) fn lookup_gid(name: &str) -> Result<libc::gid_t, ServerError> {
-    if let Ok(n) = name.parse() {
-        return Ok(n);
-    }
-    let c = CString::new(name).map_err(|_| ServerError::Listen(format!("bad group name {name:?}")))?;
-    // SAFETY: getgrnam returns NULL or a pointer to a static struct we read at once.
-    let gr = unsafe { libc::getgrnam(c.as_ptr()) };
-    if gr.is_null() {
-        return Err(ServerError::Listen(format!("no such group {name:?}")));
-    }
-    // SAFETY: non-null, as checked.
-    Ok(unsafe { (*gr).gr_gid })
-}
-
 /// Remove a socket file left by a process that is gone; refuse one that is in use or is not a socket.
 fn clear_stale(path: &Path) -> Result<(), ServerError> {
     let Ok(meta) = std::fs::symlink_metadata(path) else { return Ok(()) };
@@ -223,22 +151,14 @@ pub fn bind(spec: &BindSpec, perms: &SocketPerms) -> Result<Listener, ServerErro
             clear_stale(path)?;
             // Created under a tight umask, then opened up to the requested mode: never a
             // moment where the socket is world-writable.
-            // SAFETY: umask only changes this process's file-creation mask.
-            let old = unsafe { libc::umask(0o177) };
-            let listener = UnixListener::bind(path);
-            // SAFETY: as above, restoring the previous mask.
-            unsafe { libc::umask(old) };
+            let listener = sys::with_umask(0o177, || UnixListener::bind(path));
             let listener = listener.map_err(|e| ServerError::Listen(format!("bind {}: {e}", path.display())))?;
             let mode = perms.mode.unwrap_or(0o660);
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| ServerError::Listen(format!("chmod {}: {e}", path.display())))?;
             if perms.owner.is_some() || perms.group.is_some() {
-                let uid = perms.owner.as_deref().map(lookup_uid).transpose()?.unwrap_or(u32::MAX);
-                let gid = perms.group.as_deref().map(lookup_gid).transpose()?.unwrap_or(u32::MAX);
-                let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| ServerError::Listen("socket path holds NUL".into()))?;
-                // SAFETY: chown on a path we just created; -1 (u32::MAX) leaves that id unchanged.
-                if unsafe { libc::chown(c.as_ptr(), uid, gid) } != 0 {
-                    return Err(ServerError::Listen(format!("chown {}: {}", path.display(), io::Error::last_os_error())));
-                }
+                let uid = perms.owner.as_deref().map(sys::lookup_uid).transpose().map_err(ServerError::Listen)?;
+                let gid = perms.group.as_deref().map(sys::lookup_gid).transpose().map_err(ServerError::Listen)?;
+                sys::chown(path, uid, gid).map_err(|e| ServerError::Listen(format!("chown {}: {e}", path.display())))?;
             }
             Ok(Listener::Unix(listener))
         }
@@ -332,14 +252,6 @@ pub fn peer_allowed(allowed: &[IpAddr], peer: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bind_spec_forms() {
-        assert_eq!(BindSpec::parse("unix:/run/a.sock"), BindSpec::Unix("/run/a.sock".into()));
-        assert_eq!(BindSpec::parse("/run/a.sock"), BindSpec::Unix("/run/a.sock".into()));
-        assert_eq!(BindSpec::parse("127.0.0.1:9000"), BindSpec::Tcp("127.0.0.1:9000".into()));
-        assert_eq!(BindSpec::parse("[::1]:9000"), BindSpec::Tcp("[::1]:9000".into()));
-    }
 
     #[test]
     fn peers_compare_v4_mapped() {

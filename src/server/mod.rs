@@ -10,10 +10,10 @@ pub mod worker;
 use crate::config::Config;
 use crate::error::ServerError;
 use crate::fastcgi::{self, conn};
+use crate::sys::set_signal;
 use crate::wsgi::{self, call, environ};
 use listen::Listener;
 use pyo3::prelude::*;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -37,18 +37,6 @@ extern "C" fn on_hup_unsupervised(_: libc::c_int) {
     HUP_IGNORED.store(true, Ordering::SeqCst);
 }
 
-/// Install `handler` for `sig` (`None`: ignore it). Handlers here only store to atomics
-/// (async-signal-safe); no SA_RESTART, so a blocking epoll_wait or poll returns at once.
-pub(crate) fn set_signal(sig: libc::c_int, handler: Option<extern "C" fn(libc::c_int)>) {
-    // SAFETY: a zeroed sigaction with an empty mask and a valid handler or SIG_IGN.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = handler.map_or(libc::SIG_IGN, |h| h as usize);
-        libc::sigemptyset(&mut sa.sa_mask);
-        libc::sigaction(sig, &sa, std::ptr::null_mut());
-    }
-}
-
 pub(crate) fn install_stop_handlers() {
     set_signal(libc::SIGTERM, Some(on_stop_signal));
     set_signal(libc::SIGINT, Some(on_stop_signal));
@@ -56,40 +44,6 @@ pub(crate) fn install_stop_handlers() {
 
 /// Connections kept open at once per request thread (FCGI_MAX_CONNS reports the total).
 pub const DEFAULT_MAX_CONNS: usize = 256;
-
-/// Wait until `fd` is readable or `ms` pass (0: just look); false if not readable.
-pub(crate) fn wait_readable(fd: std::os::fd::RawFd, ms: i32) -> bool {
-    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-    // SAFETY: one valid pollfd.
-    unsafe { libc::poll(&mut pfd, 1, ms) > 0 }
-}
-
-/// fds 1 and 2 may be closed when a web server spawns us (FastCGI §2.2), and a new
-/// connection could then land on them: point them at the log (or /dev/null) so nothing
-/// written to stdout/stderr can ever reach a connection. stdout always goes to the log.
-pub fn secure_stdio(log_file: Option<&std::path::Path>) -> std::io::Result<()> {
-    let fd_open = |fd| {
-        // SAFETY: F_GETFD only queries the descriptor.
-        unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
-    };
-    let target = match log_file {
-        Some(path) => Some(std::fs::OpenOptions::new().create(true).append(true).open(path)?),
-        None if fd_open(2) => None,
-        None => Some(std::fs::OpenOptions::new().write(true).open("/dev/null")?),
-    };
-    // SAFETY: dup2 onto the standard descriptors; the sources are open.
-    unsafe {
-        if let Some(file) = &target {
-            if libc::dup2(file.as_raw_fd(), 2) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-        if libc::dup2(2, 1) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
 
 /// Where the connections come from: --bind, systemd, or fd 0.
 pub fn open_listener(config: &Config) -> Result<Listener, ServerError> {
@@ -99,7 +53,7 @@ pub fn open_listener(config: &Config) -> Result<Listener, ServerError> {
     if let Some(l) = listen::from_systemd() {
         return l.inspect(|l| log::info!("serving the socket systemd passed (LISTEN_FDS): {}", l.describe()));
     }
-    if crate::config::stdin_is_listening_socket() {
+    if crate::sys::is_listening_socket(0) {
         return listen::from_fd0();
     }
     Err(ServerError::NoSocket)
@@ -127,7 +81,7 @@ pub fn run(config: &Config) -> i32 {
             return 1;
         }
     };
-    if let Err(e) = secure_stdio(config.log_file.as_deref()) {
+    if let Err(e) = crate::sys::secure_stdio(config.log_file.as_deref()) {
         log::error!("cannot secure stdio: {e}");
         return 1;
     }
@@ -208,7 +162,7 @@ pub fn serve(config: &Config, listener: &Listener, app: &Py<PyAny>, spec: &crate
         settings: &settings,
         allowed: allowed.as_deref(),
         // The accelerator's private socket: only our own uid may talk to the worker.
-        peer_uid: config.persist.worker_socket.is_some().then(crate::accel::euid),
+        peer_uid: config.persist.worker_socket.is_some().then(crate::sys::euid),
         max_conns,
         exclusive: threads > 1 || processes > 1,
         graceful_timeout: config.graceful_timeout,

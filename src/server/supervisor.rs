@@ -5,16 +5,19 @@
 //! generation whose app fails to import is dropped and the old one keeps serving.
 //!
 //! Every fork happens while the forking process has a single thread.
+// TODO(layout): move to sys: the fork under PyOS_BeforeFork/AfterFork belongs behind a
+// `wsgi` fork hook (pyo3 leaves this file with the one door to Python).
+#![allow(unsafe_code)]
 
 use super::listen::Listener;
 use super::{serve, STOP};
 use crate::appspec::AppSpec;
 use crate::config::Config;
+use crate::sys::{self, kill, reap, Backoff, Fork, ReadySignal, ReadyWait};
 use crate::wsgi;
 use pyo3::prelude::*;
 use std::collections::HashMap;
-use std::io::Read;
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -30,32 +33,15 @@ extern "C" fn on_reload_signal(_: libc::c_int) {
 const TICK: Duration = Duration::from_millis(50);
 /// A worker that dies sooner than this after its start counts as crashing.
 const QUICK_DEATH: Duration = Duration::from_secs(2);
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// The pause before restarting a crash-looping child: 100 ms, doubling up to 10 s.
+fn crash_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(100), Duration::from_secs(10))
+}
 
 fn sleep_tick() {
     // Interrupted early by a signal, which is what we want.
     std::thread::sleep(TICK);
-}
-
-/// Die with the parent: a supervisor killed with SIGKILL must not leave its zygotes and
-/// workers holding the socket.
-fn die_with_parent(parent: libc::pid_t) {
-    // SAFETY: prctl with an integer argument; getppid has no preconditions.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-        // The parent may have died before prctl took effect.
-        if libc::getppid() != parent {
-            libc::_exit(0);
-        }
-    }
-}
-
-/// Reap one exited child without blocking.
-fn reap() -> Option<(libc::pid_t, libc::c_int)> {
-    let mut status = 0;
-    // SAFETY: plain waitpid on our own children.
-    let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-    (pid > 0).then_some((pid, status))
 }
 
 fn describe_exit(status: libc::c_int) -> String {
@@ -64,11 +50,6 @@ fn describe_exit(status: libc::c_int) -> String {
     } else {
         format!("exit status {}", libc::WEXITSTATUS(status))
     }
-}
-
-fn kill(pid: libc::pid_t, sig: libc::c_int) {
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(pid, sig) };
 }
 
 /// What the supervisor runs.
@@ -82,14 +63,14 @@ pub struct Plan<'a> {
 /// One generation, as the supervisor sees it.
 struct Generation {
     zygote: libc::pid_t,
-    /// Read end of the zygote's "ready" pipe (closed by the zygote once its workers are up).
-    ready: Option<std::fs::File>,
+    /// The zygote's readiness pipe (signalled once its workers are up).
+    ready: Option<ReadyWait>,
     started: Instant,
 }
 
 /// The supervisor: returns the process exit status.
 pub fn run(plan: &Plan<'_>) -> i32 {
-    super::set_signal(libc::SIGHUP, Some(on_reload_signal));
+    sys::set_signal(libc::SIGHUP, Some(on_reload_signal));
     let graceful = plan.config.graceful_timeout;
     let mut current = match spawn_generation(plan) {
         Ok(g) => g,
@@ -104,7 +85,7 @@ pub fn run(plan: &Plan<'_>) -> i32 {
     }
     let mut draining: Vec<(libc::pid_t, Instant)> = Vec::new();
     let mut watch = plan.config.reload.then(|| Watcher::new(plan.config, plan.spec));
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = crash_backoff();
     loop {
         sleep_tick();
         if STOP.load(Ordering::SeqCst) {
@@ -138,12 +119,7 @@ pub fn run(plan: &Plan<'_>) -> i32 {
                 continue;
             }
             log::error!("the zygote {pid} exited ({}); starting a new one", describe_exit(status));
-            if current.started.elapsed() < QUICK_DEATH {
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            } else {
-                backoff = Duration::from_millis(100);
-            }
+            std::thread::sleep(backoff.after_exit(current.started.elapsed(), QUICK_DEATH));
             match spawn_generation(plan) {
                 Ok(mut g) => {
                     wait_ready(&mut g);
@@ -182,19 +158,11 @@ const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Wait (bounded) until a new generation's workers are up; false if it failed. A signal
 /// arriving meanwhile (another SIGHUP) does not count as failure; a stop does.
 fn wait_ready(g: &mut Generation) -> bool {
-    use std::os::fd::AsRawFd;
     let Some(mut pipe) = g.ready.take() else { return true };
     let deadline = Instant::now() + READY_TIMEOUT;
-    // The zygote writes one byte once its workers are up; EOF without it is failure.
-    let mut byte = [0u8; 1];
     while Instant::now() < deadline && !STOP.load(Ordering::SeqCst) {
-        if !super::wait_readable(pipe.as_raw_fd(), 1000) {
-            continue;
-        }
-        match pipe.read(&mut byte) {
-            Ok(n) => return n == 1,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => return false,
+        if let Some(ready) = pipe.wait(Duration::from_secs(1)) {
+            return ready;
         }
     }
     if !STOP.load(Ordering::SeqCst) {
@@ -203,48 +171,35 @@ fn wait_ready(g: &mut Generation) -> bool {
     false
 }
 
-fn pipe() -> std::io::Result<(RawFd, RawFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills both fds.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok((fds[0], fds[1]))
-}
-
 /// Fork a zygote. Called by the single-threaded supervisor.
 fn spawn_generation(plan: &Plan<'_>) -> std::io::Result<Generation> {
-    let (read_end, write_end) = pipe()?;
+    let (ready, signal) = sys::ready_pipe()?;
     let me = std::process::id() as libc::pid_t;
-    // SAFETY: the supervisor is single-threaded and has not initialised Python.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(std::io::Error::last_os_error());
+    // The supervisor is single-threaded and has not initialised Python.
+    match sys::fork()? {
+        Fork::Child => {
+            drop(ready);
+            sys::die_with_parent(me);
+            let code = zygote(plan, signal);
+            crate::exit(code)
+        }
+        Fork::Parent(pid) => {
+            drop(signal);
+            Ok(Generation { zygote: pid, ready: Some(ready), started: Instant::now() })
+        }
     }
-    if pid == 0 {
-        // SAFETY: the child owns its copy of the write end; the read end is the parent's.
-        unsafe { libc::close(read_end) };
-        die_with_parent(me);
-        let code = zygote(plan, write_end);
-        crate::exit(code)
-    }
-    // SAFETY: the parent keeps the read end only.
-    unsafe { libc::close(write_end) };
-    // SAFETY: read_end is a fresh fd we own.
-    let ready = unsafe { std::fs::File::from_raw_fd(read_end) };
-    Ok(Generation { zygote: pid, ready: Some(ready), started: Instant::now() })
 }
 
 /// Per worker slot: its pid, start time and crash backoff.
 struct Slot {
     pid: libc::pid_t,
     started: Instant,
-    backoff: Duration,
+    backoff: Backoff,
 }
 
 /// The zygote: import the app (unless `--lazy-apps`), fork the workers, keep them.
-fn zygote(plan: &Plan<'_>, ready_fd: RawFd) -> i32 {
-    super::set_signal(libc::SIGHUP, None);
+fn zygote(plan: &Plan<'_>, ready: ReadySignal) -> i32 {
+    sys::set_signal(libc::SIGHUP, None);
     let config = plan.config;
     let app = if config.lazy_apps {
         None
@@ -269,22 +224,18 @@ fn zygote(plan: &Plan<'_>, ready_fd: RawFd) -> i32 {
     // With --lazy-apps the workers import the app: the generation is ready only once each
     // of the first ones says so (through this pipe), so a broken app never replaces a
     // working one.
-    let boot_pipe = if config.lazy_apps { pipe().ok() } else { None };
+    let boot_pipe = if config.lazy_apps { sys::ready_pipe().ok() } else { None };
     for i in 0..plan.workers {
-        match fork_worker(plan, app.as_ref(), i, boot_pipe.map(|(_, w)| w)) {
-            Ok(pid) => slots.push(Slot { pid, started: Instant::now(), backoff: Duration::from_millis(100) }),
+        match fork_worker(plan, app.as_ref(), i, boot_pipe.as_ref().map(|(_, w)| w.as_raw_fd())) {
+            Ok(pid) => slots.push(Slot { pid, started: Instant::now(), backoff: crash_backoff() }),
             Err(e) => log::error!("cannot fork worker {i}: {e}"),
         }
     }
-    if let Some((read_end, write_end)) = boot_pipe {
-        // SAFETY: the zygote's copy of the write end is closed (the workers hold theirs), and
-        // the read end becomes a File we own.
-        let mut booted = unsafe {
-            libc::close(write_end);
-            std::fs::File::from_raw_fd(read_end)
-        };
-        let mut ok = vec![0u8; slots.len()];
-        if slots.is_empty() || booted.read_exact(&mut ok).is_err() {
+    if let Some((booted, signal)) = boot_pipe {
+        // The zygote's copy of the sending end is closed (the workers hold theirs): one
+        // byte from each worker, or EOF once they all failed.
+        drop(signal);
+        if slots.is_empty() || !booted.wait_all(slots.len()) {
             log::error!("the workers could not load the app");
             for s in &slots {
                 kill(s.pid, libc::SIGKILL);
@@ -292,11 +243,8 @@ fn zygote(plan: &Plan<'_>, ready_fd: RawFd) -> i32 {
             return 3;
         }
     }
-    // SAFETY: writing one byte to our pipe, then closing it: the supervisor's "ready".
-    unsafe {
-        libc::write(ready_fd, [b'R'].as_ptr().cast(), 1);
-        libc::close(ready_fd);
-    }
+    // The supervisor's "ready".
+    ready.signal();
     log::info!("{} worker(s) serving {}", slots.len(), plan.spec);
     let mut stopping: Option<Instant> = None;
     loop {
@@ -317,18 +265,15 @@ fn zygote(plan: &Plan<'_>, ready_fd: RawFd) -> i32 {
             let slot = &mut slots[i];
             if clean {
                 // Recycled (--max-requests, --max-rss) or stopped on purpose.
-                slot.backoff = Duration::from_millis(100);
+                slot.backoff.reset();
             } else {
                 log::error!("worker {pid} died ({}); starting another", describe_exit(status));
-                if slot.started.elapsed() < QUICK_DEATH {
-                    if slot.backoff > Duration::from_millis(100) {
-                        log::error!("worker crash loop: waiting {:?} before the next start", slot.backoff);
-                    }
-                    std::thread::sleep(slot.backoff);
-                    slot.backoff = (slot.backoff * 2).min(MAX_BACKOFF);
-                } else {
-                    slot.backoff = Duration::from_millis(100);
+                let repeating = slot.backoff.is_repeating();
+                let pause = slot.backoff.after_exit(slot.started.elapsed(), QUICK_DEATH);
+                if repeating && !pause.is_zero() {
+                    log::error!("worker crash loop: waiting {pause:?} before the next start");
                 }
+                std::thread::sleep(pause);
             }
             match fork_worker(plan, app.as_ref(), i, None) {
                 Ok(new) => {
@@ -356,46 +301,36 @@ fn zygote(plan: &Plan<'_>, ready_fd: RawFd) -> i32 {
 /// Fork one worker from the zygote; the child serves and never returns.
 fn fork_worker(plan: &Plan<'_>, app: Option<&Py<PyAny>>, index: usize, boot_fd: Option<RawFd>) -> std::io::Result<libc::pid_t> {
     let me = std::process::id() as libc::pid_t;
-    let forked = |pid: libc::pid_t| -> std::io::Result<libc::pid_t> {
-        if pid < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(pid)
-    };
-    let pid = match app {
+    let forked = match app {
         // Python's own fork protocol: locks taken before, state fixed up after.
         // SAFETY: the zygote is single-threaded; PyOS_* are called with the GIL held.
         Some(_) => Python::attach(|_py| unsafe {
             pyo3::ffi::PyOS_BeforeFork();
-            let pid = libc::fork();
-            if pid == 0 {
+            let forked = sys::fork();
+            if forked.as_ref().is_ok_and(|f| *f == Fork::Child) {
                 pyo3::ffi::PyOS_AfterFork_Child();
             } else {
                 pyo3::ffi::PyOS_AfterFork_Parent();
             }
-            pid
+            forked
         }),
-        // SAFETY: the zygote is single-threaded and Python is not initialised.
-        None => unsafe { libc::fork() },
+        // The zygote is single-threaded and Python is not initialised.
+        None => sys::fork(),
     };
-    let pid = forked(pid)?;
-    if pid > 0 {
+    if let Fork::Parent(pid) = forked? {
         return Ok(pid);
     }
     // The worker.
-    die_with_parent(me);
+    sys::die_with_parent(me);
     STOP.store(false, Ordering::SeqCst);
     super::install_stop_handlers();
     let code = match app {
         Some(app) => serve(plan.config, plan.listener, app, plan.spec, Some(index)),
         None => match wsgi::boot::boot(plan.config, plan.spec) {
             Ok(app) => {
-                if let Some(fd) = boot_fd {
-                    // SAFETY: one byte to the zygote's pipe: this worker has the app.
-                    unsafe {
-                        libc::write(fd, [b'R'].as_ptr().cast(), 1);
-                        libc::close(fd);
-                    }
+                // This worker's copy of the zygote's pipe: it has the app.
+                if let Some(signal) = boot_fd.and_then(ReadySignal::adopt) {
+                    signal.signal();
                 }
                 serve(plan.config, plan.listener, &app, plan.spec, Some(index))
             }

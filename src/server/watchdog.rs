@@ -61,11 +61,11 @@ pub fn arm(py: Python<'_>, timeout: Duration) {
         };
         if let Some((elapsed, conn, id)) = stuck {
             log::error!("request {id} has run for {:.1} s, over --timeout {} s: the Python stacks follow; replacing this worker", elapsed.as_secs_f64(), timeout.as_secs());
-            // SAFETY: raise() delivers to this thread; faulthandler's handler is async-signal-safe.
-            unsafe { libc::raise(DUMP_SIGNAL) };
+            // Delivered to this thread; faulthandler's handler is async-signal-safe.
+            crate::sys::raise(DUMP_SIGNAL);
             conn.answer_timeout(id);
-            // SAFETY: ends this worker at once; its zygote forks a replacement.
-            unsafe { libc::_exit(EXIT_TIMED_OUT) };
+            // Ends this worker at once; its zygote forks a replacement.
+            crate::sys::exit_now(EXIT_TIMED_OUT);
         }
     });
     if let Err(e) = spawned {

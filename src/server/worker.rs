@@ -2,6 +2,8 @@
 //! holds the GIL except while it waits in epoll and during socket writes, so with one
 //! thread per process (the default) there is no GIL hand-off at all, and kept-alive
 //! connections from nginx never tie a thread down.
+// TODO(layout): move to sys (the Epoll wrapper).
+#![allow(unsafe_code)]
 
 use super::listen::{self, Listener};
 use super::STOP;
@@ -123,8 +125,7 @@ impl Recycle {
 fn rss_kib() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
     let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    let page = crate::sys::page_size();
     pages * page / 1024
 }
 
@@ -285,7 +286,7 @@ impl Worker<'_> {
             // connection between requests, and web servers reconnect. With none idle, the
             // new one waits in the backlog.
             if conns.len() >= self.max_conns {
-                if !super::wait_readable(self.listener.raw_fd(), 0) {
+                if !crate::sys::wait_readable(self.listener.raw_fd(), 0) {
                     return accepted;
                 }
                 let oldest_idle = conns.iter().filter(|(_, c)| c.is_idle()).min_by_key(|(fd, _)| last_used.get(fd).copied()).map(|(fd, _)| *fd);
@@ -312,7 +313,7 @@ impl Worker<'_> {
                 }
             }
             if let (Some(want), listen::Stream::Unix(_)) = (self.peer_uid, &stream) {
-                match crate::accel::peer_cred(stream.fd()) {
+                match crate::sys::peer_cred(stream.fd()) {
                     Ok((_, uid)) if uid == want => {}
                     Ok((pid, uid)) => {
                         log::warn!("refused a connection from pid {pid} uid {uid}: only uid {want} may use this socket");

@@ -44,7 +44,7 @@ pub fn boot(config: &Config, spec: &AppSpec) -> Result<Py<PyAny>, BootError> {
         std::env::set_current_dir(dir).map_err(|e| BootError::Chdir(format!("{}: {e}", dir.display())))?;
     }
     interp::initialize(config.venv.as_deref())?;
-    crate::bench::timings::stamp(crate::bench::timings::Stamp::Init);
+    crate::timings::stamp(crate::timings::Stamp::Init);
     let mut search_path = config.pythonpath.clone();
     // A file app's own directory comes last, so its sibling modules import.
     if let Some(dir) = spec.file().and_then(|f| f.parent()).filter(|d| !d.as_os_str().is_empty()) {
@@ -57,6 +57,6 @@ pub fn boot(config: &Config, spec: &AppSpec) -> Result<Py<PyAny>, BootError> {
             .map(Bound::unbind)
             .map_err(|e| BootError::Load { spec: spec.to_string(), traceback: format_exception(py, &e) })
     })?;
-    crate::bench::timings::stamp(crate::bench::timings::Stamp::Import);
+    crate::timings::stamp(crate::timings::Stamp::Import);
     Ok(app)
 }

@@ -1,5 +1,7 @@
 //! Bringing up the embedded CPython: isolated configuration, UTF-8 mode, explicit venv
 //! (PyConfig.executable, so `pyvenv.cfg` is honoured), and a fast exit without Py_Finalize.
+// The embedding API (PyConfig, the version string) is C: allowed here, each with its SAFETY.
+#![allow(unsafe_code)]
 
 use crate::error::EmbedError;
 use pyo3::ffi;

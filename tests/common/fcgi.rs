@@ -2,7 +2,7 @@
 //! responder (unix socket or TCP), a record-level client connection built on the crate's own
 //! encoder and `ClientDecoder`, and parsed replies. Shared by the wire and bad-input tests.
 
-use cgi2wsgi::fastcgi::codec::client;
+use cgi2wsgi::fastcgi::client;
 use cgi2wsgi::fastcgi::{ClientDecoder, ClientEvent, Role};
 use std::fs::File;
 use std::io::{self, Read, Write};

@@ -3,10 +3,12 @@
 //! HTTP/1.1 client, and running the binary as a bare CGI program.
 #![allow(dead_code)]
 
+pub mod cgi;
 pub mod fcgi;
 pub mod http;
 pub mod scenarios;
 pub mod servers;
+pub mod workers;
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;

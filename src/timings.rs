@@ -2,7 +2,8 @@
 //! `CGI2WSGI_TIMINGS` names a file, the process appends `PHASE NANOS` lines with
 //! CLOCK_MONOTONIC (system-wide on Linux, so the bench parent's stamps compare) at main()
 //! entry, once the interpreter is up, once the app is imported and once the response is
-//! flushed. Unset (always, outside a bench), each stamp is one cached branch.
+//! flushed. Unset (always, outside a bench), each stamp is one cached branch. The bench
+//! reads the stamps back (`parse`); every layer may stamp.
 
 use std::io::Write;
 use std::sync::OnceLock;
@@ -34,14 +35,6 @@ impl Stamp {
     }
 }
 
-/// CLOCK_MONOTONIC in nanoseconds.
-pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes one timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 fn sink() -> Option<&'static std::fs::File> {
     static FILE: OnceLock<Option<std::fs::File>> = OnceLock::new();
     FILE.get_or_init(|| {
@@ -55,7 +48,7 @@ fn sink() -> Option<&'static std::fs::File> {
 /// Record `stamp` if the timing hook is on.
 pub fn stamp(stamp: Stamp) {
     if let Some(mut file) = sink() {
-        let t = now_ns();
+        let t = crate::sys::monotonic_ns();
         // One write per line: O_APPEND keeps it whole.
         let _ = file.write_all(format!("{} {t}\n", stamp.name()).as_bytes());
     }
@@ -83,8 +76,8 @@ mod tests {
 
     #[test]
     fn clock_moves_forward() {
-        let a = now_ns();
-        let b = now_ns();
+        let a = crate::sys::monotonic_ns();
+        let b = crate::sys::monotonic_ns();
         assert!(b >= a && a > 0);
     }
 }

@@ -1,0 +1,20 @@
+//! The OS plumbing, in one place: processes (fork, kill, reap, signals, `_exit`), file
+//! descriptors (pipes, readiness signals, poll, flock, close-on-exec), users (credentials,
+//! peer credentials, privilege dropping) and the allocator's options. Every `unsafe` call
+//! the gateways and processes need lives here behind a safe function, each with its
+//! `// SAFETY:`; the rest of the crate denies `unsafe_code`.
+#![allow(unsafe_code)]
+
+mod backoff;
+mod fd;
+mod process;
+mod user;
+
+pub use backoff::Backoff;
+pub use fd::{
+    claim_stdout, flock_exclusive, inherited_stdout, is_listening_socket, isatty, pipe, ready_pipe, secure_stdio, set_cloexec, wait_readable, wait_writable, with_umask, ReadySignal, ReadyWait,
+};
+pub use process::{
+    allocator_release_at_once, detach_on_exec, die_with_parent, exit_now, fork, kill, monotonic_ns, page_size, process_params, raise, reap, set_signal, Fork,
+};
+pub use user::{chown, drop_privileges, egid, euid, lookup_gid, lookup_uid, lookup_user, peer_cred, User};

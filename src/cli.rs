@@ -66,7 +66,7 @@ impl PythonArgs {
 #[derive(Debug, Parser)]
 #[command(
     name = "cgi2wsgi",
-    about = "Host a Python WSGI app as a CGI program or FastCGI responder",
+    about = "Host a Python WSGI app as a CGI program or FastCGI responder (and authorizer: --roles)",
     after_help = "APP is pkg.module, pkg.module:callable, pkg.module:factory() or path/to/file.py[:callable];\n\
                   the callable defaults to `application`, then `app`.\n\
                   Every option can also be set as CGI2WSGI_<NAME>; a cgi-bin drop-in starts with\n\

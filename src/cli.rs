@@ -265,7 +265,8 @@ impl Cli {
         Ok(Config {
             gateway,
             app,
-            venv: cli.python.venv.or(dropin.venv),
+            // Unset anywhere: the venv whose bin/ holds this binary (the wheel's install).
+            venv: cli.python.venv.or(dropin.venv).or_else(|| std::env::current_exe().ok().and_then(|exe| crate::config::venv_of_binary(&exe))),
             pythonpath,
             chdir: cli.python.chdir.or(dropin.chdir),
             env,

@@ -105,9 +105,29 @@ impl Default for AccelSettings {
     }
 }
 
+/// The venv a binary installed in its `bin/` belongs to (`pip install cgi2wsgi` puts it
+/// there): that venv is the default, as it is for the venv's own `python`. `exe` is the
+/// resolved executable (`/proc/self/exe`), so the accelerator's worker, started from that path,
+/// resolves the same venv.
+pub fn venv_of_binary(exe: &std::path::Path) -> Option<PathBuf> {
+    let venv = exe.parent().filter(|bin| bin.file_name().is_some_and(|n| n == "bin"))?.parent()?;
+    venv.join("pyvenv.cfg").is_file().then(|| venv.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_binary_in_a_venvs_bin_uses_that_venv() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("bin")).unwrap();
+        let exe = dir.path().join("bin/cgi2wsgi");
+        assert_eq!(venv_of_binary(&exe), None, "no pyvenv.cfg: not a venv");
+        std::fs::write(dir.path().join("pyvenv.cfg"), "home = /usr/bin\n").unwrap();
+        assert_eq!(venv_of_binary(&exe), Some(dir.path().to_owned()));
+        assert_eq!(venv_of_binary(&dir.path().join("cgi2wsgi")), None, "only from bin/");
+    }
 
     #[test]
     fn bind_spec_forms() {

@@ -19,6 +19,7 @@ pub mod doctor;
 pub mod dropin;
 pub mod error;
 pub mod fastcgi;
+pub mod generate;
 pub mod request;
 pub mod response;
 pub mod role;
@@ -33,7 +34,9 @@ use std::io::Write;
 /// `--version`: ours and the Python actually linked (with the interpreter it was built for).
 pub fn version_string() -> String {
     let built_for = option_env!("PYO3_PYTHON").unwrap_or("the default python3");
-    format!("{} (Python {}, built for {built_for})", env!("CARGO_PKG_VERSION"), wsgi::interp::linked_version())
+    // build.rs says how libpython is linked: "static" (the default) or "dynamic".
+    let link = env!("CGI2WSGI_LIBPYTHON_LINK");
+    format!("{} (Python {}, {link} libpython, built for {built_for})", env!("CARGO_PKG_VERSION"), wsgi::interp::linked_version())
 }
 
 fn init_logging(level: &str) {
@@ -76,6 +79,10 @@ pub fn run() -> i32 {
                 2
             }
         };
+    }
+    // `cgi2wsgi --generate man|bash|...` (dev/package): the man page and completions.
+    if !in_cgi && args.get(1).is_some_and(|a| a == "--generate") {
+        return generate::main(&args);
     }
     let config = match cli::Cli::from_command_line(args.clone(), version_string()) {
         Ok(cli) => cli.into_config(in_cgi),

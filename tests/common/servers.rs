@@ -145,6 +145,12 @@ fn start_apache(fx: &Fixture, name: &str, modules: &[&str], extra: &str, allow_o
 
 /// Start lighttpd in the foreground with `site` (a rendered snippet) included.
 pub fn lighttpd(fx: &Fixture, site: &str) -> Server {
+    lighttpd_wrapped(fx, site, &[])
+}
+
+/// `lighttpd`, run through `wrapper` (a command that execs its arguments, e.g. one that
+/// hides files in a mount namespace first).
+pub fn lighttpd_wrapped(fx: &Fixture, site: &str, wrapper: &[std::ffi::OsString]) -> Server {
     let port = free_port();
     let dir = fx.path();
     let htdocs = dir.join("htdocs");
@@ -165,7 +171,14 @@ pub fn lighttpd(fx: &Fixture, site: &str) -> Server {
         let status = Command::new("chown").arg("www-data:www-data").arg(dir.join("logs")).status().unwrap();
         assert!(status.success(), "chown logs failed");
     }
-    let mut cmd = Command::new("/usr/sbin/lighttpd");
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg("/usr/sbin/lighttpd");
+            c
+        }
+        None => Command::new("/usr/sbin/lighttpd"),
+    };
     cmd.arg("-D").arg("-f").arg(&conf_path);
     Server::start("lighttpd", cmd, port, vec![dir.join("logs/error.log"), dir.join("logs/breakage.log")])
 }

@@ -4,9 +4,8 @@
 
 use crate::config::Config;
 use crate::request::{BodyLength, Request};
-use crate::response::{ResponseHead, ResponseSink};
-use crate::wsgi::{self, call, environ, streams};
-use pyo3::prelude::*;
+use crate::response::{send_error, ResponseHead, ResponseSink};
+use crate::wsgi;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::sync::Arc;
@@ -58,7 +57,7 @@ impl ResponseSink for CgiSink {
 }
 
 fn respond_error(sink: &mut dyn ResponseSink, status: &str, detail: &str) -> i32 {
-    if let Err(e) = call::send_error(sink, status, detail) {
+    if let Err(e) = send_error(sink, status, detail) {
         log::warn!("could not send the error response: {e}");
     }
     0
@@ -66,7 +65,7 @@ fn respond_error(sink: &mut dyn ResponseSink, status: &str, detail: &str) -> i32
 
 /// The request body as the app may read it: bounded by CONTENT_LENGTH, or to EOF for a
 /// chunked body, or nothing at all (stdin is then never touched).
-fn body_reader(body: BodyLength, max_body: Option<u64>) -> streams::Body {
+fn body_reader(body: BodyLength, max_body: Option<u64>) -> wsgi::Body {
     const BUF: usize = 64 * 1024;
     match (body, max_body) {
         (BodyLength::None, _) => Box::new(io::empty()),
@@ -120,7 +119,7 @@ impl<R: Read> Read for Capped<R> {
     }
 }
 
-fn stderr_sink() -> streams::ErrorSink {
+fn stderr_sink() -> wsgi::ErrorSink {
     Arc::new(|text: &str| {
         let _ = io::stderr().write_all(text.as_bytes());
     })
@@ -138,13 +137,8 @@ pub fn run(config: &Config) -> i32 {
     };
     // Captured above: HTTP_PROXY stays in the environ as the header it is.
     wsgi::boot::prepare_environment(config);
-    let request = match Request::from_params(params, config.max_body) {
-        Ok(mut r) => {
-            if let Some(mount) = &config.script_name {
-                r.mount_at(mount);
-            }
-            r
-        }
+    let request = match Request::from_cgi_vars(params, config.max_body, config.script_name.as_deref()) {
+        Ok(r) => r,
         Err(e) => {
             log::warn!("refused: {e}");
             return respond_error(&mut sink, e.status(), &e.to_string());
@@ -162,25 +156,10 @@ pub fn run(config: &Config) -> i32 {
             return respond_error(&mut sink, "500 Internal Server Error", &e.public_detail(config.debug));
         }
     };
-    let policy = call::ErrorPolicy { show_traceback: config.debug };
-    let model = environ::ProcessModel { multithread: false, multiprocess: true, run_once: true };
-    let outcome = Python::attach(|py| {
-        let input = Bound::new(py, streams::Input::new(body_reader(request.body, config.max_body)));
-        let errors = Bound::new(py, streams::Errors::new(stderr_sink()));
-        let env = input.and_then(|i| errors.and_then(|e| environ::build(py, &request, i, e, model)));
-        match env {
-            Ok(env) => Some(call::serve(py, app.bind(py), env, Box::new(sink), policy)),
-            Err(e) => {
-                log::error!("cannot build the environ: {}", wsgi::format_exception(py, &e));
-                respond_error(&mut sink, "500 Internal Server Error", "cgi2wsgi failed to build the request; see the error log.");
-                None
-            }
-        }
-    });
+    let policy = wsgi::Policy::one_shot(wsgi::ProcessModel { multithread: false, multiprocess: true, run_once: true }, config.debug);
+    let outcome = wsgi::serve(&app, &request, body_reader(request.body, config.max_body), stderr_sink(), Box::new(sink), &policy);
     crate::timings::stamp(crate::timings::Stamp::Response);
-    if let Some(o) = &outcome {
-        log::info!("{} {} -> {} ({} bytes)", request.get("REQUEST_METHOD").unwrap_or("?"), request.get("REQUEST_URI").or(request.get("PATH_INFO")).unwrap_or(""), o.status, o.body_bytes);
-    }
+    outcome.log(&request);
     // Unread body bytes are left to the server, which discards them.
     0
 }

@@ -82,4 +82,6 @@ pub enum ConnError {
     Protocol(#[from] crate::fastcgi::ProtocolError),
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the web server does not read its answers ({0} bytes queued for it)")]
+    NotReading(usize),
 }

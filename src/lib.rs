@@ -53,9 +53,9 @@ fn init_logging(level: &str) {
 fn config_failure(message: &str, in_cgi: bool) -> i32 {
     eprintln!("cgi2wsgi: {message}");
     if in_cgi {
-        let body = "500 Internal Server Error\n\ncgi2wsgi is misconfigured; the reason is in the server's error log.\n";
-        print!("Status: 500 Internal Server Error\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}", body.len());
-        let _ = std::io::stdout().flush();
+        let page = response::error_response_bytes("500 Internal Server Error", "cgi2wsgi is misconfigured; the reason is in the server's error log.");
+        let mut out = std::io::stdout();
+        let _ = out.write_all(&page).and_then(|()| out.flush());
     }
     2
 }

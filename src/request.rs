@@ -131,6 +131,21 @@ impl Request {
         Ok(req)
     }
 
+    /// What every gateway does with the CGI variables it received: build the request, mount
+    /// it at `--script-name` (when given), or say why it is refused (`RequestError::status`
+    /// is the answer's status).
+    pub fn from_cgi_vars<N, V>(params: impl IntoIterator<Item = (N, V)>, max_body: Option<u64>, script_name: Option<&str>) -> Result<Request, RequestError>
+    where
+        N: Into<Vec<u8>>,
+        V: Into<Vec<u8>>,
+    {
+        let mut request = Request::from_params(params, max_body)?;
+        if let Some(mount) = script_name {
+            request.mount_at(mount);
+        }
+        Ok(request)
+    }
+
     /// The value of `name` (the last one, if a server sent it twice).
     pub fn get(&self, name: &str) -> Option<&str> {
         self.vars.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
@@ -434,6 +449,18 @@ mod tests {
         // Decoded as PATH_INFO is (latin-1 bytes-as-str).
         let encoded = [("SCRIPT_NAME", "/app.cgi"), ("REQUEST_URI", "/caf%C3%A9%20x")];
         assert_eq!(mounted(&encoded, "/"), pair("", "/caf\u{c3}\u{a9} x"));
+    }
+
+    #[test]
+    fn from_cgi_vars_mounts_or_refuses() {
+        let vars = [("SCRIPT_NAME", "/cgi-bin/app.cgi"), ("PATH_INFO", ""), ("REQUEST_URI", "/blog/post?x=1")];
+        let r = Request::from_cgi_vars(vars.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())), None, Some("/blog")).unwrap();
+        assert_eq!((r.get("SCRIPT_NAME"), r.get("PATH_INFO")), (Some("/blog"), Some("/post")));
+        let unmounted = Request::from_cgi_vars(vars.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())), None, None).unwrap();
+        assert_eq!(unmounted.get("SCRIPT_NAME"), Some("/cgi-bin/app.cgi"));
+        let big = [("CONTENT_LENGTH", "100")];
+        let refused = Request::from_cgi_vars(big.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())), Some(10), Some("/blog")).unwrap_err();
+        assert_eq!(refused.status(), "413 Content Too Large");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The protocol-neutral response: a validated status line and headers, encoded as a CGI
-//! response head (`Status:` first, CRLF line ends), and the sink both gateways write to.
+//! response head (`Status:` first, CRLF line ends), the sink every gateway writes to, the
+//! error page and the access-log line.
 
+use crate::request::Request;
 use std::io;
 
 /// Status and headers as the app gave them, already checked.
@@ -91,6 +93,54 @@ impl ResponseHead {
     }
 }
 
+/// The short plain-text page every error answer carries (400/413 refusals, 500, 502, 504):
+/// the status line, a blank line, the detail.
+pub fn error_page(status: &str, detail: &str) -> (ResponseHead, String) {
+    let body = format!("{status}\n\n{detail}\n");
+    (ResponseHead::error(status, body.len()), body)
+}
+
+/// An error page as a whole CGI response (head and body), for a gateway that writes bytes.
+pub fn error_response_bytes(status: &str, detail: &str) -> Vec<u8> {
+    let (head, body) = error_page(status, detail);
+    let mut bytes = head.to_cgi_bytes();
+    bytes.extend_from_slice(body.as_bytes());
+    bytes
+}
+
+/// Send an error page to a sink and finish the response.
+pub fn send_error(sink: &mut dyn ResponseSink, status: &str, detail: &str) -> io::Result<()> {
+    let (head, body) = error_page(status, detail);
+    sink.send_head(&head)?;
+    sink.send_body(body.as_bytes(), true)?;
+    sink.finish()
+}
+
+/// How one request ended, for the access log and the caller's exit status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub status: String,
+    pub body_bytes: u64,
+    /// The app failed (a 500 was sent, or the response was cut short).
+    pub app_error: bool,
+    /// The peer went away before the response was complete.
+    pub disconnected: bool,
+}
+
+impl Outcome {
+    /// The access-log line, the same for every gateway.
+    pub fn log(&self, request: &Request) {
+        log::info!(
+            "{} {} -> {} ({} bytes){}",
+            request.get("REQUEST_METHOD").unwrap_or("?"),
+            request.get("REQUEST_URI").or(request.get("PATH_INFO")).unwrap_or(""),
+            self.status,
+            self.body_bytes,
+            if self.disconnected { ", client gone" } else { "" }
+        );
+    }
+}
+
 /// Where a response goes: CGI stdout, or FastCGI STDOUT records.
 pub trait ResponseSink: Send {
     /// Send the head; called once, before any body.
@@ -146,5 +196,9 @@ mod tests {
         };
         assert_eq!(head.to_cgi_bytes(), b"Status: 201 Created\r\nContent-Type: text/plain\r\nX-L1: \xe9\r\n\r\n".to_vec());
         assert_eq!(ResponseHead::error("500 Internal Server Error", 7).content_length(), Some(7));
+        assert_eq!(
+            error_response_bytes("502 Bad Gateway", "gone"),
+            b"Status: 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 22\r\n\r\n502 Bad Gateway\n\ngone\n".to_vec()
+        );
     }
 }

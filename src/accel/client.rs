@@ -150,8 +150,8 @@ fn send_request(sock: &mut UnixStream, mut out: Vec<u8>, body: BodyLength) -> io
 }
 
 fn answer_502(out: &mut File, why: &str) -> i32 {
-    let body = format!("502 Bad Gateway\n\n{why}; the reason is in the server's error log.\n");
-    let _ = write!(out, "Status: 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    // The web server is waiting: if even this cannot be written, nothing more can be said.
+    let _ = out.write_all(&crate::response::error_response_bytes("502 Bad Gateway", &format!("{why}; the reason is in the server's error log.")));
     0
 }
 

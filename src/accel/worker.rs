@@ -13,8 +13,6 @@ use crate::config::{BindSpec, SocketPerms};
 use crate::server::listen;
 use crate::server::{self, STOP};
 use crate::wsgi;
-use pyo3::prelude::*;
-use std::ffi::CStr;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,39 +27,6 @@ extern "C" fn on_retire(_: libc::c_int) {
 
 /// After taking the socket's name away, connections already queued are still served.
 const GRACE: Duration = Duration::from_secs(1);
-
-/// The app's own Python files (not the standard library, not installed packages): a change
-/// to one of them is a deploy.
-const APP_FILES: &CStr = c"
-import os, sys
-def _app_files():
-    prefixes = tuple({os.path.realpath(p) + os.sep for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)})
-    out = []
-    for m in list(sys.modules.values()):
-        f = getattr(m, '__file__', None)
-        if not isinstance(f, str):
-            continue
-        f = os.path.realpath(f)
-        if f.startswith(prefixes) or 'site-packages' in f or 'dist-packages' in f:
-            continue
-        out.append(f)
-        if len(out) >= 1000:
-            break
-    return out
-files = _app_files()
-";
-
-fn app_files(py: Python<'_>) -> Vec<PathBuf> {
-    let scope = pyo3::types::PyDict::new(py);
-    let found = py.run(APP_FILES, Some(&scope), None).and_then(|()| scope.get_item("files")).and_then(|f| f.map(|f| f.extract::<Vec<PathBuf>>()).transpose());
-    match found {
-        Ok(files) => files.unwrap_or_default(),
-        Err(e) => {
-            log::warn!("cannot list the app's files (changes to them will not replace the worker): {}", wsgi::format_exception(py, &e));
-            Vec::new()
-        }
-    }
-}
 
 /// The fd the invocation that started us waits on; close-on-exec from now, so nothing the
 /// app starts while it imports can hold it open.
@@ -98,14 +63,7 @@ const RESCAN: Duration = Duration::from_secs(2);
 /// the GIL is taken for a moment every `RESCAN` and the scan itself is rare. The stamp is
 /// rewritten under the lock and only while it is still ours (a client may be replacing us).
 fn watch_new_modules(paths: &Paths, stamp: &mut Stamp, modules: &mut usize) {
-    let files = Python::attach(|py| {
-        let n = py.import("sys").and_then(|sys| sys.getattr("modules")).and_then(|m| m.len()).unwrap_or(0);
-        if n == *modules {
-            return None;
-        }
-        *modules = n;
-        Some(app_files(py))
-    });
+    let files = wsgi::scan::app_files_if_new_modules(modules);
     let Some(files) = files else { return };
     if !stamp.add_files(files) {
         return;
@@ -161,15 +119,10 @@ pub fn run(config: &Config) -> i32 {
         }
     };
     let ready_fd = take_ready_fd();
-    if let Err(e) = crate::sys::secure_stdio(config.log_file.as_deref()) {
-        log::error!("cannot secure stdio: {e}");
-        return 1;
-    }
-    let Some(spec) = &config.app else {
-        log::error!("{}", crate::error::ConfigError::NoApp);
-        return 1;
+    let spec = match server::prepare(config) {
+        Ok(spec) => spec,
+        Err(code) => return code,
     };
-    wsgi::boot::prepare_environment(config);
     let app = match wsgi::boot::boot(config, spec) {
         Ok(app) => app,
         Err(e) => {
@@ -179,7 +132,7 @@ pub fn run(config: &Config) -> i32 {
     };
     let mut files: Vec<PathBuf> = std::env::current_exe().into_iter().collect();
     files.extend(spec.file().and_then(|f| std::fs::canonicalize(f).ok()));
-    files.extend(Python::attach(app_files));
+    files.extend(wsgi::scan::app_files());
     let stamp = Stamp::new(std::process::id() as i32, files);
     if let Err(e) = stamp.write(&paths.stamp) {
         log::error!("cannot write {}: {e}", paths.stamp.display());
@@ -194,12 +147,10 @@ pub fn run(config: &Config) -> i32 {
             return 1;
         }
     };
-    if let Err(e) = listener.set_nonblocking() {
-        log::error!("cannot make the listener non-blocking: {e}");
-        return 1;
-    }
     let ours = identity(&paths.sock);
-    server::install_stop_handlers();
+    if let Err(code) = server::ready_to_serve(&listener) {
+        return code;
+    }
     crate::sys::set_signal(libc::SIGHUP, None);
     crate::sys::set_signal(libc::SIGUSR1, Some(on_retire));
     log::info!("persistent worker (pid {}) ready for {spec} on {}; idle timeout {} s", std::process::id(), paths.sock.display(), config.persist.idle_timeout.as_secs());

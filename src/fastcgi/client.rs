@@ -4,13 +4,13 @@
 
 use super::codec::{EncodeError, Framer, Limits, ProtocolError};
 use super::nv::{self, NvError, Pair};
-use super::record::{write_record, write_stream, write_stream_end, Header, RecordType, Role, KEEP_CONN, MAX_CONTENT_LEN, NULL_REQUEST_ID};
+use super::record::{write_body8, write_record, write_stream, write_stream_end, Header, RecordType, Role, KEEP_CONN, MAX_CONTENT_LEN, NULL_REQUEST_ID};
 
 pub fn begin_request(out: &mut Vec<u8>, id: u16, role: Role, keep_conn: bool) {
     let [r1, r0] = role.as_u16().to_be_bytes();
     let flags = if keep_conn { KEEP_CONN } else { 0 };
     let body = [r1, r0, flags, 0, 0, 0, 0, 0];
-    let _ = write_record(out, RecordType::BeginRequest.as_u8(), id, &body);
+    write_body8(out, RecordType::BeginRequest.as_u8(), id, &body);
 }
 
 /// The whole PARAMS stream: pairs split over as many records as needed

@@ -1,6 +1,12 @@
 //! The only FastCGI I/O: one connection's non-blocking socket ↔ the sans-IO codec ↔ the
-//! WSGI call. The event loop (`server::worker`) feeds a connection whatever is readable;
+//! WSGI door. The event loop (`server::worker`) feeds a connection whatever is readable;
 //! once a request's STDIN is complete the app runs on the loop's thread.
+//!
+//! What the loop writes on its own behalf (management answers, refusals, END_REQUEST of a
+//! request cut short) never blocks: it goes to a bounded per-connection queue, drained when
+//! the socket is writable; a peer whose queue passes the bound is closed. Only a request's
+//! own response waits on a slow peer (GIL released), after flushing that queue first so
+//! records stay in order.
 //!
 //! A request's STDIN is spooled before the app runs (memory, then a temp file), so a web
 //! server that sends the whole body before reading the response (mod_proxy_fcgi) can never
@@ -10,20 +16,18 @@ use super::codec::{Config as CodecConfig, Connection, Event};
 use super::encode;
 use super::record::{ProtocolStatus, MAX_CONTENT_LEN};
 use crate::error::ConnError;
-use crate::authorizer::AuthorizerSink;
 use crate::request::{BodyLength, Request};
 use crate::role::Role;
-use crate::response::{ResponseHead, ResponseSink};
-use crate::server::listen::Stream;
+use crate::response::{error_response_bytes, ResponseHead, ResponseSink};
 use crate::spool::Spool;
-use crate::wsgi::{call, environ, streams};
-use pyo3::prelude::*;
+use crate::sys::Stream;
+use crate::wsgi;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What every connection of this process shares.
 pub struct Settings {
@@ -31,17 +35,20 @@ pub struct Settings {
     pub max_body: Option<u64>,
     /// `--script-name`: see `Request::mount_at`.
     pub script_name: Option<String>,
-    pub policy: call::ErrorPolicy,
-    /// Builds each environ (from `wsgi.*` constants and the CGI names learned so far).
-    pub environ: environ::Template,
+    /// How the app is called (the environ's process model, tracebacks in 500 pages).
+    pub policy: wsgi::Policy,
     /// `--timeout`: requests are tracked for the watchdog.
     pub timeout: Option<Duration>,
     /// Give the app `FCGI_ROLE` (not in the CGI accelerator's worker, which serves CGI).
     pub fcgi_role: bool,
 }
 
-/// How long a response write may wait for the web server to read.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a response write may wait for the web server to read (and how long queued
+/// answers may wait before the connection is closed).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The most the loop queues for a peer that does not read: a web server reads its answers,
+/// so a few records at most wait here; past this the peer is closed.
+const QUEUE_BOUND: usize = 256 * 1024;
 /// How much one read takes in; the event loop owns the buffer.
 pub const READ_BUF: usize = 64 * 1024;
 
@@ -57,7 +64,6 @@ struct Pending {
 pub struct Ready {
     id: u16,
     keep_conn: bool,
-    role: Role,
     request: Request,
     spool: Spool,
 }
@@ -89,6 +95,12 @@ struct Shared {
     stderr_used: bool,
     /// Some STDOUT of the current request has been written (a 504 can no longer be sent).
     stdout_written: bool,
+    /// What the loop wrote on its own behalf that the socket has not taken yet.
+    out: Vec<u8>,
+    /// Since when `out` has waited without the socket taking any of it.
+    out_since: Option<Instant>,
+    /// Close once `out` is written (the request that ended it had no FCGI_KEEP_CONN).
+    closing: bool,
 }
 
 /// One FastCGI connection.
@@ -106,6 +118,9 @@ impl Conn {
             peer_eof: false,
             stderr_used: false,
             stdout_written: false,
+            out: Vec::new(),
+            out_since: None,
+            closing: false,
         })))
     }
 
@@ -129,8 +144,13 @@ impl Conn {
     /// tries the lock: a thread stuck writing holds it, and then the socket simply closes.
     pub fn answer_timeout(&self, id: u16) {
         let Ok(mut s) = self.0.try_lock() else { return };
-        let result = if s.stdout_written { s.end_request(id) } else { s.refuse(id, "504 Gateway Timeout", "The application took too long to answer.") };
-        if let Err(e) = result {
+        let mut out = Vec::new();
+        if s.stdout_written {
+            s.end_records(&mut out, id);
+        } else {
+            s.refusal(&mut out, id, "504 Gateway Timeout", "The application took too long to answer.");
+        }
+        if let Err(e) = s.send(&out) {
             log::debug!("request {id}: could not answer the timeout: {e}");
         }
     }
@@ -139,7 +159,33 @@ impl Conn {
     /// closed now (a request the web server already sent is not idle).
     pub fn is_idle(&self) -> bool {
         let s = self.lock();
-        s.pending.is_empty() && s.codec.active_count() == 0 && !s.codec.has_buffered() && !s.stream.has_unread()
+        s.pending.is_empty() && s.out.is_empty() && !s.closing && s.codec.active_count() == 0 && !s.codec.has_buffered() && !s.stream.has_unread()
+    }
+
+    /// The epoll events this connection waits for: input (unless it is only finishing its
+    /// output before closing), and writability while the loop has output queued.
+    pub fn interest(&self) -> u32 {
+        let s = self.lock();
+        let read = if s.closing { 0 } else { libc::EPOLLIN as u32 | libc::EPOLLRDHUP as u32 };
+        read | if s.out.is_empty() { 0 } else { libc::EPOLLOUT as u32 }
+    }
+
+    /// Queued output has waited longer than `limit` with the peer taking none of it.
+    pub fn output_stalled(&self, limit: Duration) -> bool {
+        self.lock().out_since.is_some_and(|t| t.elapsed() >= limit)
+    }
+
+    /// The socket can take more: write what is queued, without blocking.
+    pub fn on_writable(&self) -> Step {
+        let mut s = self.lock();
+        match s.flush_queued() {
+            Ok(()) if s.closing && s.out.is_empty() => Step::Close,
+            Ok(()) => Step::Wait,
+            Err(e) => {
+                log::info!("connection write failed: {e}");
+                Step::Close
+            }
+        }
     }
 
     /// The socket is readable: take in one buffer (`buf`, the loop's, reused) and act on the
@@ -173,19 +219,22 @@ impl Conn {
             // An authorizer's request that ends with no answer on STDOUT reads as "allow" to
             // lighttpd: whatever cut it short, it is a denial.
             if let Err(e) = s.refuse(id, "500 Internal Server Error", "The authorizer gave no answer.") {
-                log::debug!("request {id}: could not deny: {e}");
+                log::warn!("request {id}: could not deny: {e}");
                 return Step::Close;
             }
         } else if !ended {
             // Cut short (abort, app error after the head, client gone): still end the
             // request so the web server is not left waiting; it may already be gone.
             if let Err(e) = s.end_request(id) {
-                log::debug!("request {id}: could not send END_REQUEST: {e}");
+                match e {
+                    ConnError::NotReading(_) => log::warn!("closing the connection: {e}"),
+                    _ => log::debug!("request {id}: could not send END_REQUEST: {e}"),
+                }
                 return Step::Close;
             }
         }
         if s.finish(id, keep_conn) {
-            return Step::Close;
+            return s.close_after_output();
         }
         s.step(settings)
     }
@@ -202,6 +251,7 @@ impl Shared {
     /// Act on every complete event; stop at a request ready for the app.
     fn step(&mut self, settings: &Settings) -> Step {
         match self.advance(settings) {
+            Ok(Step::Close) => self.close_after_output(),
             Ok(step) => step,
             Err(e) => {
                 log::warn!("closing the connection: {e}");
@@ -214,10 +264,7 @@ impl Shared {
         while let Some(event) = self.next_event()? {
             match event {
                 Event::Request { id, keep_conn, role, params } => {
-                    let request = Request::from_params(params, settings.max_body).map(|mut r| {
-                        if let Some(mount) = &settings.script_name {
-                            r.mount_at(mount);
-                        }
+                    let request = Request::from_cgi_vars(params, settings.max_body, settings.script_name.as_deref()).map(|mut r| {
                         if settings.fcgi_role || role != Role::Responder {
                             r.serve_as(role);
                         }
@@ -231,7 +278,7 @@ impl Shared {
                     // at all: it is answered now; STDIN records for it are ignored.
                     if role == Role::Authorizer {
                         match request {
-                            Ok(request) => return Ok(Step::Run(Ready { id, keep_conn, role, request, spool: Spool::with_expected(None) })),
+                            Ok(request) => return Ok(Step::Run(Ready { id, keep_conn, request, spool: Spool::with_expected(None) })),
                             Err((status, detail)) => {
                                 self.refuse(id, status, &detail)?;
                                 if self.finish(id, keep_conn) {
@@ -281,7 +328,7 @@ impl Shared {
                                     continue;
                                 }
                             }
-                            return Ok(Step::Run(Ready { id, keep_conn: p.keep_conn, role: request.role, request, spool: p.spool }));
+                            return Ok(Step::Run(Ready { id, keep_conn: p.keep_conn, request, spool: p.spool }));
                         }
                         // Refused: the body was read and dropped first, so a web server still
                         // sending it never sees a reset (its 413 would become a 502), and a
@@ -321,8 +368,62 @@ impl Shared {
         !keep_conn && self.codec.active_count() == 0
     }
 
+    /// The request's own records: first what the loop queued (records stay in order), then
+    /// `bytes`, waiting (bounded) while the web server's side is full. Called by the request
+    /// thread with the GIL released.
+    fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if !self.out.is_empty() {
+            let queued = std::mem::take(&mut self.out);
+            self.out_since = None;
+            self.write_blocking(&queued)?;
+        }
+        self.write_blocking(bytes)
+    }
+
+    /// Queue records the loop writes on its own behalf and write what the socket takes now,
+    /// never waiting. A peer whose queue passes `QUEUE_BOUND` is not reading: an error.
+    fn queue(&mut self, bytes: &[u8]) -> Result<(), ConnError> {
+        self.out.extend_from_slice(bytes);
+        self.flush_queued()?;
+        if self.out.len() > QUEUE_BOUND {
+            return Err(ConnError::NotReading(self.out.len()));
+        }
+        Ok(())
+    }
+
+    /// Write queued output until the socket would block.
+    fn flush_queued(&mut self) -> io::Result<()> {
+        let mut written = 0;
+        while written < self.out.len() {
+            match self.stream.write(&self.out[written..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        self.out.drain(..written);
+        if self.out.is_empty() || written > 0 {
+            self.out_since = (!self.out.is_empty()).then(Instant::now);
+        } else if self.out_since.is_none() {
+            self.out_since = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    /// The connection must close: at once if nothing is queued, else once the queue is
+    /// written (the loop then waits for writability only).
+    fn close_after_output(&mut self) -> Step {
+        if self.out.is_empty() {
+            return Step::Close;
+        }
+        self.closing = true;
+        Step::Wait
+    }
+
     /// Write everything, waiting (bounded) while the web server's side is full.
-    fn send(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+    fn write_blocking(&mut self, mut bytes: &[u8]) -> io::Result<()> {
         while !bytes.is_empty() {
             match self.stream.write(bytes) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -375,17 +476,14 @@ impl Shared {
             Event::Reject { id, role, status, .. } => {
                 if let Some((page, detail)) = refusal(*role, *status) {
                     log::warn!("request {id} refused: {detail}");
-                    let body = format!("{page}\n\n{detail}\n");
-                    let mut bytes = ResponseHead::error(page, body.len()).to_cgi_bytes();
-                    bytes.extend_from_slice(body.as_bytes());
-                    encode::stdout(&mut out, *id, &bytes);
+                    encode::stdout(&mut out, *id, &error_response_bytes(page, &detail));
                     encode::end_stdout(&mut out, *id);
                 }
                 encode::end_request(&mut out, *id, 0, *status);
             }
             _ => return Ok(()),
         }
-        Ok(self.send(&out)?)
+        self.queue(&out)
     }
 
     /// The end records of a request: STDOUT (and STDERR, if used) streams, then END_REQUEST.
@@ -397,21 +495,24 @@ impl Shared {
         encode::end_request(out, id, 0, ProtocolStatus::RequestComplete);
     }
 
-    fn end_request(&mut self, id: u16) -> io::Result<()> {
+    /// End a request the app is not answering (aborted, cut short): queued, never blocking.
+    fn end_request(&mut self, id: u16) -> Result<(), ConnError> {
         let mut out = Vec::new();
         self.end_records(&mut out, id);
-        self.send(&out)
+        self.queue(&out)
     }
 
-    /// Answer a request the app never sees (400/413) with a short page.
-    fn refuse(&mut self, id: u16, status: &str, detail: &str) -> io::Result<()> {
-        let body = format!("{status}\n\n{detail}\n");
-        let mut bytes = ResponseHead::error(status, body.len()).to_cgi_bytes();
-        bytes.extend_from_slice(body.as_bytes());
+    /// The records of a short error page answering request `id`, ending it.
+    fn refusal(&mut self, out: &mut Vec<u8>, id: u16, status: &str, detail: &str) {
+        encode::stdout(out, id, &error_response_bytes(status, detail));
+        self.end_records(out, id);
+    }
+
+    /// Answer a request the app never sees (400/413) with a short page: queued.
+    fn refuse(&mut self, id: u16, status: &str, detail: &str) -> Result<(), ConnError> {
         let mut out = Vec::new();
-        encode::stdout(&mut out, id, &bytes);
-        self.end_records(&mut out, id);
-        self.send(&out)
+        self.refusal(&mut out, id, status, detail);
+        self.queue(&out)
     }
 }
 
@@ -506,7 +607,8 @@ fn stdout_with_head(out: &mut Vec<u8>, id: u16, head: &[u8], chunk: &[u8]) {
     encode::stdout(out, id, &chunk[room..]);
 }
 
-fn errors_sink(conn: Conn, id: u16) -> streams::ErrorSink {
+/// `wsgi.errors`: our own log, and STDERR records (written with the GIL released).
+fn errors_sink(conn: Conn, id: u16) -> wsgi::ErrorSink {
     Arc::new(move |text: &str| {
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             log::warn!("wsgi.errors: {line}");
@@ -516,41 +618,36 @@ fn errors_sink(conn: Conn, id: u16) -> streams::ErrorSink {
         if out.is_empty() {
             return;
         }
-        // The web server may be gone; the text is in our own log anyway.
         let mut c = conn.lock();
+        // A thread the app left running may write after its request ended: records then
+        // belong to no request (and must not wait on the socket under this lock, which the
+        // event loop takes), so only the log has them.
+        if !c.codec.is_active(id) {
+            return;
+        }
+        // The web server may be gone; the text is in our own log anyway.
         c.stderr_used = true;
         let _ = c.send(&out);
     })
 }
 
-/// Run the app for a ready request on this thread; then end it and continue the connection.
-pub fn run(py: Python<'_>, conn: &Conn, app: &Py<PyAny>, settings: &Settings, ready: Ready) -> Step {
-    let Ready { id, keep_conn, role, request, spool } = ready;
+impl Ready {
+    /// The FastCGI request id.
+    pub fn id(&self) -> u16 {
+        self.id
+    }
+}
+
+/// Run the app for a ready request on this thread (through the WSGI door, which takes the
+/// GIL); then end it and continue the connection.
+pub fn run(conn: &Conn, app: &wsgi::App, settings: &Settings, ready: Ready) -> Step {
+    let Ready { id, keep_conn, request, spool } = ready;
     conn.lock().stdout_written = false;
-    let busy = crate::server::watchdog::Busy::enter(settings.timeout.is_some(), conn, id);
     let ended = Arc::new(AtomicBool::new(false));
     let sink = FastCgiSink { conn: conn.clone(), id, pending_head: Vec::new(), held: Vec::new(), ended: ended.clone() };
-    let sink: Box<dyn ResponseSink> = match role {
-        Role::Authorizer => Box::new(AuthorizerSink::new(Box::new(sink))),
-        Role::Responder => Box::new(sink),
-    };
-    let outcome = (|| -> PyResult<call::Outcome> {
-        let input = Bound::new(py, streams::Input::new(spool.into_reader()?))?;
-        let errors = Bound::new(py, streams::Errors::new(errors_sink(conn.clone(), id)))?;
-        let env = settings.environ.build(py, &request, input, errors)?;
-        Ok(call::serve(py, app.bind(py), env, sink, settings.policy))
-    })();
-    match outcome {
-        Ok(o) => log::info!(
-            "{} {} -> {} ({} bytes){}",
-            request.get("REQUEST_METHOD").unwrap_or("?"),
-            request.get("REQUEST_URI").unwrap_or(""),
-            o.status,
-            o.body_bytes,
-            if o.disconnected { ", client gone" } else { "" }
-        ),
+    match spool.into_reader() {
+        Ok(body) => wsgi::serve(app, &request, body, errors_sink(conn.clone(), id), Box::new(sink), &settings.policy).log(&request),
         Err(e) => log::error!("request {id}: {e}"),
     }
-    drop(busy);
-    conn.after_request(settings, id, keep_conn, ended.load(Ordering::SeqCst), role)
+    conn.after_request(settings, id, keep_conn, ended.load(Ordering::SeqCst), request.role)
 }

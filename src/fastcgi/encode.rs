@@ -3,7 +3,7 @@
 
 use super::codec::EncodeError;
 use super::nv;
-use super::record::{write_record, write_stream, write_stream_end, ProtocolStatus, RecordType, NULL_REQUEST_ID};
+use super::record::{write_body8, write_record, write_stream, write_stream_end, ProtocolStatus, RecordType, NULL_REQUEST_ID};
 
 /// STDOUT data in records of <= 65535 bytes; empty `data` writes nothing.
 pub fn stdout(out: &mut Vec<u8>, id: u16, data: &[u8]) {
@@ -28,7 +28,7 @@ pub fn end_stderr(out: &mut Vec<u8>, id: u16) {
 pub fn end_request(out: &mut Vec<u8>, id: u16, app_status: u32, status: ProtocolStatus) {
     let [a, b, c, d] = app_status.to_be_bytes();
     let body = [a, b, c, d, status.as_u8(), 0, 0, 0];
-    let _ = write_record(out, RecordType::EndRequest.as_u8(), id, &body); // 8 bytes: cannot fail
+    write_body8(out, RecordType::EndRequest.as_u8(), id, &body);
 }
 
 /// One GET_VALUES_RESULT record; errors if the body exceeds 65535 bytes.
@@ -49,5 +49,5 @@ pub fn get_values_result<N: AsRef<[u8]>, V: AsRef<[u8]>>(
 
 pub fn unknown_type(out: &mut Vec<u8>, record_type: u8) {
     let body = [record_type, 0, 0, 0, 0, 0, 0, 0];
-    let _ = write_record(out, RecordType::UnknownType.as_u8(), NULL_REQUEST_ID, &body);
+    write_body8(out, RecordType::UnknownType.as_u8(), NULL_REQUEST_ID, &body);
 }

@@ -190,11 +190,22 @@ pub fn write_record(
 ) -> Result<(), RecordError> {
     let len =
         u16::try_from(content.len()).map_err(|_| RecordError::ContentTooLong(content.len()))?;
+    push_record(out, record_type, request_id, content, len);
+    Ok(())
+}
+
+/// Appends one record whose content length `len` is already known to fit.
+fn push_record(out: &mut Vec<u8>, record_type: u8, request_id: u16, content: &[u8], len: u16) {
     let header = Header::new(record_type, request_id, len);
     out.extend_from_slice(&header.to_bytes());
     out.extend_from_slice(content);
     out.extend(std::iter::repeat_n(0, usize::from(header.padding_length)));
-    Ok(())
+}
+
+/// Appends a record with a fixed 8-byte body (BEGIN_REQUEST, END_REQUEST, UNKNOWN_TYPE):
+/// it always fits, so this cannot fail.
+pub fn write_body8(out: &mut Vec<u8>, record_type: u8, request_id: u16, body: &[u8; 8]) {
+    push_record(out, record_type, request_id, body, 8);
 }
 
 /// Appends stream data as records of at most 65535 content bytes.
@@ -202,14 +213,15 @@ pub fn write_record(
 /// end-of-stream and must only be sent deliberately (see [`write_stream_end`]).
 pub fn write_stream(out: &mut Vec<u8>, record_type: u8, request_id: u16, data: &[u8]) {
     for chunk in data.chunks(MAX_CONTENT_LEN) {
-        // chunks() never yields more than MAX_CONTENT_LEN bytes.
-        let _ = write_record(out, record_type, request_id, chunk);
+        // chunks() never yields more than MAX_CONTENT_LEN (u16::MAX) bytes.
+        let len = u16::try_from(chunk.len()).unwrap_or(u16::MAX);
+        push_record(out, record_type, request_id, chunk, len);
     }
 }
 
 /// Appends the empty record that closes a stream.
 pub fn write_stream_end(out: &mut Vec<u8>, record_type: u8, request_id: u16) {
-    let _ = write_record(out, record_type, request_id, &[]);
+    push_record(out, record_type, request_id, &[], 0);
 }
 
 #[cfg(test)]

@@ -10,10 +10,9 @@ pub mod worker;
 use crate::config::Config;
 use crate::error::ServerError;
 use crate::fastcgi::{self, conn};
-use crate::sys::set_signal;
-use crate::wsgi::{self, call, environ};
+use crate::sys::{secure_stdio, set_signal};
+use crate::wsgi;
 use listen::Listener;
-use pyo3::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -71,6 +70,31 @@ fn worker_count(config: &Config) -> usize {
     std::thread::available_parallelism().map(usize::from).unwrap_or(1)
 }
 
+/// The start-up the persistent server and the accelerator's worker share: stdio made
+/// safe, the app's process environment set, the app named. `Err` holds the exit status.
+pub(crate) fn prepare(config: &Config) -> Result<&crate::appspec::AppSpec, i32> {
+    if let Err(e) = secure_stdio(config.log_file.as_deref()) {
+        log::error!("cannot secure stdio: {e}");
+        return Err(1);
+    }
+    wsgi::boot::prepare_environment(config);
+    config.app.as_ref().ok_or_else(|| {
+        log::error!("{}", crate::error::ConfigError::NoApp);
+        1
+    })
+}
+
+/// The listener made ready for the event loops (non-blocking: several threads or
+/// processes may share it) and the stop signals installed. `Err` holds the exit status.
+pub(crate) fn ready_to_serve(listener: &Listener) -> Result<(), i32> {
+    if let Err(e) = listener.set_nonblocking() {
+        log::error!("cannot make the listener non-blocking: {e}");
+        return Err(1);
+    }
+    install_stop_handlers();
+    Ok(())
+}
+
 /// Run the FastCGI responder until a stop signal. Returns the exit status.
 pub fn run(config: &Config) -> i32 {
     let workers = worker_count(config);
@@ -81,10 +105,10 @@ pub fn run(config: &Config) -> i32 {
             return 1;
         }
     };
-    if let Err(e) = crate::sys::secure_stdio(config.log_file.as_deref()) {
-        log::error!("cannot secure stdio: {e}");
-        return 1;
-    }
+    let spec = match prepare(config) {
+        Ok(spec) => spec,
+        Err(code) => return code,
+    };
     // Bound (perhaps on a privileged port or in /run): now give up root, before the app.
     if let Some(target) = &config.run_as {
         if let Err(e) = privs::drop_to(target) {
@@ -92,17 +116,9 @@ pub fn run(config: &Config) -> i32 {
             return 1;
         }
     }
-    // Non-blocking: several threads (or processes) may share the socket.
-    if let Err(e) = listener.set_nonblocking() {
-        log::error!("cannot make the listener non-blocking: {e}");
-        return 1;
+    if let Err(code) = ready_to_serve(&listener) {
+        return code;
     }
-    wsgi::boot::prepare_environment(config);
-    let Some(spec) = &config.app else {
-        log::error!("{}", crate::error::ConfigError::NoApp);
-        return 1;
-    };
-    install_stop_handlers();
     // One process serves by itself unless the process model needs a supervisor.
     // --timeout replaces a stuck worker, so something must start the next one.
     let supervised = workers > 1 || config.lazy_apps || config.max_requests.is_some() || config.max_rss_mb.is_some() || config.reload || config.timeout.is_some();
@@ -123,7 +139,7 @@ pub fn run(config: &Config) -> i32 {
 
 /// Serve with the app already imported, in this process, until a stop signal (or, in a
 /// worker, until it is due for recycling). Returns the exit status.
-pub fn serve(config: &Config, listener: &Listener, app: &Py<PyAny>, spec: &crate::appspec::AppSpec, worker: Option<usize>) -> i32 {
+pub fn serve(config: &Config, listener: &Listener, app: &wsgi::App, spec: &crate::appspec::AppSpec, worker: Option<usize>) -> i32 {
     let threads = config.threads.max(1);
     let max_conns = config.max_conns.unwrap_or(DEFAULT_MAX_CONNS);
     let processes = if worker.is_some() { worker_count(config) } else { 1 };
@@ -143,12 +159,11 @@ pub fn serve(config: &Config, listener: &Listener, app: &Py<PyAny>, spec: &crate
         fcgi_role: !accel_worker,
         max_body: config.max_body,
         script_name: config.script_name.clone(),
-        policy: call::ErrorPolicy { show_traceback: config.debug },
-        environ: environ::Template::new(environ::ProcessModel { multithread: threads > 1, multiprocess: true, run_once: false }),
+        policy: wsgi::Policy::persistent(wsgi::ProcessModel { multithread: threads > 1, multiprocess: true, run_once: false }, config.debug),
         timeout: config.timeout,
     };
     if let Some(t) = config.timeout {
-        Python::attach(|py| watchdog::arm(py, t));
+        watchdog::arm(t);
     }
     let allowed = listen::allowed_peers();
     let recycle = worker::Recycle::new(config.max_requests, config.max_rss_mb);
@@ -174,7 +189,7 @@ pub fn serve(config: &Config, listener: &Listener, app: &Py<PyAny>, spec: &crate
         for i in 1..threads {
             let (worker, failed) = (&worker, failed.clone());
             let spawned = std::thread::Builder::new().name(format!("fcgi-{i}")).spawn_scoped(scope, move || {
-                if let Err(e) = Python::attach(|py| worker.run(py)) {
+                if let Err(e) = wsgi::process::detached(|| worker.run()) {
                     log::error!("request thread {i}: {e}");
                     failed.store(true, Ordering::SeqCst);
                 }
@@ -183,7 +198,7 @@ pub fn serve(config: &Config, listener: &Listener, app: &Py<PyAny>, spec: &crate
                 log::error!("cannot start request thread {i}: {e}");
             }
         }
-        if let Err(e) = Python::attach(|py| worker.run(py)) {
+        if let Err(e) = wsgi::process::detached(|| worker.run()) {
             log::error!("request thread 0: {e}");
             failed.store(true, Ordering::SeqCst);
         }

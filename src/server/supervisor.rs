@@ -5,9 +5,6 @@
 //! generation whose app fails to import is dropped and the old one keeps serving.
 //!
 //! Every fork happens while the forking process has a single thread.
-// TODO(layout): move to sys: the fork under PyOS_BeforeFork/AfterFork belongs behind a
-// `wsgi` fork hook (pyo3 leaves this file with the one door to Python).
-#![allow(unsafe_code)]
 
 use super::listen::Listener;
 use super::{serve, STOP};
@@ -15,7 +12,6 @@ use crate::appspec::AppSpec;
 use crate::config::Config;
 use crate::sys::{self, kill, reap, Backoff, Fork, ReadySignal, ReadyWait};
 use crate::wsgi;
-use pyo3::prelude::*;
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
@@ -207,11 +203,7 @@ fn zygote(plan: &Plan<'_>, ready: ReadySignal) -> i32 {
         match wsgi::boot::boot(config, plan.spec) {
             Ok(app) => {
                 // Objects alive now are never collected: the GC leaves their pages shared.
-                Python::attach(|py| {
-                    if let Err(e) = py.import("gc").and_then(|gc| gc.call_method0("freeze")) {
-                        log::warn!("gc.freeze: {e}");
-                    }
-                });
+                wsgi::process::gc_freeze();
                 Some(app)
             }
             Err(e) => {
@@ -299,21 +291,12 @@ fn zygote(plan: &Plan<'_>, ready: ReadySignal) -> i32 {
 }
 
 /// Fork one worker from the zygote; the child serves and never returns.
-fn fork_worker(plan: &Plan<'_>, app: Option<&Py<PyAny>>, index: usize, boot_fd: Option<RawFd>) -> std::io::Result<libc::pid_t> {
+fn fork_worker(plan: &Plan<'_>, app: Option<&wsgi::App>, index: usize, boot_fd: Option<RawFd>) -> std::io::Result<libc::pid_t> {
     let me = std::process::id() as libc::pid_t;
     let forked = match app {
         // Python's own fork protocol: locks taken before, state fixed up after.
-        // SAFETY: the zygote is single-threaded; PyOS_* are called with the GIL held.
-        Some(_) => Python::attach(|_py| unsafe {
-            pyo3::ffi::PyOS_BeforeFork();
-            let forked = sys::fork();
-            if forked.as_ref().is_ok_and(|f| *f == Fork::Child) {
-                pyo3::ffi::PyOS_AfterFork_Child();
-            } else {
-                pyo3::ffi::PyOS_AfterFork_Parent();
-            }
-            forked
-        }),
+        // The zygote is single-threaded.
+        Some(_) => wsgi::process::fork_with_python(),
         // The zygote is single-threaded and Python is not initialised.
         None => sys::fork(),
     };

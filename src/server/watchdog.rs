@@ -2,14 +2,18 @@
 //! of every thread, answered 504 (if nothing was sent yet) and its worker process replaced.
 //! A thread of its own checks the clock, so it works while the stuck thread holds the GIL.
 
-use crate::fastcgi::conn::Conn;
-use pyo3::prelude::*;
+use crate::wsgi;
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// Requests in progress in this process, by request thread: since when, where, which id.
-type BusyMap = Mutex<HashMap<std::thread::ThreadId, (Instant, Conn, u16)>>;
+/// What the watchdog calls on a stuck request before replacing the worker: answer 504 if
+/// nothing was sent yet, end the request either way (the gateway knows how).
+pub type OnTimeout = Arc<dyn Fn() + Send + Sync>;
+
+/// Requests in progress in this process, by request thread: since when, which id, what to
+/// call if it runs too long.
+type BusyMap = Mutex<HashMap<std::thread::ThreadId, (Instant, u16, OnTimeout)>>;
 
 fn busy() -> &'static BusyMap {
     static BUSY: OnceLock<BusyMap> = OnceLock::new();
@@ -23,9 +27,10 @@ pub const EXIT_TIMED_OUT: i32 = 0;
 pub struct Busy(bool);
 
 impl Busy {
-    pub fn enter(enabled: bool, conn: &Conn, id: u16) -> Busy {
+    /// `on_timeout` is only made when the watchdog is enabled.
+    pub fn enter(enabled: bool, id: u16, on_timeout: impl FnOnce() -> OnTimeout) -> Busy {
         if enabled {
-            busy().lock().unwrap_or_else(|p| p.into_inner()).insert(std::thread::current().id(), (Instant::now(), conn.clone(), id));
+            busy().lock().unwrap_or_else(|p| p.into_inner()).insert(std::thread::current().id(), (Instant::now(), id, on_timeout()));
         }
         Busy(enabled)
     }
@@ -42,28 +47,23 @@ impl Drop for Busy {
 /// The signal faulthandler dumps every Python thread's stack on (set up in `arm`).
 const DUMP_SIGNAL: i32 = libc::SIGUSR2;
 
-/// Start the watchdog thread of this worker process. `py` is used once, to register
-/// faulthandler, whose C handler prints stacks without needing the GIL.
-pub fn arm(py: Python<'_>, timeout: Duration) {
-    let registered = py.import("faulthandler").and_then(|fh| {
-        let kwargs = pyo3::types::PyDict::new(py);
-        kwargs.set_item("all_threads", true)?;
-        fh.call_method("register", (DUMP_SIGNAL,), Some(&kwargs))
-    });
-    if let Err(e) = registered {
+/// Start the watchdog thread of this worker process, after registering faulthandler on
+/// `DUMP_SIGNAL` (its C handler prints stacks without needing the GIL).
+pub fn arm(timeout: Duration) {
+    if let Err(e) = wsgi::process::register_stack_dump(DUMP_SIGNAL) {
         log::warn!("--timeout: cannot register faulthandler, stuck requests will be logged without a stack: {e}");
     }
     let spawned = std::thread::Builder::new().name("watchdog".into()).spawn(move || loop {
         std::thread::sleep(Duration::from_millis(250).min(timeout / 4).max(Duration::from_millis(10)));
         let stuck = {
             let map = busy().lock().unwrap_or_else(|p| p.into_inner());
-            map.values().find(|(since, _, _)| since.elapsed() > timeout).map(|(since, conn, id)| (since.elapsed(), conn.clone(), *id))
+            map.values().find(|(since, _, _)| since.elapsed() > timeout).map(|(since, id, on_timeout)| (since.elapsed(), *id, on_timeout.clone()))
         };
-        if let Some((elapsed, conn, id)) = stuck {
+        if let Some((elapsed, id, on_timeout)) = stuck {
             log::error!("request {id} has run for {:.1} s, over --timeout {} s: the Python stacks follow; replacing this worker", elapsed.as_secs_f64(), timeout.as_secs());
             // Delivered to this thread; faulthandler's handler is async-signal-safe.
             crate::sys::raise(DUMP_SIGNAL);
-            conn.answer_timeout(id);
+            on_timeout();
             // Ends this worker at once; its zygote forks a replacement.
             crate::sys::exit_now(EXIT_TIMED_OUT);
         }

@@ -1,14 +1,15 @@
-//! One request thread: an epoll loop over the listener and its connections. The thread
-//! holds the GIL except while it waits in epoll and during socket writes, so with one
-//! thread per process (the default) there is no GIL hand-off at all, and kept-alive
-//! connections from nginx never tie a thread down.
+//! One request thread: an epoll loop over the listener and its connections. The loop runs
+//! without the GIL (the WSGI door takes it for each request, only while Python runs) and
+//! never blocks on a peer: what it owes a connection waits in that connection's queue until
+//! epoll says the socket is writable. Kept-alive connections from nginx never tie a thread
+//! down.
 // TODO(layout): move to sys (the Epoll wrapper).
 #![allow(unsafe_code)]
 
 use super::listen::{self, Listener};
-use super::STOP;
+use super::{watchdog, STOP};
 use crate::fastcgi::conn::{self, Conn, Settings, Step};
-use pyo3::prelude::*;
+use crate::wsgi;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::os::fd::RawFd;
@@ -20,6 +21,27 @@ const STOP_GRACE: Duration = Duration::from_millis(300);
 
 /// The epoll token of the listener (connections use their fd).
 const LISTENER: u64 = u64::MAX;
+
+/// One open connection of this thread.
+struct Entry {
+    conn: Conn,
+    /// When it last finished something: the least recent idle one makes room, and a
+    /// connection quiet too long mid-request is closed (`--read-timeout`).
+    last_used: Instant,
+    /// The epoll events it is registered for (see `Conn::interest`).
+    interest: u32,
+}
+
+/// This thread's connections, by fd.
+type Table = HashMap<RawFd, Entry>;
+
+/// Take a connection out of the table and close it.
+fn drop_conn(conns: &mut Table, fd: RawFd) {
+    if let Some(e) = conns.remove(&fd) {
+        // Closing the fd takes it out of the epoll set (it is never dup'ed).
+        e.conn.close();
+    }
+}
 
 /// An epoll instance, closed on drop.
 struct Epoll(RawFd);
@@ -59,7 +81,7 @@ impl Drop for Epoll {
 
 pub struct Worker<'a> {
     pub listener: &'a Listener,
-    pub app: &'a Py<PyAny>,
+    pub app: &'a wsgi::App,
     pub settings: &'a Settings,
     pub allowed: Option<&'a [IpAddr]>,
     /// Unix peers must have this uid (SO_PEERCRED); others are dropped unanswered.
@@ -131,20 +153,19 @@ fn rss_kib() -> u64 {
 
 impl Worker<'_> {
     /// Serve until a stop signal, then let requests in flight finish (bounded) and return.
-    pub fn run(&self, py: Python<'_>) -> std::io::Result<()> {
+    /// Runs without the GIL.
+    pub fn run(&self) -> std::io::Result<()> {
         let epoll = Epoll::new()?;
         let listen_events = libc::EPOLLIN as u32 | if self.exclusive { libc::EPOLLEXCLUSIVE as u32 } else { 0 };
         epoll.ctl(libc::EPOLL_CTL_ADD, self.listener.raw_fd(), listen_events, LISTENER)?;
         let mut listening = true;
-        let mut conns: HashMap<RawFd, Conn> = HashMap::new();
-        // When each connection last finished something: the least recent idle one makes room.
-        let mut last_used: HashMap<RawFd, Instant> = HashMap::new();
+        let mut conns: Table = HashMap::new();
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
         let mut buf = vec![0u8; conn::READ_BUF];
         let mut stop_deadline: Option<Instant> = None;
         let mut last_sweep = Instant::now();
         loop {
-            let n = py.detach(|| epoll.wait(&mut events, 1000));
+            let n = epoll.wait(&mut events, 1000);
             if super::HUP_IGNORED.swap(false, Ordering::SeqCst) {
                 log::warn!("SIGHUP ignored: a single process cannot reload itself; run with a supervisor (--workers 2 or more, --reload, --max-requests) or let the web server restart it");
             }
@@ -154,7 +175,7 @@ impl Worker<'_> {
                 if listening {
                     // Connections already in the backlog were accepted by the kernel on our
                     // behalf and their web server is waiting: serve them, do not reset them.
-                    self.take_new(py, &epoll, &mut conns, &mut last_used, &mut buf, true);
+                    self.take_new(&epoll, &mut conns, &mut buf, true);
                     let _ = epoll.ctl(libc::EPOLL_CTL_DEL, self.listener.raw_fd(), 0, 0);
                     listening = false;
                 }
@@ -163,30 +184,30 @@ impl Worker<'_> {
                 let token = ev.u64;
                 if token == LISTENER {
                     if stop_deadline.is_none() {
-                        self.take_new(py, &epoll, &mut conns, &mut last_used, &mut buf, false);
+                        self.take_new(&epoll, &mut conns, &mut buf, false);
                     }
                     continue;
                 }
-                self.serve_readable(py, token as RawFd, &mut conns, &mut last_used, &mut buf);
-            }
-            if let Some(limit) = self.read_timeout {
-                // At most once a second: the check locks every connection.
-                if last_sweep.elapsed() >= Duration::from_secs(1) {
-                    last_sweep = Instant::now();
-                    self.close_stalled(limit, &mut conns, &mut last_used);
+                let fd = token as RawFd;
+                if ev.events & libc::EPOLLOUT as u32 != 0 && !self.on_writable(&epoll, &mut conns, fd) {
+                    continue;
                 }
+                if ev.events & !(libc::EPOLLOUT as u32) != 0 {
+                    self.serve_readable(&epoll, fd, &mut conns, &mut buf);
+                }
+            }
+            // At most once a second: the checks lock every connection.
+            if last_sweep.elapsed() >= Duration::from_secs(1) {
+                last_sweep = Instant::now();
+                self.close_stalled(&mut conns);
             }
             if let Some(deadline) = stop_deadline {
                 // Idle for a moment: a connection just taken from the backlog may not have
                 // sent its request yet (the web server writes right after connecting).
                 let now = Instant::now();
-                let quiet = |fd: &RawFd| last_used.get(fd).is_none_or(|t| now.duration_since(*t) >= STOP_GRACE);
-                let idle: Vec<RawFd> = conns.iter().filter(|(fd, c)| quiet(fd) && c.is_idle()).map(|(fd, _)| *fd).collect();
+                let idle: Vec<RawFd> = conns.iter().filter(|(_, e)| now.duration_since(e.last_used) >= STOP_GRACE && e.conn.is_idle()).map(|(fd, _)| *fd).collect();
                 for fd in idle {
-                    last_used.remove(&fd);
-                    if let Some(c) = conns.remove(&fd) {
-                        c.close();
-                    }
+                    drop_conn(&mut conns, fd);
                 }
                 if conns.is_empty() || Instant::now() >= deadline {
                     return Ok(());
@@ -195,7 +216,7 @@ impl Worker<'_> {
             }
             // Every connection busy at the limit: leave the listener alone until one closes
             // (idle ones are closed to make room in `accept_all`).
-            let blocked = conns.len() >= self.max_conns && conns.values().all(|c| !c.is_idle());
+            let blocked = conns.len() >= self.max_conns && conns.values().all(|e| !e.conn.is_idle());
             if listening == blocked {
                 let op = if blocked { libc::EPOLL_CTL_DEL } else { libc::EPOLL_CTL_ADD };
                 if epoll.ctl(op, self.listener.raw_fd(), listen_events, LISTENER).is_ok() {
@@ -210,75 +231,119 @@ impl Worker<'_> {
     /// request already: it is read now, not one epoll round trip later, and a connection
     /// answered and closed on that first read (nginx's default: one request per connection)
     /// never enters the epoll set.
-    fn take_new(&self, py: Python<'_>, epoll: &Epoll, conns: &mut HashMap<RawFd, Conn>, last_used: &mut HashMap<RawFd, Instant>, buf: &mut [u8], drain: bool) {
-        for fd in self.accept_all(conns, last_used, drain) {
-            self.serve_readable(py, fd, conns, last_used, buf);
-            if conns.contains_key(&fd) {
-                if let Err(e) = epoll.ctl(libc::EPOLL_CTL_ADD, fd, libc::EPOLLIN as u32 | libc::EPOLLRDHUP as u32, fd as u64) {
-                    log::warn!("cannot watch a new connection: {e}");
-                    last_used.remove(&fd);
-                    if let Some(c) = conns.remove(&fd) {
-                        c.close();
-                    }
-                }
+    fn take_new(&self, epoll: &Epoll, conns: &mut Table, buf: &mut [u8], drain: bool) {
+        for fd in self.accept_all(conns, drain) {
+            self.serve_readable(epoll, fd, conns, buf);
+        }
+    }
+
+    /// Register (or update) a connection's epoll events after the loop acted on it; false
+    /// if it had to be closed.
+    fn watch(&self, epoll: &Epoll, conns: &mut Table, fd: RawFd) -> bool {
+        let Some(entry) = conns.get_mut(&fd) else { return false };
+        let want = entry.conn.interest();
+        if want == entry.interest {
+            return true;
+        }
+        // Not yet in the epoll set (fresh from `accept_all`): added now, once its first read
+        // left it open.
+        let op = if entry.interest == 0 { libc::EPOLL_CTL_ADD } else { libc::EPOLL_CTL_MOD };
+        match epoll.ctl(op, fd, want, fd as u64) {
+            Ok(()) => {
+                entry.interest = want;
+                true
+            }
+            Err(e) => {
+                log::warn!("cannot watch a connection: {e}");
+                drop_conn(conns, fd);
+                false
             }
         }
     }
 
+    /// The socket can take more of what the loop queued for it; false if it was closed.
+    fn on_writable(&self, epoll: &Epoll, conns: &mut Table, fd: RawFd) -> bool {
+        let Some(entry) = conns.get(&fd) else { return false };
+        match entry.conn.on_writable() {
+            Step::Close => {
+                drop_conn(conns, fd);
+                false
+            }
+            _ => self.watch(epoll, conns, fd),
+        }
+    }
+
     /// Take in what a connection has sent and run every request it completes.
-    fn serve_readable(&self, py: Python<'_>, fd: RawFd, conns: &mut HashMap<RawFd, Conn>, last_used: &mut HashMap<RawFd, Instant>, buf: &mut [u8]) {
-        let Some(conn) = conns.get(&fd).cloned() else { return };
-        last_used.insert(fd, Instant::now());
+    fn serve_readable(&self, epoll: &Epoll, fd: RawFd, conns: &mut Table, buf: &mut [u8]) {
+        let Some(entry) = conns.get_mut(&fd) else { return };
+        entry.last_used = Instant::now();
+        let conn = entry.conn.clone();
         // A slow upload is activity too (the accelerator's idle timer must not stop it).
         super::ACTIVITY.fetch_add(1, Ordering::Relaxed);
         let mut step = conn.on_readable(self.settings, buf);
         loop {
             step = match step {
-                Step::Wait => return,
+                Step::Wait => {
+                    self.watch(epoll, conns, fd);
+                    return;
+                }
                 Step::Run(ready) => {
                     super::IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
-                    let next = conn::run(py, &conn, self.app, self.settings, ready);
+                    let id = ready.id();
+                    let busy = watchdog::Busy::enter(self.settings.timeout.is_some(), id, || {
+                        let conn = conn.clone();
+                        std::sync::Arc::new(move || conn.answer_timeout(id))
+                    });
+                    let next = conn::run(&conn, self.app, self.settings, ready);
+                    drop(busy);
                     super::IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
                     super::ACTIVITY.fetch_add(1, Ordering::SeqCst);
                     // The quiet time of what follows counts from now, not from before the app ran.
-                    last_used.insert(fd, Instant::now());
+                    if let Some(entry) = conns.get_mut(&fd) {
+                        entry.last_used = Instant::now();
+                    }
                     if self.recycle.due() {
                         STOP.store(true, Ordering::SeqCst);
                     }
                     next
                 }
                 Step::Close => {
-                    // Closing the fd takes it out of the epoll set (it is never dup'ed).
-                    conns.remove(&fd);
-                    last_used.remove(&fd);
-                    conn.close();
+                    drop_conn(conns, fd);
                     return;
                 }
             };
         }
     }
 
-    /// Close connections that started a request and then sent nothing for `limit`. Idle
-    /// ones (between requests: a web server's pool) are left alone; `--max-conns` bounds them.
-    fn close_stalled(&self, limit: Duration, conns: &mut HashMap<RawFd, Conn>, last_used: &mut HashMap<RawFd, Instant>) {
+    /// Close connections that started a request and then sent nothing for `--read-timeout`
+    /// (idle ones, between requests, are a web server's pool: `--max-conns` bounds them),
+    /// and connections whose queued answers the peer has not taken for `WRITE_TIMEOUT`.
+    fn close_stalled(&self, conns: &mut Table) {
         let now = Instant::now();
-        let stalled: Vec<RawFd> = conns
+        let quiet = |e: &Entry| self.read_timeout.is_some_and(|limit| now.duration_since(e.last_used) >= limit && !e.conn.is_idle());
+        let stalled: Vec<(RawFd, bool)> = conns
             .iter()
-            .filter(|(fd, c)| last_used.get(fd).is_some_and(|t| now.duration_since(*t) >= limit) && !c.is_idle())
-            .map(|(fd, _)| *fd)
+            .filter_map(|(fd, e)| {
+                if quiet(e) {
+                    Some((*fd, true))
+                } else {
+                    e.conn.output_stalled(conn::WRITE_TIMEOUT).then_some((*fd, false))
+                }
+            })
             .collect();
-        for fd in stalled {
-            log::warn!("closing a connection that sent part of a request and then nothing for {}s (--read-timeout)", limit.as_secs());
-            last_used.remove(&fd);
-            if let Some(c) = conns.remove(&fd) {
-                c.close();
+        for (fd, quiet) in stalled {
+            if quiet {
+                log::warn!("closing a connection that sent part of a request and then nothing for {}s (--read-timeout)", self.read_timeout.unwrap_or_default().as_secs());
+            } else {
+                log::warn!("closing a connection whose web server read none of its answers for {}s", conn::WRITE_TIMEOUT.as_secs());
             }
+            drop_conn(conns, fd);
         }
     }
 
     /// Accept every waiting connection; returns their fds (the caller adds them to the
     /// epoll set once their first read leaves them open).
-    fn accept_all(&self, conns: &mut HashMap<RawFd, Conn>, last_used: &mut HashMap<RawFd, Instant>, drain: bool) -> Vec<RawFd> {
+    fn accept_all(&self, conns: &mut Table, drain: bool) -> Vec<RawFd> {
         let mut accepted = Vec::new();
         loop {
             // At the limit, the least recently used idle connection (a web server's pooled
@@ -289,13 +354,10 @@ impl Worker<'_> {
                 if !crate::sys::wait_readable(self.listener.raw_fd(), 0) {
                     return accepted;
                 }
-                let oldest_idle = conns.iter().filter(|(_, c)| c.is_idle()).min_by_key(|(fd, _)| last_used.get(fd).copied()).map(|(fd, _)| *fd);
+                let oldest_idle = conns.iter().filter(|(_, e)| e.conn.is_idle()).min_by_key(|(_, e)| e.last_used).map(|(fd, _)| *fd);
                 let Some(old) = oldest_idle else { return accepted };
                 log::debug!("closing an idle connection to make room (--max-conns {})", self.max_conns);
-                last_used.remove(&old);
-                if let Some(c) = conns.remove(&old) {
-                    c.close();
-                }
+                drop_conn(conns, old);
             }
             let (stream, peer) = match self.listener.accept() {
                 Ok(c) => c,
@@ -312,7 +374,7 @@ impl Worker<'_> {
                     continue;
                 }
             }
-            if let (Some(want), listen::Stream::Unix(_)) = (self.peer_uid, &stream) {
+            if let (Some(want), crate::sys::Stream::Unix(_)) = (self.peer_uid, &stream) {
                 match crate::sys::peer_cred(stream.fd()) {
                     Ok((_, uid)) if uid == want => {}
                     Ok((pid, uid)) => {
@@ -328,8 +390,7 @@ impl Worker<'_> {
             super::ACTIVITY.fetch_add(1, Ordering::SeqCst);
             let conn = Conn::new(stream, &self.settings.codec);
             let fd = conn.fd();
-            conns.insert(fd, conn);
-            last_used.insert(fd, Instant::now());
+            conns.insert(fd, Entry { conn, last_used: Instant::now(), interest: 0 });
             accepted.push(fd);
             // Sharing the listener with other workers: take one connection per wake-up, so a
             // busy worker does not drain the backlog while an idle one waits (the kernel wakes

@@ -1,5 +1,6 @@
 //! The OS plumbing, in one place: processes (fork, kill, reap, signals, `_exit`), file
-//! descriptors (pipes, readiness signals, poll, flock, close-on-exec), users (credentials,
+//! descriptors (pipes, readiness signals, poll, flock, close-on-exec), accepted sockets
+//! read and written without blocking, users (credentials,
 //! peer credentials, privilege dropping) and the allocator's options. Every `unsafe` call
 //! the gateways and processes need lives here behind a safe function, each with its
 //! `// SAFETY:`; the rest of the crate denies `unsafe_code`.
@@ -8,6 +9,7 @@
 mod backoff;
 mod fd;
 mod process;
+mod stream;
 mod user;
 
 pub use backoff::Backoff;
@@ -17,4 +19,5 @@ pub use fd::{
 pub use process::{
     allocator_release_at_once, detach_on_exec, die_with_parent, exit_now, fork, kill, monotonic_ns, page_size, process_params, raise, reap, set_signal, Fork,
 };
+pub use stream::Stream;
 pub use user::{chown, drop_privileges, egid, euid, lookup_gid, lookup_uid, lookup_user, peer_cred, User};

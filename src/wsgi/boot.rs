@@ -39,7 +39,7 @@ pub fn prepare_environment(config: &Config) {
 }
 
 /// chdir, start the interpreter, set up sys.path, import the app.
-pub fn boot(config: &Config, spec: &AppSpec) -> Result<Py<PyAny>, BootError> {
+pub fn boot(config: &Config, spec: &AppSpec) -> Result<super::App, BootError> {
     if let Some(dir) = &config.chdir {
         std::env::set_current_dir(dir).map_err(|e| BootError::Chdir(format!("{}: {e}", dir.display())))?;
     }
@@ -58,5 +58,5 @@ pub fn boot(config: &Config, spec: &AppSpec) -> Result<Py<PyAny>, BootError> {
             .map_err(|e| BootError::Load { spec: spec.to_string(), traceback: format_exception(py, &e) })
     })?;
     crate::timings::stamp(crate::timings::Stamp::Import);
-    Ok(app)
+    Ok(super::App(app))
 }

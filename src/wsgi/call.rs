@@ -3,7 +3,7 @@
 //! turned into a 500 with the traceback in the log.
 
 use super::format_exception;
-use crate::response::{check_header, check_status, ResponseHead, ResponseSink};
+use crate::response::{check_header, check_status, send_error, Outcome, ResponseHead, ResponseSink};
 use pyo3::exceptions::{PyAssertionError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
@@ -157,32 +157,6 @@ impl Write {
     }
 }
 
-/// How one request ended, for the log and the caller's exit status.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    pub status: String,
-    pub body_bytes: u64,
-    /// The app failed (a 500 was sent, or the response was cut short).
-    pub app_error: bool,
-    /// The peer went away before the response was complete.
-    pub disconnected: bool,
-}
-
-/// Options for answering errors.
-#[derive(Debug, Clone, Copy)]
-pub struct ErrorPolicy {
-    /// Put the traceback in the 500 page (`--debug`).
-    pub show_traceback: bool,
-}
-
-/// A plain-text error response sent straight to the sink.
-pub fn send_error(sink: &mut dyn ResponseSink, status: &str, detail: &str) -> std::io::Result<()> {
-    let body = format!("{status}\n\n{detail}\n");
-    sink.send_head(&ResponseHead::error(status, body.len()))?;
-    sink.send_body(body.as_bytes(), true)?;
-    sink.finish()
-}
-
 fn call_close(py: Python<'_>, result: &Bound<'_, PyAny>) -> Option<PyErr> {
     // A plain list or tuple (the common `return [body]`) has no close(); asking costs an
     // AttributeError built and thrown away (~2k instructions) on every request.
@@ -197,16 +171,55 @@ fn call_close(py: Python<'_>, result: &Bound<'_, PyAny>) -> Option<PyErr> {
     .inspect(|e| log::error!("the app's close() failed:\n{}", format_exception(py, e)))
 }
 
-/// Call the app for one request and stream its response into `sink`.
-pub fn serve(py: Python<'_>, app: &Bound<'_, PyAny>, environ: Bound<'_, PyDict>, sink: Box<dyn ResponseSink>, policy: ErrorPolicy) -> Outcome {
+/// What is left once the app is done: the response's last write (its end, or a whole error
+/// page), made by `complete` after the GIL is released.
+pub(super) struct Served {
+    outcome: Outcome,
+    sink: Option<Box<dyn ResponseSink>>,
+    /// Send this page (status, detail) instead of ending the response.
+    error_page: Option<(&'static str, String)>,
+}
+
+impl Served {
+    fn done(outcome: Outcome) -> Served {
+        Served { outcome, sink: None, error_page: None }
+    }
+
+    /// An error page for a sink nothing was sent to yet.
+    pub(super) fn error_page(sink: Box<dyn ResponseSink>, status: &'static str, detail: String) -> Served {
+        let outcome = Outcome { status: status.to_owned(), body_bytes: 0, app_error: true, disconnected: false };
+        Served { outcome, sink: Some(sink), error_page: Some((status, detail)) }
+    }
+
+    /// Make the last write (call without the GIL) and say how the request ended.
+    pub(super) fn complete(self) -> Outcome {
+        let Served { mut outcome, sink, error_page } = self;
+        let Some(mut sink) = sink else { return outcome };
+        let sent = match &error_page {
+            Some((status, detail)) => send_error(&mut *sink, status, detail),
+            // The app failed after its head, or in close(): the response is not complete.
+            None if outcome.app_error => sink.cut_short(),
+            None => sink.finish(),
+        };
+        if let Err(e) = sent {
+            log::info!("the client went away at the end of the response: {e}");
+            outcome.disconnected = true;
+        }
+        outcome
+    }
+}
+
+/// Call the app for one request and stream its response into `sink`; the last write is
+/// left to `Served::complete`.
+pub(super) fn serve(py: Python<'_>, app: &Bound<'_, PyAny>, environ: Bound<'_, PyDict>, sink: Box<dyn ResponseSink>, show_traceback: bool) -> Served {
     let state: Shared = Arc::new(Mutex::new(State { head: None, head_sent: false, sink: Some(sink), body_sent: 0, implied_length: None, broken: false }));
     let start = match Bound::new(py, StartResponse { state: state.clone() }) {
         Ok(s) => s,
-        Err(e) => return fail(py, &state, e, policy),
+        Err(e) => return fail(py, &state, e, show_traceback),
     };
     let result = match app.call1((environ, start)) {
         Ok(r) => r,
-        Err(e) => return fail(py, &state, e, policy),
+        Err(e) => return fail(py, &state, e, show_traceback),
     };
     // A one-item list (the common `return [body]`) has a known length.
     if let Ok(list) = result.cast::<PyList>() {
@@ -219,25 +232,25 @@ pub fn serve(py: Python<'_>, app: &Bound<'_, PyAny>, environ: Bound<'_, PyDict>,
     let iterated = iterate(py, &state, &result);
     let close_error = call_close(py, &result);
     match (iterated, close_error) {
-        (Err(SendError::App(e)), _) => fail(py, &state, e, policy),
+        (Err(SendError::App(e)), _) => fail(py, &state, e, show_traceback),
         (Err(SendError::Gone(e)), _) => {
             log::info!("the client went away mid-response: {e}");
-            outcome(&state, false, true)
+            Served::done(outcome(&state, false, true))
         }
-        (Ok(()), Some(e)) if !lock(&state).head_sent => fail(py, &state, e, policy),
+        (Ok(()), Some(e)) if !lock(&state).head_sent => fail(py, &state, e, show_traceback),
         (Ok(()), close_error) => {
             // An empty body: the head goes out now (or the app never called start_response).
             if !lock(&state).head_sent {
                 match send(py, &state, b"", true) {
-                    Err(SendError::App(e)) => return fail(py, &state, e, policy),
+                    Err(SendError::App(e)) => return fail(py, &state, e, show_traceback),
                     Err(SendError::Gone(e)) => {
                         log::info!("the client went away: {e}");
-                        return outcome(&state, false, true);
+                        return Served::done(outcome(&state, false, true));
                     }
                     Ok(()) => {}
                 }
             }
-            finish(py, &state, close_error.is_some())
+            finish(&state, close_error.is_some())
         }
     }
 }
@@ -271,37 +284,25 @@ fn outcome(state: &Shared, app_error: bool, disconnected: bool) -> Outcome {
     }
 }
 
-fn finish(py: Python<'_>, state: &Shared, app_error: bool) -> Outcome {
+/// The response is complete: its end is written once the GIL is released.
+fn finish(state: &Shared, app_error: bool) -> Served {
     let sink = lock(state).sink.take();
-    if let Some(mut sink) = sink {
-        if let Err(e) = py.detach(move || if app_error { sink.cut_short() } else { sink.finish() }) {
-            log::info!("the client went away at the end of the response: {e}");
-            return outcome(state, app_error, true);
-        }
-    }
-    outcome(state, app_error, false)
+    Served { outcome: outcome(state, app_error, false), sink, error_page: None }
 }
 
 /// The app failed: log the traceback; answer 500 if the head has not gone out yet,
 /// else cut the response short (nothing else is honest once the status is sent).
-fn fail(py: Python<'_>, state: &Shared, err: PyErr, policy: ErrorPolicy) -> Outcome {
+fn fail(py: Python<'_>, state: &Shared, err: PyErr, show_traceback: bool) -> Served {
     let traceback = format_exception(py, &err);
     log::error!("the app failed:\n{traceback}");
-    let (head_sent, sink) = {
-        let mut st = lock(state);
-        (st.head_sent, st.sink.take())
-    };
-    if head_sent {
+    if lock(state).head_sent {
         log::error!("the response head was already sent: the response is cut short");
         // The head may still sit in the sink (a write(b"") sends it, with no body yet).
-        let disconnected = sink.is_some_and(|mut sink| py.detach(move || sink.cut_short()).is_err());
-        return outcome(state, true, disconnected);
+        return finish(state, true);
     }
-    let status = "500 Internal Server Error";
-    let detail = if policy.show_traceback { traceback } else { "The application failed; the details are in the server's error log.".to_owned() };
-    let disconnected = match sink {
-        Some(mut sink) => py.detach(move || send_error(&mut *sink, status, &detail)).is_err(),
-        None => true,
-    };
-    Outcome { status: status.to_owned(), body_bytes: 0, app_error: true, disconnected }
+    let detail = if show_traceback { traceback } else { "The application failed; the details are in the server's error log.".to_owned() };
+    match lock(state).sink.take() {
+        Some(sink) => Served::error_page(sink, "500 Internal Server Error", detail),
+        None => Served::done(Outcome { status: "500 Internal Server Error".to_owned(), body_bytes: 0, app_error: true, disconnected: true }),
+    }
 }

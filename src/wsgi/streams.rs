@@ -111,7 +111,8 @@ impl Input {
     }
 }
 
-/// Where `wsgi.errors` text goes (stderr in CGI; FastCGI STDERR records later).
+/// Where `wsgi.errors` text goes (stderr in CGI, FastCGI STDERR records); called with the
+/// GIL released.
 pub type ErrorSink = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// `wsgi.errors`: a text stream with write, writelines and flush.
@@ -128,15 +129,17 @@ impl Errors {
 
 #[pymethods]
 impl Errors {
-    fn write(&self, text: &Bound<'_, PyAny>) -> PyResult<usize> {
+    fn write(&self, py: Python<'_>, text: &Bound<'_, PyAny>) -> PyResult<usize> {
         let text: String = text.extract().map_err(|_| PyTypeError::new_err("wsgi.errors.write() takes str"))?;
-        (self.sink)(&text);
+        // The sink may write to a socket: never with the GIL held.
+        let sink = &self.sink;
+        py.detach(|| sink(&text));
         Ok(text.chars().count())
     }
 
-    fn writelines(&self, lines: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn writelines(&self, py: Python<'_>, lines: &Bound<'_, PyAny>) -> PyResult<()> {
         for line in lines.try_iter()? {
-            self.write(&line?)?;
+            self.write(py, &line?)?;
         }
         Ok(())
     }

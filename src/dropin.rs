@@ -32,6 +32,8 @@ pub struct DropIn {
     pub persist: Option<bool>,
     pub persist_idle_timeout: Option<String>,
     pub persist_dir: Option<PathBuf>,
+    /// `roles = responder,authorizer` (FastCGI drop-ins under mod_fcgid).
+    pub roles: Option<String>,
 }
 
 const MARKER: &str = "cgi2wsgi:";
@@ -77,7 +79,8 @@ impl DropIn {
             "persist" => self.persist = Some(truthy(&value)),
             "persist-idle-timeout" | "persist_idle_timeout" => self.persist_idle_timeout = Some(value),
             "persist-dir" | "persist_dir" => self.persist_dir = Some(path(&value)),
-            _ => return Err(format!("unknown setting {key:?} (known: app, venv, pythonpath, chdir, env, callable, max-body, script-name, log-level, debug, persist, persist-idle-timeout, persist-dir)")),
+            "roles" => self.roles = Some(value),
+            _ => return Err(format!("unknown setting {key:?} (known: app, venv, pythonpath, chdir, env, callable, max-body, script-name, log-level, debug, persist, persist-idle-timeout, persist-dir, roles)")),
         }
         Ok(())
     }

@@ -32,6 +32,8 @@ pub enum ConfigError {
     BadIdleTimeout(String),
     #[error("{0} {1:?}: expected a whole number of seconds")]
     BadSeconds(&'static str, String),
+    #[error("--roles: {0}")]
+    BadRoles(String),
 }
 
 /// Problems bringing up the embedded interpreter or loading the app.

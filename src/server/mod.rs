@@ -148,9 +148,30 @@ pub fn run(config: &Config) -> i32 {
         }
     };
     crate::sys::notify(&format!("READY=1\nSTATUS=serving {spec} on {}\nMAINPID={}", listener.describe(), std::process::id()));
+    if crate::sys::notify_enabled() {
+        // STOPPING=1 when the stop begins, not once the requests in flight have drained.
+        let spawned = std::thread::Builder::new().name("sd-notify".into()).spawn(|| {
+            while !STOP.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            notify_stopping();
+        });
+        if let Err(e) = spawned {
+            log::warn!("cannot start the systemd notifier: {e}");
+        }
+    }
     let code = serve(config, &listener, &app, spec, None);
-    crate::sys::notify("STOPPING=1\nSTATUS=stopped");
+    // The drain may end before the notifier's next look.
+    notify_stopping();
     code
+}
+
+/// STOPPING=1 for systemd, once.
+fn notify_stopping() {
+    static SENT: AtomicBool = AtomicBool::new(false);
+    if !SENT.swap(true, Ordering::SeqCst) {
+        crate::sys::notify("STOPPING=1\nSTATUS=stopping: finishing the requests in flight");
+    }
 }
 
 /// Serve with the app already imported, in this process, until a stop signal (or, in a

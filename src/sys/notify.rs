@@ -22,6 +22,11 @@ pub fn take_notify_socket() {
     let _ = socket();
 }
 
+/// Is there a systemd to tell?
+pub fn notify_enabled() -> bool {
+    socket().is_some()
+}
+
 /// Send `state` (e.g. "READY=1\nSTATUS=serving"); nothing without `NOTIFY_SOCKET`.
 /// Failures are logged, never fatal: systemd then times the start out by itself.
 pub fn notify(state: &str) {

@@ -294,7 +294,7 @@ impl Cli {
             bind: cli.bind.as_deref().map(BindSpec::parse),
             socket_perms: SocketPerms { mode: socket_mode, owner: cli.socket_owner, group: cli.socket_group },
             log_file: cli.log_file,
-            access_log: cli.access_log,
+            access_log: cli.access_log.or_else(|| dropin.access_log.clone()),
             max_conns: cli.max_conns.filter(|n| *n > 0),
             threads: cli.threads.max(1),
             workers: cli.workers,
@@ -488,6 +488,21 @@ mod tests {
         assert_eq!(cfg.env, vec![("B".into(), "file".into()), ("A".into(), "flag".into())]);
         let cli = Cli::try_parse_from(["cgi2wsgi", "--mode", "cgi", file.to_str().unwrap()]).unwrap();
         assert_eq!(cli.into_config(true).unwrap().venv, Some(PathBuf::from("/from-file")));
+    }
+
+    #[test]
+    fn accelerator_timeouts_and_access_log_from_the_drop_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("app.cgi");
+        std::fs::write(&file, "#!/x\n# cgi2wsgi: persist-timeout = 7\n# cgi2wsgi: access-log = logs/access.log\n").unwrap();
+        let cfg = Cli::try_parse_from(["cgi2wsgi", "--mode", "cgi", file.to_str().unwrap()]).unwrap().into_config(true).unwrap();
+        assert_eq!((cfg.persist.timeout, cfg.persist.start_timeout), (Duration::from_secs(7), DEFAULT_START_TIMEOUT));
+        assert_eq!(cfg.access_log, Some(dir.path().join("logs/access.log")));
+        let cli = Cli::try_parse_from(["cgi2wsgi", "--mode", "cgi", "--persist-timeout", "9", file.to_str().unwrap()]).unwrap();
+        assert_eq!(cli.into_config(true).unwrap().persist.timeout, Duration::from_secs(9), "the flag wins");
+        std::fs::write(&file, "#!/x\n# cgi2wsgi: persist-start-timeout = soon\n").unwrap();
+        let err = Cli::try_parse_from(["cgi2wsgi", "--mode", "cgi", file.to_str().unwrap()]).unwrap().into_config(true).unwrap_err();
+        assert_eq!(err.to_string(), "persist-start-timeout \"soon\": expected a whole number of seconds");
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub struct DropIn {
     /// `persist-timeout = 300`, `persist-start-timeout = 30`.
     pub persist_timeout: Option<String>,
     pub persist_start_timeout: Option<String>,
+    /// `access-log = PATH` (`--access-log`): the one way to set it under suEXEC.
+    pub access_log: Option<PathBuf>,
     /// `roles = responder,authorizer` (FastCGI drop-ins under mod_fcgid).
     pub roles: Option<String>,
 }
@@ -84,8 +86,9 @@ impl DropIn {
             "persist-dir" | "persist_dir" => self.persist_dir = Some(path(&value)),
             "persist-timeout" | "persist_timeout" => self.persist_timeout = Some(value),
             "persist-start-timeout" | "persist_start_timeout" => self.persist_start_timeout = Some(value),
+            "access-log" | "access_log" => self.access_log = Some(path(&value)),
             "roles" => self.roles = Some(value),
-            _ => return Err(format!("unknown setting {key:?} (known: app, venv, pythonpath, chdir, env, callable, max-body, script-name, log-level, debug, persist, persist-idle-timeout, persist-dir, persist-timeout, persist-start-timeout, roles)")),
+            _ => return Err(format!("unknown setting {key:?} (known: app, venv, pythonpath, chdir, env, callable, max-body, script-name, log-level, debug, persist, persist-idle-timeout, persist-dir, persist-timeout, persist-start-timeout, access-log, roles)")),
         }
         Ok(())
     }

@@ -2,9 +2,13 @@
 //! (a `#!` line or `FcgidWrapper` passes few arguments), and its resolution (with the
 //! drop-in's settings) into the plain values of `config`. clap's errors become one line here.
 
-use crate::appspec::{AppSpec, AppTarget};
+pub mod argv;
+pub mod dropin;
+pub mod generate;
+
+use crate::config::appspec::{AppSpec, AppTarget};
 use crate::config::{AccelSettings, BindSpec, Config, Gateway, RunAs, SocketPerms, DEFAULT_IDLE_TIMEOUT};
-use crate::dropin::DropIn;
+use crate::cli::dropin::DropIn;
 use crate::error::ConfigError;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use std::ffi::OsString;

@@ -2,7 +2,9 @@
 //! that imports them. Turning the command line, `CGI2WSGI_*` variables and drop-in lines
 //! into these values is the entry layer's work (`cli`).
 
-use crate::appspec::AppSpec;
+pub mod appspec;
+
+use crate::config::appspec::AppSpec;
 use std::ffi::CString;
 use std::path::PathBuf;
 use std::time::Duration;

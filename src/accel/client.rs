@@ -11,7 +11,7 @@ use crate::sys::{euid, inherited_stdout as stdout, peer_cred};
 use crate::config::Config;
 use crate::fastcgi::client as fcgi;
 use crate::fastcgi::{ClientDecoder, ClientEvent, Role};
-use crate::request::{BodyLength, Request};
+use crate::http::request::{BodyLength, Request};
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -152,7 +152,7 @@ fn send_request(sock: &mut UnixStream, mut out: Vec<u8>, body: BodyLength) -> io
 
 fn answer_502(out: &mut File, why: &str) -> i32 {
     // The web server is waiting: if even this cannot be written, nothing more can be said.
-    let _ = out.write_all(&crate::response::error_response_bytes("502 Bad Gateway", &format!("{why}; the reason is in the server's error log.")));
+    let _ = out.write_all(&crate::http::response::error_response_bytes("502 Bad Gateway", &format!("{why}; the reason is in the server's error log.")));
     0
 }
 
@@ -182,7 +182,7 @@ fn receive(sock: &mut UnixStream, worker: i32, timeout: std::time::Duration) -> 
                 if sent_any {
                     return 1;
                 }
-                let _ = out.write_all(&crate::response::error_response_bytes("504 Gateway Timeout", "the application did not answer in time; the reason is in the server's error log."));
+                let _ = out.write_all(&crate::http::response::error_response_bytes("504 Gateway Timeout", "the application did not answer in time; the reason is in the server's error log."));
                 return 0;
             }
             Err(e) => return fail(&mut out, sent_any, format!("reading from the worker: {e}")),

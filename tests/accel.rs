@@ -815,9 +815,17 @@ fn without_home_the_private_dir_comes_from_the_password_database() {
     let home = fx.path().join("home");
     std::fs::create_dir(&home).unwrap();
     // A uid no one uses, and an account for it for the length of the test.
-    let uid = (52_000..53_000).map(|u| u + std::process::id() % 500).find(|u| Command::new("getent").arg("passwd").arg(u.to_string()).output().is_ok_and(|o| !o.status.success())).unwrap();
+    let uid = (52_000..53_000)
+        .map(|u| u + std::process::id() % 500)
+        .find(|u| Command::new("getent").arg("passwd").arg(u.to_string()).output().is_ok_and(|o| !o.status.success()))
+        .unwrap();
     let name = format!("c2wt{uid}");
-    let added = Command::new("useradd").args(["-M", "-N", "-g", "nogroup", "-s", "/usr/sbin/nologin", "-u", &uid.to_string(), "-d"]).arg(&home).arg(&name).status().unwrap();
+    let added = Command::new("useradd")
+        .args(["-M", "-N", "-g", "nogroup", "-s", "/usr/sbin/nologin", "-u", &uid.to_string(), "-d"])
+        .arg(&home)
+        .arg(&name)
+        .status()
+        .unwrap();
     assert!(added.success(), "useradd failed");
     let _account = Account { name };
     std::os::unix::fs::chown(&home, Some(uid), None).unwrap();
@@ -865,7 +873,11 @@ fn without_home_the_private_dir_comes_from_the_password_database() {
 #[test]
 fn sigusr1_does_not_retire_a_worker_and_a_deploy_still_does() {
     let (base, dir, _workers) = private_dir();
-    let app = write_app(&base, "plain.cgi", "def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'one']\n");
+    let app = write_app(
+        &base,
+        "plain.cgi",
+        "def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'one']\n",
+    );
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(app_run(&dir, &app, &[], "").body, b"one");
     let pid = stamps(&dir)[0].1;
@@ -875,7 +887,11 @@ fn sigusr1_does_not_retire_a_worker_and_a_deploy_still_does() {
     let r = app_run(&dir, &app, &[], "");
     assert_eq!((r.body.as_slice(), stamps(&dir)[0].1), (&b"one"[..], pid), "{}", r.stderr);
     // The same settings (they are part of the worker's key), another body.
-    write_app(&base, "plain.cgi", "def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'two, deployed']\n");
+    write_app(
+        &base,
+        "plain.cgi",
+        "def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'two, deployed']\n",
+    );
     let r = app_run(&dir, &app, &[], "");
     assert_eq!(r.body, b"two, deployed", "{}", r.stderr);
     assert!(r.stderr.contains(&format!("retiring worker {pid}")), "{}", r.stderr);

@@ -178,11 +178,18 @@ fn receive(sock: &mut UnixStream, worker: i32, timeout: std::time::Duration) -> 
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                log::error!("--persist: the worker (pid {worker}) sent nothing for {} s (--persist-timeout): {}", timeout.as_secs(), if sent_any { "the response is cut short" } else { "answering 504" });
+                log::error!(
+                    "--persist: the worker (pid {worker}) sent nothing for {} s (--persist-timeout): {}",
+                    timeout.as_secs(),
+                    if sent_any { "the response is cut short" } else { "answering 504" }
+                );
                 if sent_any {
                     return 1;
                 }
-                let _ = out.write_all(&crate::http::response::error_response_bytes("504 Gateway Timeout", "the application did not answer in time; the reason is in the server's error log."));
+                let _ = out.write_all(&crate::http::response::error_response_bytes(
+                    "504 Gateway Timeout",
+                    "the application did not answer in time; the reason is in the server's error log.",
+                ));
                 return 0;
             }
             Err(e) => return fail(&mut out, sent_any, format!("reading from the worker: {e}")),

@@ -116,7 +116,14 @@ pub struct AccelSettings {
 
 impl Default for AccelSettings {
     fn default() -> Self {
-        AccelSettings { enabled: false, idle_timeout: DEFAULT_IDLE_TIMEOUT, dir: None, worker_socket: None, timeout: DEFAULT_PERSIST_TIMEOUT, start_timeout: DEFAULT_START_TIMEOUT }
+        AccelSettings {
+            enabled: false,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            dir: None,
+            worker_socket: None,
+            timeout: DEFAULT_PERSIST_TIMEOUT,
+            start_timeout: DEFAULT_START_TIMEOUT,
+        }
     }
 }
 

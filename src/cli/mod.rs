@@ -7,7 +7,6 @@ pub mod dropin;
 pub mod generate;
 
 use crate::cli::dropin::DropIn;
-use crate::cli::dropin::DropIn;
 use crate::config::appspec::{AppSpec, AppTarget};
 use crate::config::{AccelSettings, BindSpec, Config, Gateway, RunAs, SocketPerms, DEFAULT_IDLE_TIMEOUT, DEFAULT_PERSIST_TIMEOUT, DEFAULT_START_TIMEOUT};
 use crate::error::ConfigError;

@@ -2,9 +2,13 @@
 //! (a `#!` line or `FcgidWrapper` passes few arguments), and its resolution (with the
 //! drop-in's settings) into the plain values of `config`. clap's errors become one line here.
 
-use crate::appspec::{AppSpec, AppTarget};
+pub mod argv;
+pub mod dropin;
+pub mod generate;
+
+use crate::config::appspec::{AppSpec, AppTarget};
 use crate::config::{AccelSettings, BindSpec, Config, Gateway, RunAs, SocketPerms, DEFAULT_IDLE_TIMEOUT};
-use crate::dropin::DropIn;
+use crate::cli::dropin::DropIn;
 use crate::error::ConfigError;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use std::ffi::OsString;
@@ -257,8 +261,8 @@ impl Cli {
             None => None,
         };
         let roles = match cli.roles.as_deref().or(dropin.roles.as_deref()) {
-            Some(list) => crate::role::Roles::parse(list).map_err(ConfigError::BadRoles)?,
-            None => crate::role::Roles::default(),
+            Some(list) => crate::http::role::Roles::parse(list).map_err(ConfigError::BadRoles)?,
+            None => crate::http::role::Roles::default(),
         };
         let mut pythonpath = cli.python.pythonpath;
         pythonpath.extend(dropin.pythonpath);
@@ -467,7 +471,7 @@ mod tests {
 
     #[test]
     fn roles_from_flag_or_drop_in() {
-        use crate::role::Roles;
+        use crate::http::role::Roles;
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("gate.fcgi");
         std::fs::write(&file, "#!/x\n# cgi2wsgi: roles = authorizer\n").unwrap();

@@ -55,8 +55,7 @@ impl DropIn {
             }
             let Some(comment) = line.strip_prefix('#') else { break };
             let Some(setting) = comment.trim_start().strip_prefix(MARKER) else { continue };
-            out.apply(setting.trim(), base)
-                .map_err(|why| ConfigError::DropIn { file: path.to_owned(), line: index + 1, why })?;
+            out.apply(setting.trim(), base).map_err(|why| ConfigError::DropIn { file: path.to_owned(), line: index + 1, why })?;
         }
         Ok(out)
     }

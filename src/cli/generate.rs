@@ -14,11 +14,7 @@ use std::io::Write;
 fn command() -> clap::Command {
     Cli::command()
         .version(env!("CARGO_PKG_VERSION"))
-        .subcommand(
-            BenchArgs::command().name("bench").about(
-                "Measure per-request CGI, accelerated CGI and persistent FastCGI for an app",
-            ),
-        )
+        .subcommand(BenchArgs::command().name("bench").about("Measure per-request CGI, accelerated CGI and persistent FastCGI for an app"))
 }
 
 /// Write what `what` names to stdout; returns the exit status.

@@ -27,11 +27,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_params_bytes: 1 << 20,
-            max_params_pairs: 10_000,
-            max_active_requests: 100,
-        }
+        Self { max_params_bytes: 1 << 20, max_params_pairs: 10_000, max_active_requests: 100 }
     }
 }
 
@@ -87,10 +83,7 @@ pub enum ProtocolError {
     #[error("unsupported FastCGI version {0}")]
     BadVersion(u8),
     #[error("malformed body in record type {record_type}: {reason}")]
-    MalformedBody {
-        record_type: u8,
-        reason: &'static str,
-    },
+    MalformedBody { record_type: u8, reason: &'static str },
     #[error("BEGIN_REQUEST for already active request id {0}")]
     DuplicateRequestId(u16),
     #[error("request {id}: params exceed {limit} bytes")]
@@ -185,10 +178,7 @@ impl Framer {
             return Ok(None);
         }
         let rest = self.buf.get(self.pos..).unwrap_or(&[]);
-        let Some(hb) = rest
-            .get(..HEADER_LEN)
-            .and_then(|s| <[u8; HEADER_LEN]>::try_from(s).ok())
-        else {
+        let Some(hb) = rest.get(..HEADER_LEN).and_then(|s| <[u8; HEADER_LEN]>::try_from(s).ok()) else {
             return Ok(None);
         };
         let header = Header::from_bytes(hb);
@@ -237,12 +227,7 @@ pub struct Connection {
 
 impl Connection {
     pub fn new(config: Config) -> Self {
-        Self {
-            config,
-            framer: Framer::default(),
-            requests: HashMap::new(),
-            error: None,
-        }
+        Self { config, framer: Framer::default(), requests: HashMap::new(), error: None }
     }
 
     pub fn config(&self) -> &Config {
@@ -294,11 +279,7 @@ impl Connection {
         Ok(None)
     }
 
-    fn on_record(
-        &mut self,
-        header: Header,
-        content: Vec<u8>,
-    ) -> Result<Option<Event>, ProtocolError> {
+    fn on_record(&mut self, header: Header, content: Vec<u8>) -> Result<Option<Event>, ProtocolError> {
         let id = header.request_id;
         let record_type = header.record_type;
         let known = RecordType::from_u8(record_type);
@@ -307,15 +288,8 @@ impl Connection {
             if known != Some(RecordType::GetValues) {
                 return Ok(Some(Event::UnknownManagementType { record_type }));
             }
-            let pairs = nv::decode_all(
-                &content,
-                MAX_CONTENT_LEN,
-                self.config.limits.max_params_pairs,
-            )
-            .map_err(|_| ProtocolError::MalformedBody {
-                record_type,
-                reason: "invalid name-value pairs",
-            })?;
+            let pairs = nv::decode_all(&content, MAX_CONTENT_LEN, self.config.limits.max_params_pairs)
+                .map_err(|_| ProtocolError::MalformedBody { record_type, reason: "invalid name-value pairs" })?;
             let names = pairs.into_iter().map(|(n, _)| n).collect();
             return Ok(Some(Event::GetValues { names }));
         }
@@ -374,10 +348,8 @@ impl Connection {
     }
 
     fn on_begin(&mut self, id: u16, content: &[u8]) -> Result<Option<Event>, ProtocolError> {
-        let body = <[u8; 8]>::try_from(content).map_err(|_| ProtocolError::MalformedBody {
-            record_type: RecordType::BeginRequest.as_u8(),
-            reason: "BEGIN_REQUEST body must be 8 bytes",
-        })?;
+        let body = <[u8; 8]>::try_from(content)
+            .map_err(|_| ProtocolError::MalformedBody { record_type: RecordType::BeginRequest.as_u8(), reason: "BEGIN_REQUEST body must be 8 bytes" })?;
         if self.requests.contains_key(&id) {
             return Err(ProtocolError::DuplicateRequestId(id));
         }
@@ -423,15 +395,9 @@ impl Connection {
 
 fn nv_error(id: u16, limits: &Limits, e: NvError) -> ProtocolError {
     match e {
-        NvError::TooManyPairs { .. } => ProtocolError::TooManyParams {
-            id,
-            limit: limits.max_params_pairs,
-        },
+        NvError::TooManyPairs { .. } => ProtocolError::TooManyParams { id, limit: limits.max_params_pairs },
         NvError::Truncated => ProtocolError::TruncatedParams(id),
-        NvError::TooLarge { .. } | NvError::LengthTooLarge(_) => ProtocolError::ParamsTooLarge {
-            id,
-            limit: limits.max_params_bytes,
-        },
+        NvError::TooLarge { .. } | NvError::LengthTooLarge(_) => ProtocolError::ParamsTooLarge { id, limit: limits.max_params_bytes },
     }
 }
 
@@ -444,28 +410,14 @@ mod tests {
     /// Hand-built record: literal header fields, zero padding.
     fn rec(t: u8, id: u16, content: &[u8], pad: u8) -> Vec<u8> {
         let len = u16::try_from(content.len()).unwrap();
-        let mut v = vec![
-            1,
-            t,
-            (id >> 8) as u8,
-            id as u8,
-            (len >> 8) as u8,
-            len as u8,
-            pad,
-            0,
-        ];
+        let mut v = vec![1, t, (id >> 8) as u8, id as u8, (len >> 8) as u8, len as u8, pad, 0];
         v.extend_from_slice(content);
         v.resize(v.len() + usize::from(pad), 0);
         v
     }
 
     fn begin(id: u16, role: u16, flags: u8) -> Vec<u8> {
-        rec(
-            1,
-            id,
-            &[(role >> 8) as u8, role as u8, flags, 0, 0, 0, 0, 0],
-            0,
-        )
+        rec(1, id, &[(role >> 8) as u8, role as u8, flags, 0, 0, 0, 0, 0], 0)
     }
 
     fn events(c: &mut Connection) -> Result<Vec<Event>, ProtocolError> {
@@ -492,8 +444,7 @@ mod tests {
             1, 1, 0, 1, 0, 8, 0, 0, // BEGIN_REQUEST id 1, len 8
             0, 1, 1, 0, 0, 0, 0, 0, // RESPONDER, KEEP_CONN
             1, 4, 0, 1, 0, 13, 3, 0, // PARAMS id 1, len 13, pad 3
-            11, 0, b'S', b'C', b'R', b'I', b'P', b'T', b'_', b'N', b'A', b'M', b'E', 0, 0, 0, 1, 4,
-            0, 1, 0, 0, 0, 0, // empty PARAMS
+            11, 0, b'S', b'C', b'R', b'I', b'P', b'T', b'_', b'N', b'A', b'M', b'E', 0, 0, 0, 1, 4, 0, 1, 0, 0, 0, 0, // empty PARAMS
             1, 5, 0, 1, 0, 5, 3, 0, // STDIN len 5 pad 3
         ];
         w.extend_from_slice(b"hello\0\0\0");
@@ -519,10 +470,7 @@ mod tests {
 
     #[test]
     fn literal_request_round_trip() {
-        assert_eq!(
-            run(Config::default(), &literal_request()).unwrap(),
-            literal_events()
-        );
+        assert_eq!(run(Config::default(), &literal_request()).unwrap(), literal_events());
     }
 
     #[test]
@@ -554,13 +502,7 @@ mod tests {
         // STDIN "x" with the maximum padding of 255, fed in pieces
         let stdin = rec(5, 1, b"x", 255);
         c.feed(&stdin[..9]);
-        assert_eq!(
-            events(&mut c).unwrap(),
-            vec![Event::Stdin {
-                id: 1,
-                data: b"x".to_vec()
-            }]
-        );
+        assert_eq!(events(&mut c).unwrap(), vec![Event::Stdin { id: 1, data: b"x".to_vec() }]);
         c.feed(&stdin[9..100]);
         assert_eq!(events(&mut c).unwrap(), vec![]);
         let mut rest = stdin[100..].to_vec();
@@ -600,10 +542,7 @@ mod tests {
         let mut wire = begin(1, 1, 0);
         wire.extend(rec(4, 1, &[3, 0, b'A'], 0));
         wire.extend(rec(4, 1, &[], 0));
-        assert_eq!(
-            run(Config::default(), &wire),
-            Err(ProtocolError::TruncatedParams(1))
-        );
+        assert_eq!(run(Config::default(), &wire), Err(ProtocolError::TruncatedParams(1)));
     }
 
     #[test]
@@ -658,10 +597,7 @@ mod tests {
         assert_eq!(out, [1, 6, 0, 1, 0, 0, 0, 0, 1, 7, 1, 2, 0, 0, 0, 0]);
         let mut out = Vec::new();
         encode::stderr(&mut out, 3, b"oops");
-        assert_eq!(
-            out,
-            [1, 7, 0, 3, 0, 4, 4, 0, b'o', b'o', b'p', b's', 0, 0, 0, 0]
-        );
+        assert_eq!(out, [1, 7, 0, 3, 0, 4, 4, 0, b'o', b'o', b'p', b's', 0, 0, 0, 0]);
     }
 
     #[test]
@@ -671,73 +607,35 @@ mod tests {
         assert_eq!(out, [1, 3, 0, 1, 0, 8, 0, 0, 1, 2, 3, 4, 3, 0, 0, 0]);
         let mut d = ClientDecoder::new();
         d.feed(&out);
-        assert_eq!(
-            d.poll_event().unwrap(),
-            Some(ClientEvent::EndRequest {
-                id: 1,
-                app_status: 0x0102_0304,
-                protocol_status: 3
-            })
-        );
+        assert_eq!(d.poll_event().unwrap(), Some(ClientEvent::EndRequest { id: 1, app_status: 0x0102_0304, protocol_status: 3 }));
         assert_eq!(d.poll_event().unwrap(), None);
     }
 
     #[test]
     fn get_values_answered() {
         let mut body = Vec::new();
-        for name in [
-            "FCGI_MAX_CONNS",
-            "FCGI_MAX_REQS",
-            "FCGI_MPXS_CONNS",
-            "OTHER",
-        ] {
+        for name in ["FCGI_MAX_CONNS", "FCGI_MAX_REQS", "FCGI_MPXS_CONNS", "OTHER"] {
             body.push(name.len() as u8);
             body.push(0);
             body.extend_from_slice(name.as_bytes());
         }
         assert_eq!(body.len(), 55);
         let wire = rec(9, 0, &body, 1); // padded to 56
-        let config = Config {
-            mpxs_conns: true,
-            max_conns: 10,
-            max_reqs: 50,
-            ..Config::default()
-        };
+        let config = Config { mpxs_conns: true, max_conns: 10, max_reqs: 50, ..Config::default() };
         let ev = run(config.clone(), &wire).unwrap();
-        let Some(Event::GetValues { names }) = ev.first() else {
-            panic!("{ev:?}")
-        };
+        let Some(Event::GetValues { names }) = ev.first() else { panic!("{ev:?}") };
         assert_eq!(names.len(), 4);
         let answer = config.get_values_answer(names);
-        assert_eq!(
-            answer,
-            vec![
-                p("FCGI_MAX_CONNS", "10"),
-                p("FCGI_MAX_REQS", "50"),
-                p("FCGI_MPXS_CONNS", "1")
-            ]
-        );
+        assert_eq!(answer, vec![p("FCGI_MAX_CONNS", "10"), p("FCGI_MAX_REQS", "50"), p("FCGI_MPXS_CONNS", "1")]);
         let mut out = Vec::new();
         encode::get_values_result(&mut out, &answer).unwrap();
         assert_eq!(out[..8], [1, 10, 0, 0, 0, 53, 3, 0]);
         let mut d = ClientDecoder::new();
         d.feed(&out);
-        assert_eq!(
-            d.poll_event().unwrap(),
-            Some(ClientEvent::GetValuesResult { pairs: answer })
-        );
+        assert_eq!(d.poll_event().unwrap(), Some(ClientEvent::GetValuesResult { pairs: answer }));
         // client-side encoder produces the same body as the literal one
         let mut out = Vec::new();
-        client::get_values(
-            &mut out,
-            &[
-                "FCGI_MAX_CONNS",
-                "FCGI_MAX_REQS",
-                "FCGI_MPXS_CONNS",
-                "OTHER",
-            ],
-        )
-        .unwrap();
+        client::get_values(&mut out, &["FCGI_MAX_CONNS", "FCGI_MAX_REQS", "FCGI_MPXS_CONNS", "OTHER"]).unwrap();
         assert_eq!(out, wire);
     }
 
@@ -746,10 +644,7 @@ mod tests {
         let big = vec![b'x'; 70_000];
         let mut out = Vec::new();
         let r = encode::get_values_result(&mut out, &[(&b"N"[..], &big[..])]);
-        assert!(matches!(
-            r,
-            Err(EncodeError::Record(RecordError::ContentTooLong(_)))
-        ));
+        assert!(matches!(r, Err(EncodeError::Record(RecordError::ContentTooLong(_)))));
         assert!(out.is_empty());
     }
 
@@ -772,10 +667,7 @@ mod tests {
         assert_eq!(out, [1, 11, 0, 0, 0, 8, 0, 0, 99, 0, 0, 0, 0, 0, 0, 0]);
         let mut d = ClientDecoder::new();
         d.feed(&out);
-        assert_eq!(
-            d.poll_event().unwrap(),
-            Some(ClientEvent::UnknownType { record_type: 99 })
-        );
+        assert_eq!(d.poll_event().unwrap(), Some(ClientEvent::UnknownType { record_type: 99 }));
     }
 
     #[test]
@@ -901,15 +793,8 @@ mod tests {
 
     #[test]
     fn multiplexing_and_overload() {
-        let limits = Limits {
-            max_active_requests: 2,
-            ..Limits::default()
-        };
-        let config = Config {
-            mpxs_conns: true,
-            limits,
-            ..Config::default()
-        };
+        let limits = Limits { max_active_requests: 2, ..Limits::default() };
+        let config = Config { mpxs_conns: true, limits, ..Config::default() };
         let mut wire = begin(1, 1, 1);
         wire.extend(begin(2, 1, 1));
         wire.extend(begin(3, 1, 1));
@@ -980,13 +865,7 @@ mod tests {
     fn wrong_direction_record_for_active_id_is_an_error() {
         let mut wire = begin(1, 1, 0);
         wire.extend(rec(6, 1, b"x", 7));
-        assert_eq!(
-            run(Config::default(), &wire),
-            Err(ProtocolError::UnexpectedRecordType {
-                record_type: 6,
-                id: 1
-            })
-        );
+        assert_eq!(run(Config::default(), &wire), Err(ProtocolError::UnexpectedRecordType { record_type: 6, id: 1 }));
     }
 
     #[test]
@@ -1004,10 +883,7 @@ mod tests {
     fn malformed_begin_body() {
         for len in [0usize, 7, 9] {
             let wire = rec(1, 1, &vec![0; len], 0);
-            assert!(matches!(
-                run(Config::default(), &wire),
-                Err(ProtocolError::MalformedBody { record_type: 1, .. })
-            ));
+            assert!(matches!(run(Config::default(), &wire), Err(ProtocolError::MalformedBody { record_type: 1, .. })));
         }
     }
 
@@ -1035,54 +911,30 @@ mod tests {
         assert_eq!(c.poll_event(), Ok(None));
         assert!(c.is_active(1));
         c.feed(&[1, 0, 0, 0, 0]);
-        assert!(matches!(
-            c.poll_event(),
-            Ok(Some(Event::Request { id: 1, .. }))
-        ));
+        assert!(matches!(c.poll_event(), Ok(Some(Event::Request { id: 1, .. }))));
     }
 
     #[test]
     fn params_byte_bound() {
-        let limits = Limits {
-            max_params_bytes: 10,
-            ..Limits::default()
-        };
-        let config = Config {
-            limits,
-            ..Config::default()
-        };
+        let limits = Limits { max_params_bytes: 10, ..Limits::default() };
+        let config = Config { limits, ..Config::default() };
         let mut wire = begin(1, 1, 0);
         wire.extend(rec(4, 1, &[2, 2, b'a', b'b', b'c', b'd'], 0)); // 6 bytes
         wire.extend(rec(4, 1, &[1, 2, b'e', b'f', b'g'], 0)); // 11 total
-        assert_eq!(
-            run(config.clone(), &wire),
-            Err(ProtocolError::ParamsTooLarge { id: 1, limit: 10 })
-        );
+        assert_eq!(run(config.clone(), &wire), Err(ProtocolError::ParamsTooLarge { id: 1, limit: 10 }));
         // declared length over the bound fails before the data arrives
         let mut wire = begin(1, 1, 0);
         wire.extend(rec(4, 1, &[1, 20], 0));
-        assert_eq!(
-            run(config, &wire),
-            Err(ProtocolError::ParamsTooLarge { id: 1, limit: 10 })
-        );
+        assert_eq!(run(config, &wire), Err(ProtocolError::ParamsTooLarge { id: 1, limit: 10 }));
     }
 
     #[test]
     fn params_pair_bound() {
-        let limits = Limits {
-            max_params_pairs: 2,
-            ..Limits::default()
-        };
-        let config = Config {
-            limits,
-            ..Config::default()
-        };
+        let limits = Limits { max_params_pairs: 2, ..Limits::default() };
+        let config = Config { limits, ..Config::default() };
         let mut wire = begin(1, 1, 0);
         wire.extend(rec(4, 1, &[1, 0, b'a', 1, 0, b'b', 1, 0, b'c'], 7));
-        assert_eq!(
-            run(config, &wire),
-            Err(ProtocolError::TooManyParams { id: 1, limit: 2 })
-        );
+        assert_eq!(run(config, &wire), Err(ProtocolError::TooManyParams { id: 1, limit: 2 }));
     }
 
     #[test]
@@ -1090,13 +942,7 @@ mod tests {
         let mut wire = begin(1, 1, 0);
         // name length 2^31-1 in the 4-byte form, then a few bytes
         wire.extend(rec(4, 1, &[0xff, 0xff, 0xff, 0xff, 0x00, b'x'], 2));
-        assert_eq!(
-            run(Config::default(), &wire),
-            Err(ProtocolError::ParamsTooLarge {
-                id: 1,
-                limit: 1 << 20
-            })
-        );
+        assert_eq!(run(Config::default(), &wire), Err(ProtocolError::ParamsTooLarge { id: 1, limit: 1 << 20 }));
     }
 
     #[test]
@@ -1141,19 +987,13 @@ mod tests {
     fn stream_order_violations() {
         let mut base = begin(1, 1, 0);
         base.extend(rec(5, 1, b"x", 7));
-        assert_eq!(
-            run(Config::default(), &base),
-            Err(ProtocolError::StdinBeforeParams(1))
-        );
+        assert_eq!(run(Config::default(), &base), Err(ProtocolError::StdinBeforeParams(1)));
 
         let mut base = begin(1, 1, 0);
         base.extend(rec(4, 1, &[], 0));
         let mut wire = base.clone();
         wire.extend(rec(4, 1, &[1, 0, b'a'], 5));
-        assert_eq!(
-            run(Config::default(), &wire),
-            Err(ProtocolError::ParamsAfterEnd(1))
-        );
+        assert_eq!(run(Config::default(), &wire), Err(ProtocolError::ParamsAfterEnd(1)));
 
         let mut wire = base;
         wire.extend(rec(5, 1, &[], 0));
@@ -1209,28 +1049,13 @@ mod tests {
         // END_REQUEST with a 7-byte body
         let mut d = ClientDecoder::new();
         d.feed(&rec(3, 1, &[0; 7], 1));
-        assert!(matches!(
-            d.poll_event(),
-            Err(ProtocolError::MalformedBody { record_type: 3, .. })
-        ));
+        assert!(matches!(d.poll_event(), Err(ProtocolError::MalformedBody { record_type: 3, .. })));
         let mut d = ClientDecoder::new();
         d.feed(&rec(11, 0, &[1, 2], 6));
-        assert!(matches!(
-            d.poll_event(),
-            Err(ProtocolError::MalformedBody {
-                record_type: 11,
-                ..
-            })
-        ));
+        assert!(matches!(d.poll_event(), Err(ProtocolError::MalformedBody { record_type: 11, .. })));
         let mut d = ClientDecoder::new();
         d.feed(&rec(5, 1, b"x", 7));
-        assert_eq!(
-            d.poll_event(),
-            Err(ProtocolError::UnexpectedRecordType {
-                record_type: 5,
-                id: 1
-            })
-        );
+        assert_eq!(d.poll_event(), Err(ProtocolError::UnexpectedRecordType { record_type: 5, id: 1 }));
         // stream ends and stderr
         let mut d = ClientDecoder::new();
         let mut out = Vec::new();
@@ -1238,13 +1063,7 @@ mod tests {
         encode::end_stderr(&mut out, 4);
         encode::end_stdout(&mut out, 4);
         d.feed(&out);
-        assert_eq!(
-            d.poll_event(),
-            Ok(Some(ClientEvent::Stderr {
-                id: 4,
-                data: b"e".to_vec()
-            }))
-        );
+        assert_eq!(d.poll_event(), Ok(Some(ClientEvent::Stderr { id: 4, data: b"e".to_vec() })));
         assert_eq!(d.poll_event(), Ok(Some(ClientEvent::StderrEnd { id: 4 })));
         assert_eq!(d.poll_event(), Ok(Some(ClientEvent::StdoutEnd { id: 4 })));
         assert_eq!(d.poll_event(), Ok(None));
@@ -1307,21 +1126,9 @@ mod tests {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let mut outcomes = [0usize; 2];
         for i in 0..4000 {
-            let wire = if i % 4 == 0 {
-                (0..rng.below(300)).map(|_| rng.next() as u8).collect()
-            } else {
-                random_stream(&mut rng)
-            };
-            let limits = Limits {
-                max_params_bytes: 64,
-                max_params_pairs: 4,
-                max_active_requests: 2,
-            };
-            let config = Config {
-                mpxs_conns: i % 2 == 0,
-                limits,
-                ..Config::default()
-            };
+            let wire = if i % 4 == 0 { (0..rng.below(300)).map(|_| rng.next() as u8).collect() } else { random_stream(&mut rng) };
+            let limits = Limits { max_params_bytes: 64, max_params_pairs: 4, max_active_requests: 2 };
+            let config = Config { mpxs_conns: i % 2 == 0, limits, ..Config::default() };
             let mut c = Connection::new(config);
             let mut d = ClientDecoder::new();
             let mut pos = 0;

@@ -12,6 +12,7 @@
 //! server that sends the whole body before reading the response (mod_proxy_fcgi) can never
 //! deadlock against an app that answers without reading it.
 
+use crate::error::ConnError;
 use crate::fastcgi::codec::{Config as CodecConfig, Connection, Event};
 use crate::fastcgi::encode;
 use crate::fastcgi::record::{ProtocolStatus, MAX_CONTENT_LEN};

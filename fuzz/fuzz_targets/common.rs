@@ -81,10 +81,7 @@ fn take_byte(data: &mut &[u8]) -> u8 {
 /// on, bit 1 selects small limits whose sizes come from the other bits, bit 2 also enables
 /// the AUTHORIZER role.
 pub fn server_config(b: u8) -> Config {
-    let mut config = Config {
-        mpxs_conns: b & 1 != 0,
-        ..Config::default()
-    };
+    let mut config = Config { mpxs_conns: b & 1 != 0, ..Config::default() };
     config.roles.authorizer = b & 4 != 0;
     if b & 2 != 0 {
         let high = usize::from(b >> 4);

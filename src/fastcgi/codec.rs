@@ -7,11 +7,8 @@ use std::collections::HashMap;
 use thiserror::Error;
 
 use super::nv::{self, NvDecoder, NvError, Pair};
+use super::record::{Header, ProtocolStatus, RecordError, RecordType, Role, HEADER_LEN, KEEP_CONN, MAX_CONTENT_LEN, NULL_REQUEST_ID, VERSION_1};
 use crate::http::role::{self, Roles};
-use super::record::{
-    Header, ProtocolStatus, RecordError, RecordType, Role, HEADER_LEN, KEEP_CONN, MAX_CONTENT_LEN,
-    NULL_REQUEST_ID, VERSION_1,
-};
 
 /// Resource bounds; exceeding one is a [`ProtocolError`] and the caller is
 /// expected to close the connection.
@@ -47,13 +44,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Self {
-            mpxs_conns: false,
-            max_conns: 1,
-            max_reqs: 1,
-            limits: Limits::default(),
-            roles: Roles::default(),
-        }
+        Self { mpxs_conns: false, max_conns: 1, max_reqs: 1, limits: Limits::default(), roles: Roles::default() }
     }
 }
 
@@ -117,12 +108,7 @@ pub enum Event {
     /// A request in an accepted role whose PARAMS stream is complete. An
     /// AUTHORIZER request has no body (§6.3): it may be answered now, and
     /// its STDIN, if the web server sends one, is ignored.
-    Request {
-        id: u16,
-        keep_conn: bool,
-        role: role::Role,
-        params: Vec<Pair>,
-    },
+    Request { id: u16, keep_conn: bool, role: role::Role, params: Vec<Pair> },
     /// A non-empty STDIN chunk.
     Stdin { id: u16, data: Vec<u8> },
     /// The empty STDIN record: end of request body.
@@ -142,12 +128,7 @@ pub enum Event {
     /// If `keep_conn` is false and no request is active, close afterwards.
     /// `role` is the raw role asked for: an END_REQUEST alone is not a
     /// denial for every web server, so a gateway adds one on STDOUT.
-    Reject {
-        id: u16,
-        keep_conn: bool,
-        role: u16,
-        status: ProtocolStatus,
-    },
+    Reject { id: u16, keep_conn: bool, role: u16, status: ProtocolStatus },
 }
 
 /// Splits a byte stream into records. Content is returned as soon as it is
@@ -307,12 +288,7 @@ impl Connection {
                     let dec = std::mem::replace(dec, NvDecoder::new(0, 0));
                     req.state = ReqState::Stdin;
                     let params = dec.finish().map_err(|e| nv_error(id, limits, e))?;
-                    Ok(Some(Event::Request {
-                        id,
-                        keep_conn: req.keep_conn,
-                        role: req.role,
-                        params,
-                    }))
+                    Ok(Some(Event::Request { id, keep_conn: req.keep_conn, role: req.role, params }))
                 }
                 ReqState::Params(dec) => {
                     dec.push(&content).map_err(|e| nv_error(id, limits, e))?;
@@ -356,14 +332,7 @@ impl Connection {
         let [role_hi, role_lo, flags, ..] = body;
         let keep_conn = flags & KEEP_CONN != 0;
         let raw_role = u16::from_be_bytes([role_hi, role_lo]);
-        let reject = |status| {
-            Ok(Some(Event::Reject {
-                id,
-                keep_conn,
-                role: raw_role,
-                status,
-            }))
-        };
+        let reject = |status| Ok(Some(Event::Reject { id, keep_conn, role: raw_role, status }));
         // FILTER (and any unknown role) is never served; the others only when enabled.
         let role = match Role::from_u16(raw_role) {
             Some(Role::Responder) => role::Role::Responder,
@@ -381,14 +350,7 @@ impl Connection {
             return reject(ProtocolStatus::Overloaded);
         }
         let dec = NvDecoder::new(limits.max_params_bytes, limits.max_params_pairs);
-        self.requests.insert(
-            id,
-            Req {
-                keep_conn,
-                role,
-                state: ReqState::Params(dec),
-            },
-        );
+        self.requests.insert(id, Req { keep_conn, role, state: ReqState::Params(dec) });
         Ok(None)
     }
 }
@@ -454,16 +416,8 @@ mod tests {
 
     fn literal_events() -> Vec<Event> {
         vec![
-            Event::Request {
-                id: 1,
-                keep_conn: true,
-                role: role::Role::Responder,
-                params: vec![p("SCRIPT_NAME", "")],
-            },
-            Event::Stdin {
-                id: 1,
-                data: b"hello".to_vec(),
-            },
+            Event::Request { id: 1, keep_conn: true, role: role::Role::Responder, params: vec![p("SCRIPT_NAME", "")] },
+            Event::Stdin { id: 1, data: b"hello".to_vec() },
             Event::StdinEnd { id: 1 },
         ]
     }
@@ -526,15 +480,7 @@ mod tests {
         wire.extend(rec(4, 1, &nvb[7..], 0));
         wire.extend(rec(4, 1, &[], 0));
         let ev = run(Config::default(), &wire).unwrap();
-        assert_eq!(
-            ev,
-            vec![Event::Request {
-                id: 1,
-                keep_conn: false,
-                role: role::Role::Responder,
-                params: vec![(b"PATH".to_vec(), value), p("A", "B")],
-            }]
-        );
+        assert_eq!(ev, vec![Event::Request { id: 1, keep_conn: false, role: role::Role::Responder, params: vec![(b"PATH".to_vec(), value), p("A", "B")] }]);
     }
 
     #[test]
@@ -551,15 +497,7 @@ mod tests {
             let mut wire = begin(7, 1, flags);
             wire.extend(rec(4, 7, &[], 0));
             let ev = run(Config::default(), &wire).unwrap();
-            assert_eq!(
-                ev,
-                vec![Event::Request {
-                    id: 7,
-                    keep_conn: keep,
-                    role: role::Role::Responder,
-                    params: vec![]
-                }]
-            );
+            assert_eq!(ev, vec![Event::Request { id: 7, keep_conn: keep, role: role::Role::Responder, params: vec![] }]);
         }
     }
 
@@ -679,42 +617,20 @@ mod tests {
             wire.extend(rec(4, 1, &[], 0));
             wire.extend(rec(8, 1, b"data", 4));
             c.feed(&wire);
-            assert_eq!(
-                events(&mut c).unwrap(),
-                vec![Event::Reject {
-                    id: 1,
-                    keep_conn: false,
-                    role,
-                    status: ProtocolStatus::UnknownRole
-                }]
-            );
+            assert_eq!(events(&mut c).unwrap(), vec![Event::Reject { id: 1, keep_conn: false, role, status: ProtocolStatus::UnknownRole }]);
             assert!(!c.is_active(1));
             // the connection is still usable for a responder request
             let mut wire = begin(1, 1, 1);
             wire.extend(rec(4, 1, &[], 0));
             c.feed(&wire);
-            assert_eq!(
-                events(&mut c).unwrap(),
-                vec![Event::Request {
-                    id: 1,
-                    keep_conn: true,
-                    role: role::Role::Responder,
-                    params: vec![]
-                }]
-            );
+            assert_eq!(events(&mut c).unwrap(), vec![Event::Request { id: 1, keep_conn: true, role: role::Role::Responder, params: vec![] }]);
         }
     }
 
     #[test]
     fn enabled_roles_only() {
-        let both = Roles {
-            responder: true,
-            authorizer: true,
-        };
-        let only_authorizer = Roles {
-            responder: false,
-            authorizer: true,
-        };
+        let both = Roles { responder: true, authorizer: true };
+        let only_authorizer = Roles { responder: false, authorizer: true };
         for (roles, asked, accepted) in [
             (both, 2u16, Some(role::Role::Authorizer)),
             (both, 1, Some(role::Role::Responder)),
@@ -722,25 +638,12 @@ mod tests {
             (only_authorizer, 2, Some(role::Role::Authorizer)),
             (only_authorizer, 1, None),
         ] {
-            let config = Config {
-                roles,
-                ..Config::default()
-            };
+            let config = Config { roles, ..Config::default() };
             let mut wire = begin(7, asked, 1);
             wire.extend(rec(4, 7, &[], 0));
             let want = match accepted {
-                Some(role) => Event::Request {
-                    id: 7,
-                    keep_conn: true,
-                    role,
-                    params: vec![],
-                },
-                None => Event::Reject {
-                    id: 7,
-                    keep_conn: true,
-                    role: asked,
-                    status: ProtocolStatus::UnknownRole,
-                },
+                Some(role) => Event::Request { id: 7, keep_conn: true, role, params: vec![] },
+                None => Event::Reject { id: 7, keep_conn: true, role: asked, status: ProtocolStatus::UnknownRole },
             };
             assert_eq!(run(config, &wire).unwrap(), vec![want], "{roles:?} asked {asked}");
         }
@@ -758,18 +661,8 @@ mod tests {
         assert_eq!(
             events(&mut c).unwrap(),
             vec![
-                Event::Reject {
-                    id: 2,
-                    keep_conn: true,
-                    role: 1,
-                    status: ProtocolStatus::CantMpxConn
-                },
-                Event::Request {
-                    id: 1,
-                    keep_conn: true,
-                    role: role::Role::Responder,
-                    params: vec![]
-                },
+                Event::Reject { id: 2, keep_conn: true, role: 1, status: ProtocolStatus::CantMpxConn },
+                Event::Request { id: 1, keep_conn: true, role: role::Role::Responder, params: vec![] },
             ]
         );
         assert!(!c.is_active(2));
@@ -780,15 +673,7 @@ mod tests {
         let mut wire = begin(2, 1, 0);
         wire.extend(rec(4, 2, &[], 0));
         c.feed(&wire);
-        assert_eq!(
-            events(&mut c).unwrap(),
-            vec![Event::Request {
-                id: 2,
-                keep_conn: false,
-                role: role::Role::Responder,
-                params: vec![]
-            }]
-        );
+        assert_eq!(events(&mut c).unwrap(), vec![Event::Request { id: 2, keep_conn: false, role: role::Role::Responder, params: vec![] }]);
     }
 
     #[test]
@@ -805,28 +690,10 @@ mod tests {
         assert_eq!(
             ev,
             vec![
-                Event::Reject {
-                    id: 3,
-                    keep_conn: true,
-                    role: 1,
-                    status: ProtocolStatus::Overloaded
-                },
-                Event::Request {
-                    id: 2,
-                    keep_conn: true,
-                    role: role::Role::Responder,
-                    params: vec![]
-                },
-                Event::Request {
-                    id: 1,
-                    keep_conn: true,
-                    role: role::Role::Responder,
-                    params: vec![]
-                },
-                Event::Stdin {
-                    id: 2,
-                    data: b"two".to_vec()
-                },
+                Event::Reject { id: 3, keep_conn: true, role: 1, status: ProtocolStatus::Overloaded },
+                Event::Request { id: 2, keep_conn: true, role: role::Role::Responder, params: vec![] },
+                Event::Request { id: 1, keep_conn: true, role: role::Role::Responder, params: vec![] },
+                Event::Stdin { id: 2, data: b"two".to_vec() },
             ]
         );
     }
@@ -958,16 +825,8 @@ mod tests {
         assert_eq!(
             events(&mut c).unwrap(),
             vec![
-                Event::Request {
-                    id: 1,
-                    keep_conn: true,
-                    role: role::Role::Responder,
-                    params: vec![]
-                },
-                Event::Stdin {
-                    id: 1,
-                    data: b"ab".to_vec()
-                },
+                Event::Request { id: 1, keep_conn: true, role: role::Role::Responder, params: vec![] },
+                Event::Stdin { id: 1, data: b"ab".to_vec() },
                 Event::Abort { id: 1 },
             ]
         );
@@ -1021,16 +880,8 @@ mod tests {
         assert_eq!(
             run(Config::default(), &out).unwrap(),
             vec![
-                Event::Request {
-                    id: 9,
-                    keep_conn: true,
-                    role: role::Role::Responder,
-                    params: pairs
-                },
-                Event::Stdin {
-                    id: 9,
-                    data: b"body".to_vec()
-                },
+                Event::Request { id: 9, keep_conn: true, role: role::Role::Responder, params: pairs },
+                Event::Stdin { id: 9, data: b"body".to_vec() },
                 Event::StdinEnd { id: 9 },
                 Event::Abort { id: 9 },
             ]

@@ -389,12 +389,7 @@ mod tests {
 
     #[test]
     fn authorizer_role_sees_the_asked_path_and_no_body() {
-        let pairs = [
-            ("SCRIPT_NAME", "/auth.fcgi"),
-            ("PATH_INFO", "/x"),
-            ("REQUEST_URI", "/downloads/%2e%2e/private/caf%C3%A9?x=1"),
-            ("CONTENT_LENGTH", "12"),
-        ];
+        let pairs = [("SCRIPT_NAME", "/auth.fcgi"), ("PATH_INFO", "/x"), ("REQUEST_URI", "/downloads/%2e%2e/private/caf%C3%A9?x=1"), ("CONTENT_LENGTH", "12")];
         let mut r = req(&pairs).unwrap();
         assert_eq!(r.body, BodyLength::Exact(12));
         r.serve_as(Role::Authorizer);

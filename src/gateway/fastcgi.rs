@@ -13,7 +13,6 @@
 //! deadlock against an app that answers without reading it.
 
 use crate::error::ConnError;
-use crate::error::ConnError;
 use crate::fastcgi::codec::{Config as CodecConfig, Connection, Event};
 use crate::fastcgi::encode;
 use crate::fastcgi::record::{ProtocolStatus, MAX_CONTENT_LEN};

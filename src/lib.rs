@@ -63,7 +63,7 @@ pub fn run() -> i32 {
         let mut bench_args = args;
         bench_args.remove(1);
         return match cli::parse_args::<bench::BenchArgs>(bench::BenchArgs::command_line(version_string()), bench_args) {
-            Ok(a) => bench::main(&a),
+            Ok(a) => bench::main(&a, cli::resolve_cgi_app),
             Err(cli::ArgsExit::Shown) => 0,
             Err(cli::ArgsExit::Error(line)) => {
                 eprintln!("cgi2wsgi bench: {line}");
@@ -96,10 +96,4 @@ pub fn run() -> i32 {
     }
 }
 
-/// Leave the process: run the app's atexit handlers, flush, and `_exit` without Py_Finalize.
-pub fn exit(code: i32) -> ! {
-    wsgi::interp::shutdown();
-    let _ = std::io::stderr().flush();
-    // Everything worth keeping was flushed above.
-    sys::exit_now(code)
-}
+pub use wsgi::process::exit;

@@ -14,8 +14,8 @@ pub mod report;
 pub mod stats;
 pub mod svg;
 
-use crate::cli::PythonArgs;
 use crate::config::appspec::{AppSpec, AppTarget};
+use crate::config::{Config, PythonArgs};
 use clap::{CommandFactory, Parser};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -120,7 +120,13 @@ pub struct Target {
     /// PATH_INFO and QUERY_STRING of the request.
     pub path_info: String,
     pub query: String,
+    /// How cgi2wsgi resolves APP and the Python options (for `--compare-wsgiref`).
+    pub resolve: Resolve,
 }
+
+/// The entry layer's resolution of APP and its Python options into the configuration a
+/// `--mode cgi` run would use (`cli::resolve_cgi_app`), handed down to `bench::main`.
+pub type Resolve = fn(&str, &PythonArgs) -> Result<Config, String>;
 
 impl Target {
     /// The CGI variables of the one GET every mode sends (as CGI environment or as FastCGI
@@ -203,7 +209,7 @@ fn check_app(args: &BenchArgs) -> Result<(), BenchError> {
 }
 
 /// Run the whole bench and return the report (nothing printed yet).
-pub fn measure(args: &BenchArgs) -> Result<report::Report, BenchError> {
+pub fn measure(args: &BenchArgs, resolve: Resolve) -> Result<report::Report, BenchError> {
     check_app(args)?;
     if args.concurrency.iter().any(|c| *c == 0 || *c > 1024) {
         return Err(BenchError::BadApp("--concurrency levels must be between 1 and 1024".into()));
@@ -216,7 +222,7 @@ pub fn measure(args: &BenchArgs) -> Result<report::Report, BenchError> {
     if !path_info.starts_with('/') {
         return Err(BenchError::BadApp(format!("--path {:?} must start with /", args.path)));
     }
-    let target = Target { exe, app: args.app.clone(), python: args.python.clone(), path_info, query };
+    let target = Target { exe, app: args.app.clone(), python: args.python.clone(), path_info, query, resolve };
     let budget = Budget::plan(args);
     let tmp = tempfile::Builder::new().prefix("cgi2wsgi-bench-").tempdir().map_err(BenchError::io("cannot make a temp dir"))?;
     // Dropped before `tmp` (declared after it): the accelerator's workers are stopped by
@@ -245,8 +251,8 @@ pub fn measure(args: &BenchArgs) -> Result<report::Report, BenchError> {
     Ok(report::Report::new(&target, args, cgi, persistent, wsgiref, accel, accelerated::persist_dir(tmp.path())))
 }
 
-fn bench(args: &BenchArgs) -> Result<(), BenchError> {
-    let report = measure(args)?;
+fn bench(args: &BenchArgs, resolve: Resolve) -> Result<(), BenchError> {
+    let report = measure(args, resolve)?;
     // The figures first: a plot that cannot be written must not lose them.
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report.to_json()).expect("a JSON value serialises"));
@@ -266,10 +272,11 @@ impl BenchArgs {
     }
 }
 
-/// `cgi2wsgi bench ...`, its arguments parsed. Returns the exit status.
-pub fn main(args: &BenchArgs) -> i32 {
+/// `cgi2wsgi bench ...`, its arguments parsed; `resolve` is `cli::resolve_cgi_app`.
+/// Returns the exit status.
+pub fn main(args: &BenchArgs, resolve: Resolve) -> i32 {
     let _ = env_logger::Builder::new().parse_filters("warn").target(env_logger::Target::Stderr).try_init();
-    match bench(args) {
+    match bench(args, resolve) {
         Ok(()) => 0,
         Err(e) => {
             // One line, whatever the cause (a traceback's last line is enough to act on).

@@ -5,7 +5,7 @@
 #![allow(unsafe_code)]
 
 use crate::config::{BindSpec, SocketPerms};
-use crate::error::ServerError;
+use crate::server::ServerError;
 use crate::sys::{self, Stream};
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};

@@ -8,7 +8,6 @@ pub mod watchdog;
 pub mod worker;
 
 use crate::config::Config;
-use crate::error::ServerError;
 use crate::fastcgi;
 use crate::gateway::fastcgi as conn;
 use crate::sys::{secure_stdio, set_signal};
@@ -16,6 +15,15 @@ use crate::wsgi;
 use listen::Listener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+/// Problems setting up or running the FastCGI server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{0}")]
+    Listen(String),
+    #[error("no socket to serve: give --bind unix:/path or --bind HOST:PORT, start under a web server that passes a listening socket on fd 0, or use systemd socket activation")]
+    NoSocket,
+}
 
 /// Set by SIGTERM or SIGINT: stop accepting, let requests in flight finish, exit 0.
 pub(crate) static STOP: AtomicBool = AtomicBool::new(false);

@@ -177,7 +177,7 @@ fn spawn_generation(plan: &Plan<'_>) -> std::io::Result<Generation> {
             drop(ready);
             sys::die_with_parent(me);
             let code = zygote(plan, signal);
-            crate::exit(code)
+            wsgi::process::exit(code)
         }
         Fork::Parent(pid) => {
             drop(signal);
@@ -323,7 +323,7 @@ fn fork_worker(plan: &Plan<'_>, app: Option<&wsgi::App>, index: usize, boot_fd: 
             }
         },
     };
-    crate::exit(code)
+    wsgi::process::exit(code)
 }
 
 /// `--reload`: the modification times of the app's files, polled once a second.

@@ -1,5 +1,5 @@
 //! The OS plumbing, in one place: processes (fork, kill, reap, signals, `_exit`), file
-//! descriptors (pipes, readiness signals, poll, flock, close-on-exec), accepted sockets
+//! descriptors (pipes, readiness signals, poll, epoll, flock, close-on-exec), accepted sockets
 //! read and written without blocking, users (credentials,
 //! peer credentials, privilege dropping) and the allocator's options. Every `unsafe` call
 //! the gateways and processes need lives here behind a safe function, each with its
@@ -7,12 +7,14 @@
 #![allow(unsafe_code)]
 
 mod backoff;
+mod epoll;
 mod fd;
 mod process;
 mod stream;
 mod user;
 
 pub use backoff::Backoff;
+pub use epoll::Epoll;
 pub use fd::{
     claim_stdout, flock_exclusive, inherited_stdout, is_listening_socket, isatty, pipe, ready_pipe, secure_stdio, set_cloexec, wait_readable, wait_writable,
     with_umask, ReadySignal, ReadyWait,

@@ -3,7 +3,7 @@
 // The embedding API (PyConfig, the version string) is C: allowed here, each with its SAFETY.
 #![allow(unsafe_code)]
 
-use crate::error::EmbedError;
+use crate::wsgi::EmbedError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyList;

@@ -2,7 +2,8 @@
 //! file, then every source file under `src/`, and fails when an invariant breaks: a
 //! `crate::` path (in a `use` or inline) that runs up the layers, a cycle between the
 //! modules of one layer, pyo3 outside `src/wsgi/`, `unsafe` outside the files allowed it,
-//! a top-level module the map does not place, a file over 600 lines (its `#[cfg(test)]`
+//! I/O or the crate named in the sans-IO codec (`src/fastcgi/`), a top-level module the
+//! map does not place, a file over 600 lines (its `#[cfg(test)]`
 //! module aside) or a function over 80 lines. The checker itself is tested on made-up
 //! sources, so a broken checker cannot pass the tree by finding nothing.
 
@@ -11,6 +12,10 @@ use std::path::Path;
 
 const MAX_FILE_LINES: usize = 600;
 const MAX_FN_LINES: usize = 80;
+
+/// What the sans-IO codec (`src/fastcgi/`) must not name: the crate (it depends on
+/// nothing of it), sockets, files, raw syscalls, Python.
+const SANS_IO: &[&str] = &["crate::", "std::net", "std::fs", "libc::", "pyo3"];
 
 /// What `ARCHITECTURE.md` lays down.
 struct Map {
@@ -306,6 +311,14 @@ fn check(map: &Map, files: &BTreeMap<String, String>) -> Vec<String> {
                 problems.push(format!("src/{rel}:{line}: pyo3 outside src/wsgi/"));
             }
         }
+        if rel.starts_with("fastcgi/") {
+            for word in SANS_IO {
+                if let Some(p) = code.find(word) {
+                    let line = code[..p].matches('\n').count() + 1;
+                    problems.push(format!("src/{rel}:{line}: `{word}` in the sans-IO codec"));
+                }
+            }
+        }
         let allowed = map.unsafe_allowed.iter().any(|a| if a.ends_with('/') { rel.starts_with(a.as_str()) } else { rel == a });
         if !allowed {
             if let Some(line) = has_word(&code, "unsafe") {
@@ -386,7 +399,7 @@ fn the_tree_keeps_architecture_md() {
 /// The checker on made-up sources: each kind of breach is found, and clean code passes.
 #[test]
 fn the_checker_finds_each_breach() {
-    let doc = "x\n<!-- layers -->\n| layer | modules |\n|---|---|\n| 1. entry | `lib` |\n| 2. gateways | `gate/`, `serve` |\n| 3. ground | `base.rs` |\n\n<!-- unsafe -->\n`src/base.rs`, `src/gate/fd.rs`\n";
+    let doc = "x\n<!-- layers -->\n| layer | modules |\n|---|---|\n| 1. entry | `lib` |\n| 2. gateways | `gate/`, `serve` |\n| 3. ground | `base.rs`, `fastcgi/` |\n\n<!-- unsafe -->\n`src/base.rs`, `src/gate/fd.rs`\n";
     let map = read_map(doc);
     assert_eq!(map.layer.get("gate"), Some(&1));
     assert_eq!(map.layer.get("base"), Some(&2));
@@ -416,4 +429,5 @@ fn the_checker_finds_each_breach() {
     breach("serve.rs", &"fn x() {}\n".repeat(601), "lines before its tests");
     breach("serve.rs", &format!("fn long() {{\n{}}}\n", "    g();\n".repeat(80)), "fn long has 82 lines");
     breach("lib.rs", "mod gate;\n", "deny(unsafe_code)");
+    breach("fastcgi/codec.rs", "fn f() { std::net::TcpStream::connect(\"x\"); }\n", "`std::net` in the sans-IO codec");
 }

@@ -6,24 +6,34 @@
 //! `unsafe` lives in `sys` (the OS plumbing), in `wsgi` (the embedding API) and in the
 //! listeners, each module allowing it for itself.
 #![deny(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+#![warn(clippy::pedantic)]
+// The docs name CGI variables and protocols (CONTENT_LENGTH, FastCGI) in prose: backticks on each would bury it.
+#![allow(clippy::doc_markdown)]
+// The bench's statistics turn nanosecond counts and sample sizes (far below 2^52) into f64.
+#![allow(clippy::cast_precision_loss)]
 
-pub mod accel;
-pub mod bench;
-pub mod cli;
-pub mod config;
+// Public: what the tests, the fuzz targets and `main` use (the codec, the request, its
+// errors); the rest is the crate's own.
+pub(crate) mod accel;
+pub(crate) mod bench;
+pub(crate) mod cli;
+pub(crate) mod config;
 pub mod error;
 pub mod fastcgi;
-pub mod gateway;
+pub(crate) mod gateway;
 pub mod http;
-pub mod server;
-pub mod sys;
-pub mod timings;
-pub mod wsgi;
+pub(crate) mod server;
+pub(crate) mod sys;
+pub(crate) mod timings;
+pub(crate) mod wsgi;
+
+pub use sys::allocator_release_at_once;
 
 use std::io::Write;
 
 /// `--version`: ours and the Python actually linked (with the interpreter it was built for).
-pub fn version_string() -> String {
+pub(crate) fn version_string() -> String {
     let built_for = option_env!("PYO3_PYTHON").unwrap_or("the default python3");
     // build.rs says how libpython is linked: "static" (the default) or "dynamic".
     let link = env!("CGI2WSGI_LIBPYTHON_LINK");

@@ -32,14 +32,6 @@ impl Variant {
             Variant::Accelerated => "accelerated CGI",
         }
     }
-
-    pub fn key(self) -> &'static str {
-        match self {
-            Variant::Cgi => "cgi",
-            Variant::Wsgiref => "wsgiref",
-            Variant::Accelerated => "accelerated",
-        }
-    }
 }
 
 /// The phases of one cgi2wsgi CGI run, in order; they add up to the run's total exactly.

@@ -2,7 +2,7 @@
 //! (`Request`, the body `Spool`) and what the WSGI side answers through (`Response`,
 //! `ResponseSink`). No Python, no wire protocol.
 
-pub mod doctor;
+pub(crate) mod doctor;
 pub mod request;
-pub mod response;
-pub mod spool;
+pub(crate) mod response;
+pub(crate) mod spool;

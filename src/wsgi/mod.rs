@@ -29,8 +29,6 @@ pub enum EmbedError {
     VersionMismatch { path: std::path::PathBuf, venv: String, linked: String, venv_python: String, linked_xy: String },
     #[error("Python initialization failed: {0}")]
     Init(String),
-    #[error("cannot load the app: {0}")]
-    Load(String),
 }
 
 /// The loaded WSGI callable. Only `boot` makes one; gateways hold it and hand it to `serve`.

@@ -46,6 +46,7 @@ pub enum RequestError {
 
 impl RequestError {
     /// The HTTP status that answers this error.
+    #[must_use]
     pub fn status(&self) -> &'static str {
         match self {
             RequestError::BadContentLength(_) => "400 Bad Request",

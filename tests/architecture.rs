@@ -293,7 +293,9 @@ fn check(map: &Map, files: &BTreeMap<String, String>) -> Vec<String> {
                 continue;
             }
             match map.layer.get(&target) {
-                Some(&to) if to < from => problems.push(format!("src/{rel}:{line}: `crate::{target}` runs upward (layer {} imports layer {}, see ARCHITECTURE.md)", from + 1, to + 1)),
+                Some(&to) if to < from => {
+                    problems.push(format!("src/{rel}:{line}: `crate::{target}` runs upward (layer {} imports layer {}, see ARCHITECTURE.md)", from + 1, to + 1))
+                }
                 Some(&to) if to == from => {
                     edges.entry(module.clone()).or_default().insert(target.clone());
                 }

@@ -295,7 +295,7 @@ pub fn measure(target: &Target, variants: &[Variant], dir: &Path, budget: Durati
                 r.fallback = Some(match super::accelerated::log_tail(&persist) {
                     Some(tail) => format!("{why} (the worker's log ended: {tail})"),
                     None => why,
-                })
+                });
             }
             Err(e) => return Err(e),
         }

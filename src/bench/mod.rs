@@ -229,7 +229,7 @@ pub fn measure(args: &BenchArgs, resolve: Resolve) -> Result<report::Report, Ben
     // PID before their directory goes, on success, error and panic alike.
     let accel_workers = accelerated::WorkerGuard::new(accelerated::persist_dir(tmp.path()));
     let mut bar = progress::Progress::new(!args.no_progress);
-    let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map(usize::from).unwrap_or(1)).max(1);
+    let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)).max(1);
     let threads = args.threads.max(1);
 
     let mut variants = vec![cgi_runs::Variant::Cgi];

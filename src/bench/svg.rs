@@ -188,7 +188,7 @@ fn row(s: &mut String, axis: &Axis, r: &Row, mid: f64) {
 
 /// The CGI run's phases, medians stacked (linear scale), at `by`.
 fn phases(s: &mut String, report: &Report, by: f64) {
-    let medians = report.cgi.median_run_breakdown().map(|(b, _)| b).unwrap_or([0.0; 5]);
+    let medians = report.cgi.median_run_breakdown().map_or([0.0; 5], |(b, _)| b);
     let sum: f64 = medians.iter().sum();
     let _ = writeln!(
         s,

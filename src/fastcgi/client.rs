@@ -85,6 +85,7 @@ pub struct ClientDecoder {
 }
 
 impl ClientDecoder {
+    #[must_use]
     pub fn new() -> Self {
         Self::default()
     }

@@ -132,7 +132,7 @@ impl Conn {
     }
 
     fn lock(&self) -> MutexGuard<'_, Shared> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn fd(&self) -> std::os::fd::RawFd {

@@ -12,7 +12,7 @@ pub struct Warning {
 }
 
 fn get<'a>(env: &'a BTreeMap<String, String>, key: &str) -> &'a str {
-    env.get(key).map(String::as_str).unwrap_or("")
+    env.get(key).map_or("", String::as_str)
 }
 
 /// A raw URL path as PATH_INFO holds it: percent-decoded bytes as a latin-1 str.

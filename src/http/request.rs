@@ -25,6 +25,7 @@ pub struct Request {
 }
 
 /// Decode bytes as latin-1: every byte maps to the code point of the same value.
+#[must_use]
 pub fn latin1(bytes: &[u8]) -> String {
     latin1_owned(bytes.to_vec())
 }
@@ -44,6 +45,7 @@ pub fn latin1_owned(bytes: Vec<u8>) -> String {
 }
 
 /// Decode `%XX` escapes (a malformed escape stays as it is); `+` is left alone.
+#[must_use]
 pub fn percent_decode(raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
@@ -122,6 +124,7 @@ impl Request {
     }
 
     /// The value of `name` (the last one, if a server sent it twice).
+    #[must_use]
     pub fn get(&self, name: &str) -> Option<&str> {
         self.vars.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
@@ -195,11 +198,11 @@ impl Request {
     }
 
     fn detect_scheme(&self) -> &'static str {
-        let https = self.get("HTTPS").map(|v| v.to_ascii_lowercase());
+        let https = self.get("HTTPS").map(str::to_ascii_lowercase);
         if matches!(https.as_deref(), Some("on" | "1" | "yes")) {
             return "https";
         }
-        match self.get("REQUEST_SCHEME").map(|v| v.to_ascii_lowercase()).as_deref() {
+        match self.get("REQUEST_SCHEME").map(str::to_ascii_lowercase).as_deref() {
             Some("https") => "https",
             _ => "http",
         }

@@ -76,7 +76,7 @@ fn worker_count(config: &Config) -> usize {
     if config.bind.is_none() && std::env::var_os("LISTEN_FDS").is_none() {
         return 1;
     }
-    std::thread::available_parallelism().map(usize::from).unwrap_or(1)
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 /// The start-up the persistent server and the accelerator's worker share: stdio made

@@ -92,7 +92,7 @@ impl Recycle {
             return true;
         }
         let Some(limit) = self.max_rss_kib else { return false };
-        let mut last = self.last_rss_check.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = self.last_rss_check.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if last.elapsed() < Duration::from_secs(1) {
             return false;
         }

@@ -78,7 +78,7 @@ pub fn initialize(venv: Option<&Path>) -> Result<(), EmbedError> {
         let mut pre = pre.assume_init();
         // Apache gives CGI programs an empty environment: without this the locale is ASCII.
         pre.utf8_mode = 1;
-        if let Some(e) = status_error(ffi::Py_PreInitialize(&pre)) {
+        if let Some(e) = status_error(ffi::Py_PreInitialize(&raw const pre)) {
             return Err(e);
         }
         let mut cfg = MaybeUninit::<ffi::PyConfig>::zeroed();
@@ -126,14 +126,14 @@ pub fn site_dirs(prefix: &Path, base_prefix: &Path, version: &str, include_syste
             p.join(format!("lib/python{xy}/site-packages")),
         ]
     };
-    let mut dirs = if prefix != base_prefix {
+    let mut dirs = if prefix == base_prefix {
+        system(prefix)
+    } else {
         let mut d = vec![prefix.join(format!("lib/python{xy}/site-packages"))];
         if include_system {
             d.extend(system(base_prefix));
         }
         d
-    } else {
-        system(prefix)
     };
     dirs.retain(|d| d.is_dir());
     dirs.dedup();
@@ -190,8 +190,9 @@ pub fn add_site_packages(py: Python<'_>, venv: Option<&Path>) -> PyResult<()> {
         if !path.contains(dir_str.as_ref())? {
             path.append(dir_str.as_ref())?;
         }
-        let mut pth: Vec<String> =
-            std::fs::read_dir(&dir).map(|rd| rd.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).collect()).unwrap_or_default();
+        let mut pth: Vec<String> = std::fs::read_dir(&dir)
+            .map(|rd| rd.filter_map(std::result::Result::ok).filter_map(|e| e.file_name().into_string().ok()).collect())
+            .unwrap_or_default();
         pth.retain(|n| n.ends_with(".pth") && !n.starts_with('.') && !SKIPPED_PTH.contains(&n.as_str()));
         pth.sort();
         for name in &pth {

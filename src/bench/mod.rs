@@ -241,7 +241,7 @@ pub fn measure(args: &BenchArgs, resolve: Resolve) -> Result<report::Report, Ben
     }
     let cold = cgi_runs::measure(&target, &variants, tmp.path(), budget.cgi, budget.max_runs, &mut bar)?;
     let take = |v: cgi_runs::Variant| cold.iter().find(|r| r.variant == v).cloned();
-    let cgi = take(cgi_runs::Variant::Cgi).expect("one result per variant");
+    let cgi = take(cgi_runs::Variant::Cgi).ok_or_else(|| BenchError::AppFailed("the cold CGI runs gave no result".into()))?;
     let wsgiref = take(cgi_runs::Variant::Wsgiref);
     let accel = take(cgi_runs::Variant::Accelerated);
     // Its runs are over: stopped now, so it does not share the machine with the persistent part.
@@ -255,7 +255,8 @@ fn bench(args: &BenchArgs, resolve: Resolve) -> Result<(), BenchError> {
     let report = measure(args, resolve)?;
     // The figures first: a plot that cannot be written must not lose them.
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report.to_json()).expect("a JSON value serialises"));
+        let json = serde_json::to_string_pretty(&report.to_json()).map_err(|e| BenchError::io("cannot write the JSON report")(std::io::Error::other(e)))?;
+        println!("{json}");
     } else {
         print!("{}", report.table());
     }

@@ -119,6 +119,7 @@ impl Report {
 
     /// The persistent level the CGI figure is set against: the lowest concurrency
     /// (one request at a time, as a cold CGI run is).
+    #[allow(clippy::expect_used, reason = "clap takes at least one --concurrency value, and each level gives one result")]
     pub fn baseline(&self) -> &super::persistent::Level {
         self.persistent.levels.iter().min_by_key(|l| l.concurrency).expect("at least one level was measured")
     }

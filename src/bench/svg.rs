@@ -128,13 +128,13 @@ pub fn render(report: &Report) -> String {
 fn grid(s: &mut String, axis: &Axis, plot_bottom: f64) {
     let mut decade = axis.lo;
     while decade <= axis.hi {
-        for m in [1.0, 2.0, 5.0] {
-            let v = 10f64.powf(decade) * m;
+        for m in [1u8, 2, 5] {
+            let v = 10f64.powf(decade) * f64::from(m);
             if v.log10() > axis.hi + 1e-9 {
                 break;
             }
             let gx = axis.x(v);
-            let (stroke, label) = if m == 1.0 { ("#bbb", true) } else { ("#eee", false) };
+            let (stroke, label) = if m == 1 { ("#bbb", true) } else { ("#eee", false) };
             let _ = writeln!(s, r#"<line x1="{gx:.1}" y1="{TOP}" x2="{gx:.1}" y2="{plot_bottom}" stroke="{stroke}"/>"#);
             if label || axis.hi - axis.lo <= 2.0 {
                 let text = if v >= 1.0 { format!("{v:.0} ms") } else { format!("{} ms", (v * 1e4).round() / 1e4) };

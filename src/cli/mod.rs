@@ -216,7 +216,7 @@ impl Cli {
             env.retain(|(old, _)| *old != k);
             env.push((k, v));
         }
-        let persist = accel_settings(&cli.persist_worker, cli.persist, cli.persist_idle_timeout, cli.persist_dir.clone(), &dropin)?;
+        let persist = accel_settings(cli.persist_worker.as_ref(), cli.persist, cli.persist_idle_timeout, cli.persist_dir.clone(), &dropin)?;
         let max_body = match cli.max_body.or(dropin.max_body) {
             Some(s) => Some(parse_size(&s)?),
             None => None,
@@ -295,7 +295,7 @@ impl Cli {
 }
 
 /// The accelerator's settings: flags and variables beat the drop-in's `persist*` settings.
-fn accel_settings(worker: &Option<PathBuf>, flag: bool, idle: Option<u64>, dir: Option<PathBuf>, dropin: &DropIn) -> Result<AccelSettings, ConfigError> {
+fn accel_settings(worker: Option<&PathBuf>, flag: bool, idle: Option<u64>, dir: Option<PathBuf>, dropin: &DropIn) -> Result<AccelSettings, ConfigError> {
     let idle = match (idle, &dropin.persist_idle_timeout) {
         (Some(s), _) => s,
         (None, Some(text)) => text.trim().parse().map_err(|_| ConfigError::BadIdleTimeout(text.clone()))?,
@@ -305,7 +305,7 @@ fn accel_settings(worker: &Option<PathBuf>, flag: bool, idle: Option<u64>, dir: 
         enabled: flag || dropin.persist.unwrap_or(false),
         idle_timeout: Duration::from_secs(idle.max(1)),
         dir: dir.or_else(|| dropin.persist_dir.clone()),
-        worker_socket: worker.clone(),
+        worker_socket: worker.cloned(),
     })
 }
 

@@ -186,7 +186,7 @@ pub fn allowed_peers() -> Option<Vec<IpAddr>> {
 pub fn peer_allowed(allowed: &[IpAddr], peer: IpAddr) -> bool {
     let canonical = |ip: IpAddr| match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
+        IpAddr::V4(_) => ip,
     };
     allowed.iter().any(|a| canonical(*a) == canonical(peer))
 }

@@ -160,7 +160,7 @@ pub fn serve(config: &Config, listener: &Listener, app: &wsgi::App, spec: &crate
             mpxs_conns: threads > 1,
             max_conns: u32::try_from(max_conns * threads * processes).unwrap_or(u32::MAX),
             max_reqs: u32::try_from(threads * processes).unwrap_or(u32::MAX),
-            limits: Default::default(),
+            limits: fastcgi::Limits::default(),
         },
         max_body: config.max_body,
         script_name: config.script_name.clone(),

@@ -106,7 +106,7 @@ pub fn wait_writable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
     let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
     loop {
         match poll_one(fd, libc::POLLOUT, ms) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             other => return other,
         }
     }

@@ -2,7 +2,7 @@
 //! file, then every source file under `src/`, and fails when an invariant breaks: a
 //! `crate::` path (in a `use` or inline) that runs up the layers, a cycle between the
 //! modules of one layer, pyo3 outside `src/wsgi/`, `unsafe` outside the files allowed it,
-//! I/O or the crate named in the sans-IO codec (`src/fastcgi/`), a top-level module the
+//! I/O named in the sans-IO codec (`src/fastcgi/`), a top-level module the
 //! map does not place, a file over 600 lines (its `#[cfg(test)]`
 //! module aside) or a function over 80 lines. The checker itself is tested on made-up
 //! sources, so a broken checker cannot pass the tree by finding nothing.
@@ -13,9 +13,10 @@ use std::path::Path;
 const MAX_FILE_LINES: usize = 600;
 const MAX_FN_LINES: usize = 80;
 
-/// What the sans-IO codec (`src/fastcgi/`) must not name: the crate (it depends on
-/// nothing of it), sockets, files, raw syscalls, Python.
-const SANS_IO: &[&str] = &["crate::", "std::net", "std::fs", "libc::", "pyo3"];
+/// What the sans-IO codec (`src/fastcgi/`) must not name: the OS plumbing, the body spool
+/// (a file), sockets, files, raw syscalls, Python. Plain data of the ground (`http`'s types,
+/// `error`) it may use.
+const SANS_IO: &[&str] = &["crate::sys", "crate::http::spool", "std::net", "std::fs", "std::os", "libc::", "pyo3"];
 
 /// What `ARCHITECTURE.md` lays down.
 struct Map {

@@ -1,10 +1,10 @@
 //! cgi2wsgi: host a Python WSGI app as a CGI program or a persistent FastCGI responder.
 //!
 //! Data flows one way: CGI environment / FastCGI records → `http::request::Request` → WSGI
-//! environ → the app → `response` → CGI stdout / FastCGI records.
-//!
-//! `unsafe` lives in `sys` (the OS plumbing), in `wsgi` (the embedding API) and in the
-//! listeners, each module allowing it for itself.
+//! environ → the app → `http::response` → CGI stdout / FastCGI records. `ARCHITECTURE.md`
+//! is the map: the layers, what each folder may import, and where `unsafe` may appear
+//! (`sys`, the embedding API in `wsgi`, the listeners, one measured conversion in
+//! `http::request`), each file allowing it for itself.
 #![deny(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![warn(clippy::pedantic)]

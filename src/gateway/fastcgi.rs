@@ -12,7 +12,6 @@
 //! server that sends the whole body before reading the response (mod_proxy_fcgi) can never
 //! deadlock against an app that answers without reading it.
 
-use crate::error::ConnError;
 use crate::fastcgi::codec::{Config as CodecConfig, Connection, Event};
 use crate::fastcgi::encode;
 use crate::fastcgi::record::{ProtocolStatus, MAX_CONTENT_LEN};
@@ -28,6 +27,17 @@ use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+/// Why a FastCGI connection ended early (logged; the connection is closed).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error(transparent)]
+    Protocol(#[from] crate::fastcgi::ProtocolError),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the web server does not read its answers ({0} bytes queued for it)")]
+    NotReading(usize),
+}
 
 /// What every connection of this process shares.
 pub struct Settings {
@@ -125,7 +135,7 @@ impl Conn {
     }
 
     fn lock(&self) -> MutexGuard<'_, Shared> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn fd(&self) -> std::os::fd::RawFd {

@@ -75,6 +75,7 @@ pub fn percent_decode(raw: &[u8]) -> Vec<u8> {
 
 /// RFC 3986 §5.2.4 on a path: `.` segments dropped, `..` removes the segment before it
 /// (never above the root); a trailing `.` or `..` leaves the directory's slash.
+#[must_use]
 pub fn remove_dot_segments(path: &str) -> String {
     let mut out: Vec<&str> = Vec::new();
     let segments: Vec<&str> = path.split('/').collect();

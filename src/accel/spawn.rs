@@ -194,7 +194,7 @@ fn wait_ready(mut ready: ReadyWait, pid: libc::pid_t, paths: &Paths, timeout: Du
         match ready.wait(left) {
             Some(true) => return Ok(()),
             Some(false) => return Err(AccelError::WorkerFailed(paths.log.clone())),
-            None => continue,
+            None => {}
         }
     }
 }

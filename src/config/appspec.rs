@@ -80,6 +80,8 @@ impl AppSpec {
         }
         let factory = callable.is_some_and(|c| c.ends_with("()"));
         let callable = callable.map(|c| c.trim_end_matches("()").to_owned());
+        // Python imports `.py` files only (lower case), so `.PY` is not taken for a file.
+        #[allow(clippy::case_sensitive_file_extension_comparisons, reason = "Python's own rule")]
         let looks_like_path = target.contains('/') || target.ends_with(".py") || !is_dotted(target);
         let target = if looks_like_path { AppTarget::File(PathBuf::from(target)) } else { AppTarget::Module(target.to_owned()) };
         Ok(AppSpec { target, callable, factory })

@@ -12,7 +12,7 @@ pub enum BootError {
     #[error("--chdir {0}")]
     Chdir(String),
     #[error(transparent)]
-    Embed(#[from] crate::error::EmbedError),
+    Embed(#[from] crate::wsgi::EmbedError),
     #[error("cannot load the app {spec}:\n{traceback}")]
     Load { spec: String, traceback: String },
 }

@@ -3,6 +3,7 @@
 //! error page and the access-log line.
 
 use crate::http::request::Request;
+use std::fmt::Write as _;
 use std::io;
 
 /// Status and headers as the app gave them, already checked.
@@ -146,16 +147,15 @@ impl Outcome {
 /// bytes in quoted values are written `\xHH` (as nginx does), so a line is always one line.
 pub fn access_line(outcome: &Outcome, request: &Request, now: std::time::SystemTime, micros: u128, pid: u32) -> String {
     let field = |name: &str| request.get(name).filter(|v| !v.is_empty()).map_or_else(|| "-".to_owned(), escape);
-    let uri = match request.get("REQUEST_URI") {
-        Some(u) => u.to_owned(),
-        None => {
-            let mut u = format!("{}{}", request.get("SCRIPT_NAME").unwrap_or(""), request.get("PATH_INFO").unwrap_or(""));
-            if let Some(q) = request.get("QUERY_STRING").filter(|q| !q.is_empty()) {
-                u.push('?');
-                u.push_str(q);
-            }
-            u
+    let uri = if let Some(u) = request.get("REQUEST_URI") {
+        u.to_owned()
+    } else {
+        let mut u = format!("{}{}", request.get("SCRIPT_NAME").unwrap_or(""), request.get("PATH_INFO").unwrap_or(""));
+        if let Some(q) = request.get("QUERY_STRING").filter(|q| !q.is_empty()) {
+            u.push('?');
+            u.push_str(q);
         }
+        u
     };
     let line = format!("{} {} {}", request.get("REQUEST_METHOD").unwrap_or("-"), uri, request.get("SERVER_PROTOCOL").unwrap_or("-"));
     let status = outcome.status.get(..3).unwrap_or(&outcome.status);
@@ -175,10 +175,9 @@ fn escape(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
         match c {
-            '"' | '\\' => out.push_str(&format!("\\x{:02X}", c as u32)),
-            c if (c as u32) < 0x20 || (c as u32) >= 0x7f => {
-                // Values are latin-1: one byte each.
-                out.push_str(&format!("\\x{:02X}", c as u32 & 0xff));
+            // Values are latin-1: one byte each.
+            c if c == '"' || c == '\\' || (c as u32) < 0x20 || (c as u32) >= 0x7f => {
+                let _ = write!(out, "\\x{:02X}", c as u32 & 0xff);
             }
             c => out.push(c),
         }
@@ -188,6 +187,7 @@ fn escape(value: &str) -> String {
 
 /// `03/Dec/2026:15:16:51 +0000` (the common log format's time, in UTC).
 fn clf_time(t: std::time::SystemTime) -> String {
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     let secs = t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Howard Hinnant's civil_from_days, for days since 1970-01-01 (never negative here).
@@ -200,7 +200,6 @@ fn clf_time(t: std::time::SystemTime) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     format!("{day:02}/{}/{year}:{:02}:{:02}:{:02} +0000", MONTHS[(month - 1) as usize], rem / 3600, rem % 3600 / 60, rem % 60)
 }
 

@@ -64,7 +64,7 @@ pub fn home_of(uid: u32) -> Option<std::path::PathBuf> {
     let mut found: *mut libc::passwd = std::ptr::null_mut();
     // SAFETY: getpwuid_r fills `pw`, pointing into `buf` (which outlives every read below),
     // and sets `found` to `&pw` on success or NULL when there is no entry.
-    let rc = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut found) };
+    let rc = unsafe { libc::getpwuid_r(uid, &raw mut pw, buf.as_mut_ptr(), buf.len(), &raw mut found) };
     if rc != 0 || found.is_null() || pw.pw_dir.is_null() {
         return None;
     }

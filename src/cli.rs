@@ -305,6 +305,16 @@ impl Cli {
             Some(spec) => Some(AppSpec::parse(spec)?),
             None => None,
         };
+        // A drop-in named relative to the current directory (suEXEC runs `app.cgi` in its
+        // directory) stays that file after a `chdir` line; a --chdir flag keeps its meaning
+        // (a relative file app is taken from that directory).
+        if let Some(AppSpec { target: AppTarget::File(path), .. }) = app.as_mut() {
+            if path.is_relative() && self.python.chdir.is_none() && path.is_file() {
+                if let Ok(abs) = std::path::absolute(&*path) {
+                    *path = abs;
+                }
+            }
+        }
         let dropin = match app.as_ref().and_then(AppSpec::file) {
             Some(path) if path.is_file() => DropIn::read(path)?,
             _ => DropIn::default(),

@@ -172,8 +172,8 @@ pub struct Cli {
     pub reload: bool,
 
     /// FastCGI: request threads per worker (default 1: no GIL contention)
-    #[arg(long, value_name = "N", env = "CGI2WSGI_THREADS", default_value_t = 1)]
-    pub threads: usize,
+    #[arg(long, value_name = "N", env = "CGI2WSGI_THREADS")]
+    pub threads: Option<usize>,
 
     /// FastCGI: connections kept open per request thread (default 256)
     #[arg(long, value_name = "N", env = "CGI2WSGI_MAX_CONNS")]
@@ -249,6 +249,10 @@ impl Cli {
             Some(s) => Some(parse_size(&s)?),
             None => None,
         };
+        // Flags and variables beat the drop-in's lines (a `.fcgi` drop-in under mod_fcgid).
+        let max_requests = cli.max_requests.map_or_else(|| dropin_number("max-requests", &dropin.max_requests), |n| Ok(Some(n)))?;
+        let threads = cli.threads.map_or_else(|| dropin_number("threads", &dropin.threads), |n| Ok(Some(n as u64)))?;
+        let timeout = cli.timeout.map_or_else(|| dropin_number("timeout", &dropin.timeout), |n| Ok(Some(n)))?;
         let mut pythonpath = cli.python.pythonpath;
         pythonpath.extend(dropin.pythonpath);
         Ok(Config {
@@ -267,14 +271,14 @@ impl Cli {
             socket_perms: SocketPerms { mode: socket_mode, owner: cli.socket_owner, group: cli.socket_group },
             log_file: cli.log_file,
             max_conns: cli.max_conns.filter(|n| *n > 0),
-            threads: cli.threads.max(1),
+            threads: threads.map_or(1, |n| usize::try_from(n).unwrap_or(usize::MAX)).max(1),
             workers: cli.workers,
             lazy_apps: cli.lazy_apps,
-            max_requests: cli.max_requests.filter(|n| *n > 0),
+            max_requests: max_requests.filter(|n| *n > 0),
             max_rss_mb: cli.max_rss.filter(|n| *n > 0),
             graceful_timeout: Duration::from_secs(cli.graceful_timeout),
             reload: cli.reload,
-            timeout: cli.timeout.filter(|t| *t > 0).map(Duration::from_secs),
+            timeout: timeout.filter(|t| *t > 0).map(Duration::from_secs),
             read_timeout: Some(cli.read_timeout).filter(|t| *t > 0).map(Duration::from_secs),
             run_as: run_as(cli.user.as_deref(), cli.group.as_deref()).map_err(ConfigError::RunAs)?,
             persist,
@@ -330,6 +334,11 @@ impl Cli {
         }
         Ok((app, dropin))
     }
+}
+
+/// A whole-number drop-in setting, if the line is there.
+fn dropin_number(key: &'static str, text: &Option<String>) -> Result<Option<u64>, ConfigError> {
+    text.as_deref().map(|t| t.trim().parse::<u64>().map_err(|_| ConfigError::BadNumber { key, value: t.to_owned() })).transpose()
 }
 
 /// The accelerator's settings: flags and variables beat the drop-in's `persist*` settings.
@@ -449,6 +458,23 @@ mod tests {
         assert_eq!(cfg.env, vec![("B".into(), "file".into()), ("A".into(), "flag".into())]);
         let cli = Cli::try_parse_from(["cgi2wsgi", "--mode", "cgi", file.to_str().unwrap()]).unwrap();
         assert_eq!(cli.into_config(true).unwrap().venv, Some(PathBuf::from("/from-file")));
+    }
+
+    #[test]
+    fn fastcgi_drop_in_keys_rank_below_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("app.fcgi");
+        std::fs::write(&file, "#!/x\n# cgi2wsgi: max-requests = 500\n# cgi2wsgi: threads = 4\n# cgi2wsgi: timeout = 30\n").unwrap();
+        let f = file.to_str().unwrap();
+        let cfg = Cli::try_parse_from(["cgi2wsgi", "--mode", "fastcgi", f]).unwrap().into_config(false).unwrap();
+        assert_eq!((cfg.max_requests, cfg.threads, cfg.timeout), (Some(500), 4, Some(Duration::from_secs(30))));
+        let cfg = Cli::try_parse_from(["cgi2wsgi", "--mode", "fastcgi", "--threads", "2", "--max-requests", "9", "--timeout", "0", f]).unwrap().into_config(false).unwrap();
+        assert_eq!((cfg.max_requests, cfg.threads, cfg.timeout), (Some(9), 2, None));
+        std::fs::write(&file, "#!/x\n# cgi2wsgi: threads = many\n").unwrap();
+        let err = Cli::try_parse_from(["cgi2wsgi", "--mode", "fastcgi", f]).unwrap().into_config(false).unwrap_err().to_string();
+        assert!(err.contains("threads") && err.contains("many"), "{err}");
+        let cfg = Cli::try_parse_from(["cgi2wsgi", "--mode", "fastcgi", "m:app"]).unwrap().into_config(false).unwrap();
+        assert_eq!((cfg.max_requests, cfg.threads, cfg.timeout), (None, 1, None));
     }
 
     #[test]

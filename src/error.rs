@@ -30,6 +30,8 @@ pub enum ConfigError {
     BadSize(String),
     #[error("persist-idle-timeout {0:?}: expected a whole number of seconds")]
     BadIdleTimeout(String),
+    #[error("drop-in setting {key} = {value:?}: expected a whole number")]
+    BadNumber { key: &'static str, value: String },
 }
 
 /// Problems bringing up the embedded interpreter or loading the app.

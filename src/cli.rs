@@ -297,7 +297,7 @@ impl Cli {
             Mode::Fastcgi => Gateway::FastCgi,
             Mode::Auto if self.bind.is_some() || systemd || crate::sys::is_listening_socket(0) => Gateway::FastCgi,
             Mode::Auto if gateway_interface => Gateway::Cgi,
-            Mode::Auto => return Err(ConfigError::NoGateway),
+            Mode::Auto => return Err(ConfigError::NoGateway(self.app_arg.clone().or_else(|| self.app.clone()).unwrap_or_else(|| "APP".into()))),
         })
     }
 

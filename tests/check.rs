@@ -74,3 +74,45 @@ fn a_bare_name_drop_in_keeps_its_directory_after_a_chdir_line() {
     assert_eq!(r.status, 200, "{}", r.stderr);
     assert_eq!(body_text(&r), "sibling");
 }
+
+// 4. Hints for the classic mistakes, in the error log after the traceback.
+
+fn hint(r: &CgiResponse) -> String {
+    assert_eq!(r.status, 500, "{}", r.stderr);
+    r.stderr.lines().find_map(|l| l.strip_prefix("hint: ")).unwrap_or_else(|| panic!("no hint line in:\n{}", r.stderr)).to_owned()
+}
+
+#[test]
+fn wfastcgi_dotted_handler_gets_did_you_mean() {
+    let r = get(&["--pythonpath", &examples_dir(), "hello.application"]);
+    assert!(r.stderr.contains("ModuleNotFoundError"), "{}", r.stderr);
+    assert!(hint(&r).starts_with("did you mean `hello:application`?"), "{}", r.stderr);
+}
+
+#[test]
+fn factory_call_on_a_wsgi_app_says_drop_the_parentheses() {
+    let venv = common::source_venv();
+    let r = get(&["--venv", venv.to_str().unwrap(), &format!("{}:app()", example("flask/flaskapp.py"))]);
+    let h = hint(&r);
+    assert!(h.contains("drop the `()`") && h.contains("factory form is for functions that return the app"), "{h}");
+    assert!(h.contains(&format!("{}:app`", example("flask/flaskapp.py"))), "{h}");
+}
+
+#[test]
+fn missing_package_names_the_python_and_venv_used() {
+    let r = get(&[&example("flask/flaskapp.py")]);
+    assert!(r.stderr.contains("No module named 'flask'"), "{}", r.stderr);
+    let h = hint(&r);
+    assert!(h.contains("Python 3.") && h.contains("no venv") && h.contains("cgi2wsgi: venv =") && h.contains("--venv"), "{h}");
+    // With a venv that lacks it, the venv is named, and its pip.
+    let dir = tempfile::tempdir().unwrap();
+    let venv = dir.path().join("v");
+    assert!(std::process::Command::new("/usr/bin/python3").args(["-m", "venv", "--without-pip"]).arg(&venv).status().unwrap().success());
+    let r = get(&["--venv", venv.to_str().unwrap(), &example("flask/flaskapp.py")]);
+    let h = hint(&r);
+    assert!(h.contains(&format!("the venv {}", venv.display())) && h.contains(&format!("{}/bin/pip install flask", venv.display())), "{h}");
+}
+
+fn get(args: &[&str]) -> CgiResponse {
+    common::cgi::get(args, "", &[])
+}

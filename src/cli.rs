@@ -75,6 +75,7 @@ impl PythonArgs {
                     cgi2wsgi --bind unix:/run/cgi2wsgi/app.sock --socket-group www-data --venv /srv/app/venv /srv/app/app.py\n  \
                     cgi2wsgi --bind 127.0.0.1:9000 --pythonpath /srv/mysite mysite.wsgi:application\n  \
                     cgi2wsgi --app builtin:doctor     (mount it where the app goes: shows what the server sends, with fixes)\n  \
+                    cgi2wsgi check app.cgi             (from a shell: run the app once as a web server would, and say what would go wrong)\n  \
                     cgi2wsgi bench APP                 (per-request CGI against a persistent worker: see cgi2wsgi bench --help)\n\n\
                   Recipes for Apache, nginx, lighttpd, systemd, shared hosting and Django: see the README."
 )]
@@ -203,7 +204,7 @@ pub struct Cli {
 }
 
 /// Words that are (or will be) subcommands and so cannot name an app in the first position.
-pub const RESERVED: [&str; 1] = ["bench"];
+pub const RESERVED: [&str; 2] = ["bench", "check"];
 
 /// Parse `10`, `64K`, `1M`, `2G` (powers of 1024).
 pub fn parse_size(s: &str) -> Result<u64, ConfigError> {

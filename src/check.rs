@@ -129,6 +129,12 @@ impl Check {
         if let (AppTarget::File(p), None) = (&spec.target, &app_file) {
             return Err(format!("no such file: {}", p.display()));
         }
+        // `app.cgi` that is not here would be imported as module `app`, submodule `cgi`.
+        if let (AppTarget::Module(m), None) = (&spec.target, &spec.callable) {
+            if m.rsplit_once('.').is_some_and(|(_, ext)| matches!(ext, "cgi" | "fcgi" | "wsgi")) {
+                return Err(format!("no such file: {m} (in {})", std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default()));
+            }
+        }
         let dropin = match &app_file {
             Some(p) => DropIn::read(p).map_err(|e| e.to_string())?,
             None => DropIn::default(),

@@ -116,3 +116,132 @@ fn missing_package_names_the_python_and_venv_used() {
 fn get(args: &[&str]) -> CgiResponse {
     common::cgi::get(args, "", &[])
 }
+
+// 2. `cgi2wsgi check APP`.
+
+/// `cgi2wsgi check ARGS` in `dir`, from a shell whose environment is `shell` (plus PATH).
+fn check(dir: &Path, args: &[&str], shell: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let mut cmd = std::process::Command::new(binary());
+    cmd.arg("check").args(args).current_dir(dir).env_clear().env("PATH", "/usr/local/bin:/usr/bin:/bin").envs(shell.iter().copied());
+    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let child = common::cgi::spawn(&mut cmd);
+    let pid = child.id() as i32;
+    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
+    let started = std::time::Instant::now();
+    while !waiter.is_finished() {
+        if started.elapsed() > common::cgi::DEADLINE {
+            // SAFETY: our own child, not yet reaped (the waiter has not finished).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("cgi2wsgi check {args:?} did not finish within {:?}", common::cgi::DEADLINE);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let out = waiter.join().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// The settings table's row for `key`: (value, source).
+fn row(report: &str, key: &str) -> (String, String) {
+    let line = report.lines().find(|l| l.trim_start().starts_with(&format!("{key} "))).unwrap_or_else(|| panic!("no {key} row in:\n{report}"));
+    let rest = line.trim_start()[key.len()..].trim();
+    let (value, source) = rest.rsplit_once("  [").unwrap_or_else(|| panic!("{line}"));
+    (value.to_owned(), source.trim_end_matches(']').to_owned())
+}
+
+#[test]
+fn check_runs_a_drop_in_as_a_server_would_and_says_where_settings_came_from() {
+    let dir = site();
+    let venv = common::source_venv();
+    let flask = common::repo().join("examples/flask");
+    drop_in(
+        dir.path(),
+        "flask.cgi",
+        &[&format!("# cgi2wsgi: venv = {}", venv.display()), &format!("# cgi2wsgi: pythonpath = {}", flask.display()), "# cgi2wsgi: threads = 4", "# cgi2wsgi: persist = on", "from flaskapp import app as application"],
+    );
+    // What a shell may hold but Apache's CGI and suEXEC never pass: none of it may be used.
+    let shell = [("CGI2WSGI_VENV", "/no/such/venv"), ("CGI2WSGI_DEBUG", "1"), ("CGI2WSGI_APP", "nothing:here")];
+    let (code, out, err) = check(dir.path(), &["--max-requests", "7", "flask.cgi"], &shell);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains("Response: 200 OK") && out.contains("| Hello from Flask"), "{out}");
+    assert!(out.contains("Content-Type: text/html"), "{out}");
+    assert_eq!(row(&out, "venv"), (venv.display().to_string(), "drop-in line 2".into()));
+    assert_eq!(row(&out, "pythonpath"), (flask.display().to_string(), "drop-in line 3".into()));
+    assert_eq!(row(&out, "threads"), ("4".into(), "drop-in line 4".into()));
+    assert_eq!(row(&out, "persist"), ("on".into(), "drop-in line 5".into()));
+    assert_eq!(row(&out, "max-requests"), ("7".into(), "flag --max-requests".into()));
+    assert_eq!(row(&out, "debug"), ("off".into(), "default".into()));
+    assert_eq!(row(&out, "app").1, "argument");
+    let ignored = out.split("Not passed by a web server").nth(1).unwrap_or_else(|| panic!("{out}"));
+    for (k, v) in shell {
+        assert!(ignored.contains(&format!("{k}={v}")), "{k} not named:\n{out}");
+    }
+    assert!(out.contains("Doctor: no warnings"), "{out}");
+    assert!(!out.contains("File problems"), "{out}");
+    // persist = on: check served in-process, so no accelerator worker was started.
+    let (code, _, _) = check(dir.path(), &["flask.cgi"], &[]);
+    assert_eq!(code, Some(0));
+    let ps = std::process::Command::new("pgrep").args(["-f", &format!("{}.*--persist-worker", binary().display())]).output().unwrap();
+    assert!(ps.stdout.is_empty(), "an accelerator worker was left running: {}", String::from_utf8_lossy(&ps.stdout));
+}
+
+#[test]
+fn check_fails_with_the_traceback_and_the_hint() {
+    let dir = site();
+    drop_in(dir.path(), "app.cgi", &[&format!("# cgi2wsgi: pythonpath = {}", common::repo().join("examples/flask").display()), "from flaskapp import app as application"]);
+    let (code, out, _) = check(dir.path(), &["app.cgi"], &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("Response: 500") && out.contains("Traceback (most recent call last)"), "{out}");
+    assert!(out.contains("No module named 'flask'") && out.contains("hint: Python 3."), "{out}");
+    assert!(out.contains("FAILED"), "{out}");
+}
+
+#[test]
+fn check_warns_about_what_a_server_or_suexec_refuses() {
+    let dir = site();
+    let path = dir.path().join("app.cgi");
+    std::fs::write(&path, format!("#!/usr/local/bin/no-such-cgi2wsgi\r\n# cgi2wsgi: pythonpath = {}\r\nfrom hello import application\r\n", examples_dir())).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o775)).unwrap();
+    let (code, out, _) = check(dir.path(), &["app.cgi"], &[]);
+    // The app itself works (check runs it through this binary): the file is the problem.
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("| Hello World"), "{out}");
+    let problems = out.split("File problems").nth(1).unwrap_or_else(|| panic!("{out}"));
+    for needle in ["(CRLF) line endings", "/usr/local/bin/no-such-cgi2wsgi, which does not exist", "is not executable (mode 0664)", "suexec policy violation", "is writable by group or others (mode 0775)"] {
+        assert!(problems.contains(needle), "{needle:?} missing:\n{out}");
+    }
+}
+
+#[test]
+fn check_takes_a_path_and_any_app_spec() {
+    let dir = site();
+    std::fs::write(dir.path().join("where.py"), "def application(e, sr):\n    sr('200 OK', [('Content-Type', 'text/plain')])\n    return [('%s|%s|%s' % (e['SCRIPT_NAME'], e['PATH_INFO'], e['QUERY_STRING'])).encode()]\n").unwrap();
+    let (code, out, _) = check(dir.path(), &["--path", "/a/b?c=d", "--pythonpath", dir.path().to_str().unwrap(), "where:application"], &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("| |/a/b|c=d"), "{out}");
+    assert_eq!(row(&out, "pythonpath").1, "flag --pythonpath");
+    // A drop-in mounted at the site root behind mod_rewrite: the URL is the app's path.
+    drop_in(dir.path(), "site.cgi", &["# cgi2wsgi: script-name = /", "from where import application"]);
+    let (code, out, _) = check(dir.path(), &["--path", "/users/42", "site.cgi"], &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("Request: GET /users/42 ") && out.contains("| |/users/42|"), "{out}");
+    assert!(out.contains("Doctor: no warnings"), "{out}");
+}
+
+#[test]
+fn check_arguments_errors_are_one_line_with_clap_tips() {
+    let dir = site();
+    let (code, out, err) = check(dir.path(), &["--thread", "2", "app.cgi"], &[]);
+    assert_eq!(code, Some(2), "{out}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.starts_with("cgi2wsgi check: unexpected argument '--thread'") && err.contains("tip: a similar argument exists: '--threads'"), "{err}");
+    let (code, _, err) = check(dir.path(), &["missing.cgi"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("no such file: missing.cgi"), "{err}");
+    let (code, _, err) = check(dir.path(), &["--bind", "127.0.0.1:1", "m:app"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--bind"), "{err}");
+    let (code, out, _) = check(dir.path(), &["--help"], &[]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("--path") && out.contains("--venv"), "{out}");
+}

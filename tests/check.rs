@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::cgi::{body_text, example, examples_dir, os_env, run_program, test_app};
+use common::cgi::{body_text, example, examples_dir, os_env, run_program};
 use common::{binary, cgi_env, parse_cgi, CgiResponse};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

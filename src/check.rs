@@ -101,7 +101,7 @@ fn child_args(args: &[OsString]) -> Vec<OsString> {
 
 /// One row of the settings table.
 struct Setting {
-    key: &'static str,
+    key: String,
     value: String,
     source: String,
 }
@@ -139,48 +139,9 @@ impl Check {
             Some(p) => DropIn::read(p).map_err(|e| e.to_string())?,
             None => DropIn::default(),
         };
-        let origin = Origin { matches, dropin: &dropin };
-        let mut settings = Vec::new();
         let config = CheckArgs::from_arg_matches(matches).map_err(|e| e.to_string())?.serve.into_config(true).map_err(|e| e.to_string())?;
-        let app = config.app.as_ref().map(ToString::to_string).unwrap_or_default();
-        let app_source = match (origin.line("app"), origin.line("callable")) {
-            (Some(n), _) => format!("drop-in line {n}"),
-            (None, Some(n)) => format!("{}, callable: drop-in line {n}", origin.flag(if serve.app_arg.is_some() { "app_arg" } else { "app" })),
-            (None, None) => origin.flag(if serve.app_arg.is_some() { "app_arg" } else { "app" }),
-        };
-        settings.push(Setting { key: "app", value: app, source: app_source });
-        let venv = config.venv.as_ref().map_or("none (the system's packages only)".into(), |v| v.display().to_string());
-        let venv_source = origin.of("venv", "venv", "default");
-        let venv_source = if venv_source == "default" && config.venv.is_some() { "default: the venv this binary is installed in".into() } else { venv_source };
-        settings.push(Setting { key: "venv", value: venv, source: venv_source });
-        let joined = |v: &[PathBuf]| v.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":");
-        settings.push(Setting { key: "pythonpath", value: or_none(joined(&config.pythonpath)), source: origin.of("pythonpath", "pythonpath", "default") });
-        settings.push(Setting { key: "chdir", value: or_none(config.chdir.as_ref().map(|p| p.display().to_string()).unwrap_or_default()), source: origin.of("chdir", "chdir", "default") });
-        let env = config.env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
-        settings.push(Setting { key: "env", value: or_none(env), source: origin.of("env", "env", "default") });
-        settings.push(Setting { key: "max-body", value: config.max_body.map_or("unlimited".into(), |n| format!("{n} bytes")), source: origin.of("max_body", "max-body", "default") });
-        settings.push(Setting { key: "script-name", value: or_none(config.script_name.clone().unwrap_or_default()), source: origin.of("script_name", "script-name", "none: the server's SCRIPT_NAME") });
-        settings.push(Setting { key: "log-level", value: config.log_level.clone(), source: origin.of("log_level", "log-level", "default") });
-        settings.push(Setting { key: "debug", value: on_off(config.debug), source: origin.of("debug", "debug", "default") });
-        settings.push(Setting { key: "persist", value: on_off(config.persist.enabled), source: origin.of("persist", "persist", "default") });
-        if config.persist.enabled {
-            settings.push(Setting { key: "persist-idle-timeout", value: format!("{} s", config.persist.idle_timeout.as_secs()), source: origin.of("persist_idle_timeout", "persist-idle-timeout", "default") });
-            let dir = config.persist.dir.as_ref().map_or("$XDG_RUNTIME_DIR/cgi2wsgi, else /tmp/cgi2wsgi-UID".into(), |d| d.display().to_string());
-            settings.push(Setting { key: "persist-dir", value: dir, source: origin.of("persist_dir", "persist-dir", "default") });
-        }
-        settings.push(Setting { key: "max-requests", value: config.max_requests.map_or("none".into(), |n| n.to_string()), source: origin.of("max_requests", "max-requests", "default") });
-        settings.push(Setting { key: "threads", value: config.threads.to_string(), source: origin.of("threads", "threads", "default") });
-        settings.push(Setting { key: "timeout", value: config.timeout.map_or("none".into(), |t| format!("{} s", t.as_secs())), source: origin.of("timeout", "timeout", "default") });
-        // Serving flags check does not show above, when given.
-        let shown = ["app_arg", "app", "venv", "pythonpath", "chdir", "env", "max_body", "script_name", "log_level", "debug", "persist", "persist_idle_timeout", "persist_dir", "max_requests", "threads", "timeout", "path"];
-        for arg in CheckArgs::command().get_arguments() {
-            let id = arg.get_id().as_str();
-            if !shown.contains(&id) && matches.value_source(id) == Some(ValueSource::CommandLine) {
-                let raw: Vec<String> = matches.get_raw(id).into_iter().flatten().map(|v| v.to_string_lossy().into_owned()).collect();
-                let value = if raw.is_empty() { "on".into() } else { raw.join(" ") };
-                settings.push(Setting { key: leak_id(arg), value, source: "flag".into() });
-            }
-        }
+        let mut settings = settings_table(&Origin { matches, dropin: &dropin }, &config, serve.app_arg.is_some());
+        settings.extend(other_flags(matches));
         let ignored_vars = std::env::vars_os()
             .filter_map(|(k, v)| {
                 let k = k.into_string().ok()?;
@@ -251,6 +212,57 @@ impl Check {
     }
 }
 
+/// The settings a run uses, each with where it came from.
+fn settings_table(origin: &Origin, config: &crate::config::Config, positional: bool) -> Vec<Setting> {
+    let mut settings = Vec::new();
+    let app = config.app.as_ref().map(ToString::to_string).unwrap_or_default();
+    let app_source = match (origin.line("app"), origin.line("callable")) {
+        (Some(n), _) => format!("drop-in line {n}"),
+        (None, Some(n)) => format!("{}, callable: drop-in line {n}", origin.flag(if positional { "app_arg" } else { "app" })),
+        (None, None) => origin.flag(if positional { "app_arg" } else { "app" }),
+    };
+    settings.push(Setting { key: "app".into(), value: app, source: app_source });
+    let venv = config.venv.as_ref().map_or("none (the system's packages only)".into(), |v| v.display().to_string());
+    let venv_source = origin.of("venv", "venv", "default");
+    let venv_source = if venv_source == "default" && config.venv.is_some() { "default: the venv this binary is installed in".into() } else { venv_source };
+    settings.push(Setting { key: "venv".into(), value: venv, source: venv_source });
+    let joined = |v: &[PathBuf]| v.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":");
+    settings.push(Setting { key: "pythonpath".into(), value: or_none(joined(&config.pythonpath)), source: origin.of("pythonpath", "pythonpath", "default") });
+    settings.push(Setting { key: "chdir".into(), value: or_none(config.chdir.as_ref().map(|p| p.display().to_string()).unwrap_or_default()), source: origin.of("chdir", "chdir", "default") });
+    let env = config.env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
+    settings.push(Setting { key: "env".into(), value: or_none(env), source: origin.of("env", "env", "default") });
+    settings.push(Setting { key: "max-body".into(), value: config.max_body.map_or("unlimited".into(), |n| format!("{n} bytes")), source: origin.of("max_body", "max-body", "default") });
+    settings.push(Setting { key: "script-name".into(), value: or_none(config.script_name.clone().unwrap_or_default()), source: origin.of("script_name", "script-name", "none: the server's SCRIPT_NAME") });
+    settings.push(Setting { key: "log-level".into(), value: config.log_level.clone(), source: origin.of("log_level", "log-level", "default") });
+    settings.push(Setting { key: "debug".into(), value: on_off(config.debug), source: origin.of("debug", "debug", "default") });
+    settings.push(Setting { key: "persist".into(), value: on_off(config.persist.enabled), source: origin.of("persist", "persist", "default") });
+    if config.persist.enabled {
+        settings.push(Setting { key: "persist-idle-timeout".into(), value: format!("{} s", config.persist.idle_timeout.as_secs()), source: origin.of("persist_idle_timeout", "persist-idle-timeout", "default") });
+        let dir = config.persist.dir.as_ref().map_or("$XDG_RUNTIME_DIR/cgi2wsgi, else /tmp/cgi2wsgi-UID".into(), |d| d.display().to_string());
+        settings.push(Setting { key: "persist-dir".into(), value: dir, source: origin.of("persist_dir", "persist-dir", "default") });
+    }
+    settings.push(Setting { key: "max-requests".into(), value: config.max_requests.map_or("none".into(), |n| n.to_string()), source: origin.of("max_requests", "max-requests", "default") });
+    settings.push(Setting { key: "threads".into(), value: config.threads.to_string(), source: origin.of("threads", "threads", "default") });
+    settings.push(Setting { key: "timeout".into(), value: config.timeout.map_or("none".into(), |t| format!("{} s", t.as_secs())), source: origin.of("timeout", "timeout", "default") });
+    settings
+}
+
+/// Serving flags the table above does not show, when given.
+fn other_flags(matches: &ArgMatches) -> Vec<Setting> {
+    let mut settings = Vec::new();
+    // Serving flags check does not show above, when given.
+    let shown = ["app_arg", "app", "venv", "pythonpath", "chdir", "env", "max_body", "script_name", "log_level", "debug", "persist", "persist_idle_timeout", "persist_dir", "max_requests", "threads", "timeout", "path"];
+    for arg in CheckArgs::command().get_arguments() {
+        let id = arg.get_id().as_str();
+        if !shown.contains(&id) && matches.value_source(id) == Some(ValueSource::CommandLine) {
+            let raw: Vec<String> = matches.get_raw(id).into_iter().flatten().map(|v| v.to_string_lossy().into_owned()).collect();
+            let value = if raw.is_empty() { "on".into() } else { raw.join(" ") };
+            settings.push(Setting { key: arg.get_long().unwrap_or(id).to_owned(), value, source: format!("flag --{}", arg.get_long().unwrap_or(id)) });
+        }
+    }
+    settings
+}
+
 /// Where a setting's value comes from: a flag, a drop-in line or the default.
 struct Origin<'a> {
     matches: &'a ArgMatches,
@@ -289,14 +301,6 @@ fn or_none(s: String) -> String {
 
 fn on_off(b: bool) -> String {
     (if b { "on" } else { "off" }).into()
-}
-
-/// The flag's long name, for the table (clap keeps it for the program's life).
-fn leak_id(arg: &clap::Arg) -> &'static str {
-    match arg.get_long() {
-        Some(long) => Box::leak(long.to_owned().into_boxed_str()),
-        None => "?",
-    }
 }
 
 /// The CGI variables of one `GET path` as Apache gives them to `file` (or to a module app

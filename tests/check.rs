@@ -64,6 +64,44 @@ fn drop_ins_run_by_their_bare_name_answer_200() {
     assert_eq!(r.body, b"Hello World\n");
 }
 
+/// The accelerator's workers whose stamps are in `dir`: stopped by pid when dropped.
+struct Workers(PathBuf);
+
+impl Workers {
+    fn pids(&self) -> Vec<i32> {
+        let stamps = std::fs::read_dir(&self.0).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "stamp"));
+        let pids = stamps.filter_map(|p| std::fs::read_to_string(p).ok()?.lines().find_map(|l| l.strip_prefix("pid "))?.parse().ok());
+        // Only processes that still are workers (a pid may be reused).
+        pids.filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains("--persist-worker"))).collect()
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for pid in self.pids() {
+            // SAFETY: a worker this test started (its pid comes from its stamp, its cmdline checked).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+#[test]
+fn a_bare_name_drop_in_with_persist_starts_its_worker_and_is_relayed() {
+    let dir = site();
+    let persist = dir.path().join("persist");
+    let workers = Workers(persist.clone());
+    let pythonpath = format!("# cgi2wsgi: pythonpath = {}", examples_dir());
+    let persist_line = format!("# cgi2wsgi: persist-dir = {}", persist.display());
+    drop_in(dir.path(), "app.cgi", &[&pythonpath, "# cgi2wsgi: persist = on", &persist_line, "from hello import application"]);
+    for _ in 0..2 {
+        let r = exec_bare(dir.path(), "app.cgi", &[], "");
+        assert_eq!(r.status, 200, "{}", r.stderr);
+        assert_eq!(r.body, b"Hello World\n");
+        assert!(!r.stderr.contains("--persist:"), "served in-process: {}", r.stderr);
+    }
+    assert_eq!(workers.pids().len(), 1, "one worker, started by the first request and relayed to by the second");
+}
+
 #[test]
 fn a_bare_name_drop_in_keeps_its_directory_after_a_chdir_line() {
     let dir = site();

@@ -186,6 +186,8 @@ impl Check {
         }
         let uri = self.cgi_vars.iter().find(|(k, _)| k == "REQUEST_URI").map_or("", |(_, v)| v.as_str());
         println!("\nRequest: GET {uri} (--path {})", self.path);
+        let argv: Vec<String> = child_args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        println!("  run as: cgi2wsgi {} with PATH={SERVER_PATH} and {} CGI variables only", argv.join(" "), self.cgi_vars.len() - 1);
         let outcome = match run_child(child_args, &self.cgi_vars) {
             Ok(out) => out,
             Err(e) => {
@@ -288,7 +290,8 @@ impl Origin<'_> {
         let flag = self.matches.value_source(id) == Some(ValueSource::CommandLine);
         match (flag, self.line(key)) {
             (true, Some(n)) if matches!(key, "pythonpath" | "env") => format!("{} + drop-in line {n}", self.flag(id)),
-            (true, _) => self.flag(id),
+            (true, Some(n)) => format!("{}, over drop-in line {n}", self.flag(id)),
+            (true, None) => self.flag(id),
             (false, Some(n)) => format!("drop-in line {n}"),
             (false, None) => default.into(),
         }

@@ -259,9 +259,11 @@ fn check_takes_a_path_and_any_app_spec() {
     assert!(out.contains("| |/a/b|c=d"), "{out}");
     assert_eq!(row(&out, "pythonpath").1, "flag --pythonpath");
     // A drop-in mounted at the site root behind mod_rewrite: the URL is the app's path.
-    drop_in(dir.path(), "site.cgi", &["# cgi2wsgi: script-name = /", "from where import application"]);
-    let (code, out, _) = check(dir.path(), &["--path", "/users/42", "site.cgi"], &[]);
+    drop_in(dir.path(), "site.cgi", &["# cgi2wsgi: script-name = /", "# cgi2wsgi: log-level = error", "from where import application"]);
+    let (code, out, _) = check(dir.path(), &["--path", "/users/42", "--log-level", "warn", "site.cgi"], &[]);
     assert_eq!(code, Some(0), "{out}");
+    assert_eq!(row(&out, "log-level"), ("warn".into(), "flag --log-level, over drop-in line 3".into()));
+    assert!(out.contains("run as: cgi2wsgi --log-level warn site.cgi with PATH="), "{out}");
     assert!(out.contains("Request: GET /users/42 ") && out.contains("| |/users/42|"), "{out}");
     assert!(out.contains("Doctor: no warnings"), "{out}");
 }

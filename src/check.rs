@@ -246,6 +246,8 @@ fn settings_table(origin: &Origin, config: &crate::config::Config, positional: b
     settings.push(Setting { key: "max-requests".into(), value: config.max_requests.map_or("none".into(), |n| n.to_string()), source: origin.of("max_requests", "max-requests", "default") });
     settings.push(Setting { key: "threads".into(), value: config.threads.to_string(), source: origin.of("threads", "threads", "default") });
     settings.push(Setting { key: "timeout".into(), value: config.timeout.map_or("none".into(), |t| format!("{} s", t.as_secs())), source: origin.of("timeout", "timeout", "default") });
+    // FastCGI only (a `.fcgi` drop-in under mod_fcgid); check's request is a responder's.
+    settings.push(Setting { key: "roles".into(), value: config.roles.describe(), source: origin.of("roles", "roles", "default") });
     settings
 }
 
@@ -253,7 +255,7 @@ fn settings_table(origin: &Origin, config: &crate::config::Config, positional: b
 fn other_flags(matches: &ArgMatches) -> Vec<Setting> {
     let mut settings = Vec::new();
     // Serving flags check does not show above, when given.
-    let shown = ["app_arg", "app", "venv", "pythonpath", "chdir", "env", "max_body", "script_name", "log_level", "debug", "persist", "persist_idle_timeout", "persist_dir", "max_requests", "threads", "timeout", "path"];
+    let shown = ["app_arg", "app", "venv", "pythonpath", "chdir", "env", "max_body", "script_name", "log_level", "debug", "persist", "persist_idle_timeout", "persist_dir", "max_requests", "threads", "timeout", "roles", "path"];
     for arg in CheckArgs::command().get_arguments() {
         let id = arg.get_id().as_str();
         if !shown.contains(&id) && matches.value_source(id) == Some(ValueSource::CommandLine) {

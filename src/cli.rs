@@ -66,7 +66,7 @@ impl PythonArgs {
 #[derive(Debug, Parser)]
 #[command(
     name = "cgi2wsgi",
-    about = "Host a Python WSGI app as a CGI program or FastCGI responder",
+    about = "Host a Python WSGI app as a CGI program or FastCGI responder (and authorizer: --roles)",
     after_help = "APP is pkg.module, pkg.module:callable, pkg.module:factory() or path/to/file.py[:callable];\n\
                   the callable defaults to `application`, then `app`.\n\
                   Every option can also be set as CGI2WSGI_<NAME>; a cgi-bin drop-in starts with\n\
@@ -180,6 +180,13 @@ pub struct Cli {
     #[arg(long, value_name = "N", env = "CGI2WSGI_MAX_CONNS")]
     pub max_conns: Option<usize>,
 
+    /// FastCGI: the roles served, from responder and authorizer (default responder); a request
+    /// in another role is refused with a 500 that every web server takes as a denial.
+    /// `authorizer` lets the app gate requests for lighttpd (mode authorizer) or Apache
+    /// (mod_authnz_fcgi, FcgidAuthorizer); the app sees FCGI_ROLE
+    #[arg(long, value_name = "ROLE,ROLE", env = "CGI2WSGI_ROLES")]
+    pub roles: Option<String>,
+
     /// Put tracebacks in 500 responses (never in production)
     #[arg(long, env = "CGI2WSGI_DEBUG")]
     pub debug: bool,
@@ -254,6 +261,10 @@ impl Cli {
         let max_requests = cli.max_requests.map_or_else(|| dropin_number("max-requests", &dropin.max_requests), |n| Ok(Some(n)))?;
         let threads = cli.threads.map_or_else(|| dropin_number("threads", &dropin.threads), |n| Ok(Some(n as u64)))?;
         let timeout = cli.timeout.map_or_else(|| dropin_number("timeout", &dropin.timeout), |n| Ok(Some(n)))?;
+        let roles = match cli.roles.as_deref().or(dropin.roles.as_deref()) {
+            Some(list) => crate::role::Roles::parse(list).map_err(ConfigError::BadRoles)?,
+            None => crate::role::Roles::default(),
+        };
         let mut pythonpath = cli.python.pythonpath;
         pythonpath.extend(dropin.pythonpath);
         Ok(Config {
@@ -283,6 +294,7 @@ impl Cli {
             read_timeout: Some(cli.read_timeout).filter(|t| *t > 0).map(Duration::from_secs),
             run_as: run_as(cli.user.as_deref(), cli.group.as_deref()).map_err(ConfigError::RunAs)?,
             persist,
+            roles,
         })
     }
 }
@@ -488,6 +500,24 @@ mod tests {
         assert!(!line.contains('\n') && line.contains("'--thread'") && line.contains("tip: a similar argument exists: '--threads'"), "{line}");
         assert!(line.ends_with("(see cgi2wsgi --help)") && !line.starts_with("error:"), "{line}");
         assert_eq!(one_line("error: the following required arguments were not provided:\n  <APP>\n\nUsage: x <APP>\n"), "the following required arguments were not provided: <APP>");
+    }
+
+    #[test]
+    fn roles_from_flag_or_drop_in() {
+        use crate::role::Roles;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gate.fcgi");
+        std::fs::write(&file, "#!/x\n# cgi2wsgi: roles = authorizer\n").unwrap();
+        let path = file.to_str().unwrap();
+        let cli = Cli::try_parse_from(["cgi2wsgi", "--mode", "fastcgi", path]).unwrap();
+        assert_eq!(cli.into_config(false).unwrap().roles, Roles { responder: false, authorizer: true });
+        let cli = Cli::try_parse_from(["cgi2wsgi", "--mode", "fastcgi", "--roles", "responder,authorizer", path]).unwrap();
+        assert_eq!(cli.into_config(false).unwrap().roles, Roles { responder: true, authorizer: true });
+        let cli = Cli::try_parse_from(["cgi2wsgi", "--mode", "fastcgi", "m:app"]).unwrap();
+        assert_eq!(cli.into_config(false).unwrap().roles, Roles::default());
+        let cli = Cli::try_parse_from(["cgi2wsgi", "--mode", "fastcgi", "--roles", "responder,filter", "m:app"]).unwrap();
+        let err = cli.into_config(false).unwrap_err().to_string();
+        assert!(err.starts_with("--roles: ") && err.contains("FILTER"), "{err}");
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub struct Config {
     pub run_as: Option<RunAs>,
     /// The CGI accelerator (`--persist`), and whether this process is its worker.
     pub persist: AccelSettings,
+    /// `--roles`: the FastCGI roles served.
+    pub roles: crate::role::Roles,
 }
 
 /// `--bind` as written: `unix:/path`, `/path`, or `HOST:PORT`.

@@ -32,6 +32,8 @@ pub struct DropIn {
     pub persist: Option<bool>,
     pub persist_idle_timeout: Option<String>,
     pub persist_dir: Option<PathBuf>,
+    /// `roles = responder,authorizer` (FastCGI drop-ins under mod_fcgid).
+    pub roles: Option<String>,
     /// FastCGI settings a `.fcgi` drop-in under mod_fcgid has no other way to give.
     pub max_requests: Option<String>,
     pub threads: Option<String>,
@@ -43,9 +45,9 @@ pub struct DropIn {
 const MARKER: &str = "cgi2wsgi:";
 
 /// Every key a drop-in line may set.
-pub const KEYS: [&str; 16] = [
+pub const KEYS: [&str; 17] = [
     "app", "venv", "pythonpath", "chdir", "env", "callable", "max-body", "script-name", "log-level", "debug", "persist",
-    "persist-idle-timeout", "persist-dir", "max-requests", "threads", "timeout",
+    "persist-idle-timeout", "persist-dir", "roles", "max-requests", "threads", "timeout",
 ];
 /// The comment block is read up to this many bytes; settings further down are not looked for.
 const HEADER_LIMIT: u64 = 64 * 1024;
@@ -91,6 +93,7 @@ impl DropIn {
             "persist" => self.persist = Some(truthy(&value)),
             "persist-idle-timeout" | "persist_idle_timeout" => self.persist_idle_timeout = Some(value),
             "persist-dir" | "persist_dir" => self.persist_dir = Some(path(&value)),
+            "roles" => self.roles = Some(value),
             "max-requests" | "max_requests" => self.max_requests = Some(value),
             "threads" => self.threads = Some(value),
             "timeout" => self.timeout = Some(value),

@@ -32,6 +32,8 @@ pub enum ConfigError {
     BadIdleTimeout(String),
     #[error("drop-in setting {key} = {value:?}: expected a whole number")]
     BadNumber { key: &'static str, value: String },
+    #[error("--roles: {0}")]
+    BadRoles(String),
 }
 
 /// Problems bringing up the embedded interpreter or loading the app.

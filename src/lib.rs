@@ -9,6 +9,7 @@
 
 pub mod accel;
 pub mod appspec;
+pub mod authorizer;
 pub mod argv;
 pub mod bench;
 pub mod cgi;
@@ -22,6 +23,7 @@ pub mod fastcgi;
 pub mod generate;
 pub mod request;
 pub mod response;
+pub mod role;
 pub mod server;
 pub mod spool;
 pub mod sys;

@@ -2,6 +2,7 @@
 //! environment or FastCGI PARAMS), normalised into the `str` values a WSGI environ holds.
 
 use crate::error::RequestError;
+use crate::role::Role;
 
 /// How the request body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +23,8 @@ pub struct Request {
     pub body: BodyLength,
     /// `wsgi.url_scheme`.
     pub scheme: &'static str,
+    /// What the web server asks of the app (see `serve_as`); the responder unless told.
+    pub role: Role,
 }
 
 /// Decode bytes as latin-1: every byte maps to the code point of the same value.
@@ -63,6 +66,33 @@ pub fn percent_decode(raw: &[u8]) -> Vec<u8> {
     out
 }
 
+/// RFC 3986 §5.2.4 on a path: `.` segments dropped, `..` removes the segment before it
+/// (never above the root); a trailing `.` or `..` leaves the directory's slash.
+pub fn remove_dot_segments(path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path.split('/').collect();
+    let last = segments.len().saturating_sub(1);
+    for (i, seg) in segments.iter().enumerate() {
+        match *seg {
+            "." | ".." => {
+                if *seg == ".." && out.len() > 1 {
+                    out.pop();
+                }
+                if i == last {
+                    out.push("");
+                }
+            }
+            s => out.push(s),
+        }
+    }
+    let joined = out.join("/");
+    if path.starts_with('/') && !joined.starts_with('/') {
+        format!("/{joined}")
+    } else {
+        joined
+    }
+}
+
 /// Variables a server may forward as headers but that must only appear without `HTTP_`.
 const SHADOW_HEADERS: [&str; 2] = ["HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"];
 
@@ -83,7 +113,7 @@ impl Request {
             // dict alike (a later insert replaces an earlier one).
             vars.push((latin1_owned(name), latin1_owned(value.into())));
         }
-        let mut req = Request { vars, body: BodyLength::None, scheme: "http" };
+        let mut req = Request { vars, body: BodyLength::None, scheme: "http", role: Role::Responder };
         for key in ["QUERY_STRING", "PATH_INFO", "SCRIPT_NAME"] {
             if req.get(key).is_none() {
                 req.set(key, String::new());
@@ -155,6 +185,27 @@ impl Request {
             log::debug!("--script-name {mount:?}: request path {path:?} is not under it; PATH_INFO kept");
         }
         self.set("SCRIPT_NAME", mount.to_owned());
+    }
+
+    /// The role a FastCGI web server asked for: `FCGI_ROLE` is set whether or not the server
+    /// sent it (mod_authnz_fcgi does, lighttpd and mod_fcgid do not). An authorizer is asked
+    /// about a request whose body belongs to the responder (FastCGI §6.3): it gets none, and
+    /// since the server withholds SCRIPT_NAME and PATH_INFO from it (or sends the ones of the
+    /// protected resource's handler), it sees the root mount: SCRIPT_NAME '' and PATH_INFO
+    /// the percent-decoded path of REQUEST_URI, so it routes on the URL it is asked about
+    /// exactly as a responder mounted at the root would. REQUEST_URI is the raw target, so
+    /// its `.` and `..` segments are resolved too (after decoding, so `%2e%2e` counts): the
+    /// gate must judge the path the server will serve, not `/downloads/../private`.
+    /// CONTENT_LENGTH stays as sent: it tells the gate how large the upload it judges is.
+    pub fn serve_as(&mut self, role: Role) {
+        self.role = role;
+        self.set("FCGI_ROLE", role.as_str().to_owned());
+        if role == Role::Authorizer {
+            self.mount_at("");
+            let path = remove_dot_segments(self.get("PATH_INFO").unwrap_or_default());
+            self.set("PATH_INFO", path);
+            self.body = BodyLength::None;
+        }
     }
 
     /// PEP 3333: SCRIPT_NAME is never "/"; a root mount has SCRIPT_NAME "" and PATH_INFO "/...".
@@ -317,6 +368,51 @@ mod tests {
         assert_eq!(req(&with_uri).unwrap().get("REQUEST_URI"), Some("/kept"));
         let apache = [("SERVER_SOFTWARE", "Apache"), ("HTTP_X_ORIGINAL_URL", "/admin")];
         assert_eq!(req(&apache).unwrap().get("REQUEST_URI"), None);
+    }
+
+    #[test]
+    fn dot_segments() {
+        for (raw, want) in [
+            ("/a/b/c", "/a/b/c"),
+            ("/downloads/../private/x", "/private/x"),
+            ("/downloads/./x", "/downloads/x"),
+            ("/../../etc/passwd", "/etc/passwd"),
+            ("/a/b/..", "/a/"),
+            ("/a/b/.", "/a/b/"),
+            ("/..", "/"),
+            ("/", "/"),
+            ("", ""),
+            ("/a//../b", "/a/b"),
+            ("/a/..b/c", "/a/..b/c"),
+        ] {
+            assert_eq!(remove_dot_segments(raw), want, "{raw}");
+        }
+    }
+
+    #[test]
+    fn authorizer_role_sees_the_asked_path_and_no_body() {
+        let pairs = [
+            ("SCRIPT_NAME", "/auth.fcgi"),
+            ("PATH_INFO", "/x"),
+            ("REQUEST_URI", "/downloads/%2e%2e/private/caf%C3%A9?x=1"),
+            ("CONTENT_LENGTH", "12"),
+        ];
+        let mut r = req(&pairs).unwrap();
+        assert_eq!(r.body, BodyLength::Exact(12));
+        r.serve_as(Role::Authorizer);
+        assert_eq!((r.get("SCRIPT_NAME"), r.get("PATH_INFO")), (Some(""), Some("/private/caf\u{c3}\u{a9}")));
+        assert_eq!(r.get("FCGI_ROLE"), Some("AUTHORIZER"));
+        assert_eq!(r.body, BodyLength::None);
+        assert_eq!(r.get("CONTENT_LENGTH"), Some("12"));
+        assert_eq!(r.role, Role::Authorizer);
+        // No REQUEST_URI: what the server sent, at the root mount.
+        let mut r = req(&[("SCRIPT_NAME", "/downloads"), ("PATH_INFO", "/f.txt")]).unwrap();
+        r.serve_as(Role::Authorizer);
+        assert_eq!((r.get("SCRIPT_NAME"), r.get("PATH_INFO")), (Some(""), Some("/downloads/f.txt")));
+        // A responder keeps its mount; FCGI_ROLE replaces whatever the server sent.
+        let mut r = req(&[("SCRIPT_NAME", "/app"), ("PATH_INFO", "/x"), ("FCGI_ROLE", "bogus")]).unwrap();
+        r.serve_as(Role::Responder);
+        assert_eq!((r.get("SCRIPT_NAME"), r.get("PATH_INFO"), r.get("FCGI_ROLE")), (Some("/app"), Some("/x"), Some("RESPONDER")));
     }
 
     #[test]

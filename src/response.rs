@@ -150,6 +150,12 @@ pub trait ResponseSink: Send {
     fn send_body(&mut self, chunk: &[u8], last: bool) -> io::Result<()>;
     /// The response is complete.
     fn finish(&mut self) -> io::Result<()>;
+    /// The response cannot be completed: the app failed after its head was given, or its
+    /// `close()` failed. A responder's stream just ends (the status is out already); an
+    /// authorizer's answer becomes a denial.
+    fn cut_short(&mut self) -> io::Result<()> {
+        self.finish()
+    }
 }
 
 #[cfg(test)]

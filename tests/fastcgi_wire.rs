@@ -209,31 +209,140 @@ fn unknown_management_type() {
 }
 
 // ---------------------------------------------------------------------------------------
-// 6. Roles other than RESPONDER
+// 6. Roles: RESPONDER, AUTHORIZER (opt-in), FILTER (refused)
 // ---------------------------------------------------------------------------------------
 
+/// tests/apps/authz.py: a responder reporting what it saw, and an authorizer.
+fn authz_app() -> String {
+    repo_path("tests/apps/authz.py")
+}
+
+/// BEGIN_REQUEST in `role` and its PARAMS; no STDIN (mod_authnz_fcgi sends none).
+fn role_request(id: u16, role: Role, keep_conn: bool, params: &[(String, String)]) -> Vec<u8> {
+    let mut bytes = begin_bytes(id, role, keep_conn);
+    bytes.extend(params_bytes(id, params));
+    bytes
+}
+
+/// A refusal every web server takes as a denial: a 500 page on STDOUT naming the role and
+/// the fix, then END_REQUEST with UNKNOWN_ROLE (a bare UNKNOWN_ROLE is an allow to lighttpd).
+fn assert_role_refused(r: &Reply, what: &str, names: &str) {
+    assert_eq!(r.protocol_status, 3, "{what}: END_REQUEST with UNKNOWN_ROLE: {r:?}");
+    let text = String::from_utf8_lossy(&r.stdout);
+    assert!(text.starts_with("Status: 500 Internal Server Error\r\n"), "{what}: {text}");
+    assert!(text.contains(names), "{what}: {text}");
+}
+
 #[test]
-fn authorizer_and_filter_roles_are_refused() {
-    let s = Server::start(&hello_app(), &[], &[]);
+fn authorizer_and_filter_roles_are_refused_unless_enabled() {
+    let s = Server::start(&authz_app(), &[], &[]);
     let mut c = s.connect();
-    for (id, role) in [(1u16, Role::Authorizer), (2, Role::Filter)] {
+    for (id, role, names) in [(1u16, Role::Authorizer, "AUTHORIZER role (role 2) here; start cgi2wsgi with --roles responder,authorizer"), (2, Role::Filter, "FILTER role (role 3)")] {
         // What a web server sends for such a request: BEGIN, then PARAMS and STDIN.
-        let mut bytes = begin_bytes(id, role, true);
-        bytes.extend(params_bytes(id, &cgi("GET", "/", "")));
+        let mut bytes = role_request(id, role, true, &cgi("GET", "/", "auth-ok"));
         client::end_stdin(&mut bytes, id);
         c.send(&bytes);
-        let r = c.reply(id);
-        assert_eq!(r.protocol_status, 3, "{role:?}: END_REQUEST with UNKNOWN_ROLE: {r:?}");
-        assert!(r.stdout.is_empty());
+        assert_role_refused(&c.reply(id), &format!("{role:?}"), names);
     }
+    // An unknown role number too.
+    let mut bytes = record(1, 1, 3, &[0, 9, 1, 0, 0, 0, 0, 0]);
+    bytes.extend(params_bytes(3, &cgi("GET", "/", "")));
+    c.send(&bytes);
+    assert_role_refused(&c.reply(3), "role 9", "role 9");
     // Those were keep-conn: the connection still serves a RESPONDER request.
-    let h = c.request(3, true, &cgi("GET", "/", ""), b"").http();
-    assert_eq!(h.status, 200);
+    let h = c.request(4, true, &cgi("GET", "/", ""), b"").http();
+    assert_eq!((h.status, h.json()["FCGI_ROLE"].as_str()), (200, Some("RESPONDER")));
     // A refused role without keep-conn, nothing else active: answered, then closed.
-    c.send(&begin_bytes(4, Role::Authorizer, false));
-    let r = c.reply(4);
-    assert_eq!(r.protocol_status, 3);
+    c.send(&begin_bytes(5, Role::Authorizer, false));
+    assert_role_refused(&c.reply(5), "no keep-conn", "AUTHORIZER");
     c.expect_closed("after a refused role without keep-conn");
+}
+
+#[test]
+fn authorizer_role_answers() {
+    let s = Server::start(&authz_app(), &["--roles", "responder,authorizer"], &[]);
+    let mut c = s.connect();
+    // Allow: only the status and the Variable- headers, the body dropped.
+    c.send(&role_request(1, Role::Authorizer, true, &cgi("GET", "/downloads/f.txt", "auth-var")));
+    let r = c.reply(1);
+    assert_eq!(r.protocol_status, 0);
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "Status: 200 OK\r\nVariable-X-LIGHTTPD-FCGI-AUTH: LighttpdTestContent\r\nVariable-X_USER: ann\r\n\r\n");
+    c.send(&role_request(2, Role::Authorizer, true, &cgi("GET", "/", "auth-ok")));
+    assert_eq!(String::from_utf8_lossy(&c.reply(2).stdout), "Status: 200 OK\r\n\r\n");
+    // A denial is the app's response, whole; the environ of the authorizer role.
+    let mut p = cgi("GET", "/ignored", "report");
+    set(&mut p, "REQUEST_URI", "/downloads/a%20b/../f.txt?report");
+    set(&mut p, "CONTENT_LENGTH", "5");
+    c.send(&role_request(3, Role::Authorizer, true, &p));
+    let h = c.reply(3).http();
+    assert_eq!(h.status, 403);
+    let j = h.json();
+    assert_eq!((j["FCGI_ROLE"].as_str(), j["SCRIPT_NAME"].as_str(), j["PATH_INFO"].as_str()), (Some("AUTHORIZER"), Some(""), Some("/downloads/f.txt")));
+    assert_eq!((j["body"].as_str(), j["CONTENT_LENGTH"].as_str()), (Some(""), Some("5")), "no body in the authorizer role");
+    // Every failure denies with a 500, never an allow.
+    for (id, case) in [(4u16, "raise"), (5, "raise-after"), (6, "close-raises"), (7, "bad-status"), (8, "bad-var"), (9, "big")] {
+        c.send(&role_request(id, Role::Authorizer, true, &cgi("GET", "/", case)));
+        let h = c.reply(id).http();
+        assert_eq!(h.status, 500, "{case}: {}\n{}", h.text(), s.diag());
+    }
+    // The connection goes on; a responder sees FCGI_ROLE even when the server sent none.
+    let h = c.request(10, true, &cgi("POST", "/r", ""), b"").http();
+    assert_eq!((h.status, h.json()["FCGI_ROLE"].as_str()), (200, Some("RESPONDER")));
+}
+
+#[test]
+fn authorizer_with_stdin_and_multiplexed() {
+    // --threads 2 advertises FCGI_MPXS_CONNS: authorizer and responder requests interleave.
+    let s = Server::start(&authz_app(), &["--roles", "responder,authorizer", "--threads", "2"], &[]);
+    let mut c = s.connect();
+    // An authorizer has no body: STDIN data sent anyway is never seen by the app, and the
+    // answer does not wait for it.
+    let mut bytes = role_request(1, Role::Authorizer, true, &cgi("GET", "/x", "report"));
+    client::stdin(&mut bytes, 1, b"smuggled");
+    client::end_stdin(&mut bytes, 1);
+    // A responder request interleaved with it, on the same connection.
+    bytes.extend(begin_bytes(2, Role::Responder, true));
+    bytes.extend(params_bytes(2, &post(4)));
+    client::stdin(&mut bytes, 2, b"body");
+    client::end_stdin(&mut bytes, 2);
+    bytes.extend(role_request(3, Role::Authorizer, true, &cgi("GET", "/", "auth-fail")));
+    c.send(&bytes);
+    let (mut statuses, mut bodies) = (std::collections::BTreeMap::new(), std::collections::BTreeMap::new());
+    while statuses.len() < 3 {
+        match c.event() {
+            ClientEvent::Stdout { id, data } => bodies.entry(id).or_insert_with(Vec::new).extend(data),
+            ClientEvent::EndRequest { id, protocol_status, .. } => {
+                statuses.insert(id, protocol_status);
+            }
+            _ => {}
+        }
+    }
+    assert!(statuses.values().all(|p| *p == 0), "{statuses:?}");
+    let text = |id: u16| String::from_utf8_lossy(&bodies[&id]).into_owned();
+    assert!(text(1).starts_with("Status: 403") && text(1).contains(r#""body": """#), "{}", text(1));
+    assert!(text(2).starts_with("Status: 200") && text(2).contains(r#""body": "body""#), "{}", text(2));
+    assert!(text(3).starts_with("Status: 403"), "{}", text(3));
+    // Without multiplexing, a second BEGIN for an authorizer is refused with a 503 page
+    // (CANT_MPX_CONN alone would read as an allow to lighttpd).
+    let s = Server::start(&authz_app(), &["--roles", "responder,authorizer"], &[]);
+    let mut c = s.connect();
+    let mut bytes = begin_bytes(1, Role::Responder, true);
+    bytes.extend(role_request(2, Role::Authorizer, true, &cgi("GET", "/", "auth-ok")));
+    c.send(&bytes);
+    let r = c.reply(2);
+    assert_eq!(r.protocol_status, 1, "CANT_MPX_CONN: {r:?}");
+    assert!(String::from_utf8_lossy(&r.stdout).starts_with("Status: 503"), "{r:?}");
+}
+
+#[test]
+fn authorizer_only_process_refuses_responders() {
+    let s = Server::start(&authz_app(), &["--log-level", "info"], &[("CGI2WSGI_ROLES", "authorizer")]);
+    let mut c = s.connect();
+    let r = c.request(1, true, &cgi("GET", "/", ""), b"");
+    assert_role_refused(&r, "responder", "RESPONDER role (role 1)");
+    c.send(&role_request(2, Role::Authorizer, true, &cgi("GET", "/", "auth-ok")));
+    assert_eq!(c.reply(2).http().status, 200);
+    assert!(s.log().contains("roles authorizer"), "{}", s.log());
 }
 
 // ---------------------------------------------------------------------------------------

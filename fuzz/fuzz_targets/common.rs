@@ -80,12 +80,14 @@ fn take_byte(data: &mut &[u8]) -> u8 {
 // fcgi_server
 
 /// The connection configuration chosen by the first input byte: bit 0 turns multiplexing
-/// on, bit 1 selects small limits whose sizes come from the other bits.
+/// on, bit 1 selects small limits whose sizes come from the other bits, bit 2 also enables
+/// the AUTHORIZER role.
 pub fn server_config(b: u8) -> Config {
     let mut config = Config {
         mpxs_conns: b & 1 != 0,
         ..Config::default()
     };
+    config.roles.authorizer = b & 4 != 0;
     if b & 2 != 0 {
         let high = usize::from(b >> 4);
         config.limits = Limits {
@@ -124,9 +126,11 @@ fn run_server(config: &Config, pieces: &[&[u8]], finish_seed: u8) -> ServerRun {
                     // between runs that chunk the stream differently.
                     let finish = decide.next() & 1 == 1;
                     let id = match &event {
-                        Event::Request { id, params, .. } => {
+                        Event::Request { id, params, role, .. } => {
                             // What the server does next: must not panic either.
-                            let _ = Request::from_params(params.clone(), Some(1 << 20));
+                            if let Ok(mut r) = Request::from_params(params.clone(), Some(1 << 20)) {
+                                r.serve_as(*role);
+                            }
                             Some(*id)
                         }
                         Event::Abort { id } | Event::StdinEnd { id } => Some(*id),
@@ -159,7 +163,8 @@ fn run_server(config: &Config, pieces: &[&[u8]], finish_seed: u8) -> ServerRun {
 fn check_server_event(conn: &Connection, config: &Config, event: &Event) {
     let limits = &config.limits;
     match event {
-        Event::Request { id, params, .. } => {
+        Event::Request { id, params, role, .. } => {
+            assert!(config.roles.contains(*role), "a request in the {role} role, which is not enabled");
             assert_ne!(*id, 0, "a request on the management id");
             assert!(conn.is_active(*id), "Request for an inactive id {id}");
             assert!(params.len() <= limits.max_params_pairs, "more params than the limit");
@@ -174,9 +179,16 @@ fn check_server_event(conn: &Connection, config: &Config, event: &Event) {
             assert_ne!(*id, 0);
             assert!(conn.is_active(*id));
         }
-        Event::Reject { id, status, .. } => {
+        Event::Reject { id, status, role, .. } => {
             assert!(!conn.is_active(*id), "a rejected id {id} is active");
             assert_ne!(*status, ProtocolStatus::RequestComplete);
+            // Only a role we serve can be refused for another reason (load).
+            let served = match role {
+                1 => config.roles.responder,
+                2 => config.roles.authorizer,
+                _ => false,
+            };
+            assert_eq!(*status == ProtocolStatus::UnknownRole, !served, "role {role} refused with {status:?}");
         }
         Event::GetValues { names } => {
             // The answer must always encode into one record.

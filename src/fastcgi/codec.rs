@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use thiserror::Error;
 
 use super::nv::{self, NvDecoder, NvError, Pair};
+use crate::role::{self, Roles};
 use super::record::{
     Header, ProtocolStatus, RecordError, RecordType, Role, HEADER_LEN, KEEP_CONN, MAX_CONTENT_LEN,
     NULL_REQUEST_ID, VERSION_1,
@@ -44,6 +45,8 @@ pub struct Config {
     /// Reported as FCGI_MAX_REQS.
     pub max_reqs: u32,
     pub limits: Limits,
+    /// The roles accepted; a BEGIN_REQUEST for another is rejected with UNKNOWN_ROLE.
+    pub roles: Roles,
 }
 
 impl Default for Config {
@@ -53,6 +56,7 @@ impl Default for Config {
             max_conns: 1,
             max_reqs: 1,
             limits: Limits::default(),
+            roles: Roles::default(),
         }
     }
 }
@@ -117,10 +121,13 @@ pub enum EncodeError {
 /// What the application side must act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// A RESPONDER request whose PARAMS stream is complete.
+    /// A request in an accepted role whose PARAMS stream is complete. An
+    /// AUTHORIZER request has no body (§6.3): it may be answered now, and
+    /// its STDIN, if the web server sends one, is ignored.
     Request {
         id: u16,
         keep_conn: bool,
+        role: role::Role,
         params: Vec<Pair>,
     },
     /// A non-empty STDIN chunk.
@@ -140,9 +147,12 @@ pub enum Event {
     /// or OVERLOADED). The id was never activated: answer with
     /// `encode::end_request(out, id, 0, status)` and do not call `finish`.
     /// If `keep_conn` is false and no request is active, close afterwards.
+    /// `role` is the raw role asked for: an END_REQUEST alone is not a
+    /// denial for every web server, so a gateway adds one on STDOUT.
     Reject {
         id: u16,
         keep_conn: bool,
+        role: u16,
         status: ProtocolStatus,
     },
 }
@@ -209,6 +219,7 @@ enum ReqState {
 #[derive(Debug)]
 struct Req {
     keep_conn: bool,
+    role: role::Role,
     state: ReqState,
 }
 
@@ -325,6 +336,7 @@ impl Connection {
                     Ok(Some(Event::Request {
                         id,
                         keep_conn: req.keep_conn,
+                        role: req.role,
                         params,
                     }))
                 }
@@ -371,14 +383,22 @@ impl Connection {
         }
         let [role_hi, role_lo, flags, ..] = body;
         let keep_conn = flags & KEEP_CONN != 0;
+        let raw_role = u16::from_be_bytes([role_hi, role_lo]);
         let reject = |status| {
             Ok(Some(Event::Reject {
                 id,
                 keep_conn,
+                role: raw_role,
                 status,
             }))
         };
-        if Role::from_u16(u16::from_be_bytes([role_hi, role_lo])) != Some(Role::Responder) {
+        // FILTER (and any unknown role) is never served; the others only when enabled.
+        let role = match Role::from_u16(raw_role) {
+            Some(Role::Responder) => role::Role::Responder,
+            Some(Role::Authorizer) => role::Role::Authorizer,
+            Some(Role::Filter) | None => return reject(ProtocolStatus::UnknownRole),
+        };
+        if !self.config.roles.contains(role) {
             return reject(ProtocolStatus::UnknownRole);
         }
         if !self.requests.is_empty() && !self.config.mpxs_conns {
@@ -393,6 +413,7 @@ impl Connection {
             id,
             Req {
                 keep_conn,
+                role,
                 state: ReqState::Params(dec),
             },
         );
@@ -485,6 +506,7 @@ mod tests {
             Event::Request {
                 id: 1,
                 keep_conn: true,
+                role: role::Role::Responder,
                 params: vec![p("SCRIPT_NAME", "")],
             },
             Event::Stdin {
@@ -567,6 +589,7 @@ mod tests {
             vec![Event::Request {
                 id: 1,
                 keep_conn: false,
+                role: role::Role::Responder,
                 params: vec![(b"PATH".to_vec(), value), p("A", "B")],
             }]
         );
@@ -594,6 +617,7 @@ mod tests {
                 vec![Event::Request {
                     id: 7,
                     keep_conn: keep,
+                    role: role::Role::Responder,
                     params: vec![]
                 }]
             );
@@ -768,6 +792,7 @@ mod tests {
                 vec![Event::Reject {
                     id: 1,
                     keep_conn: false,
+                    role,
                     status: ProtocolStatus::UnknownRole
                 }]
             );
@@ -781,9 +806,51 @@ mod tests {
                 vec![Event::Request {
                     id: 1,
                     keep_conn: true,
+                    role: role::Role::Responder,
                     params: vec![]
                 }]
             );
+        }
+    }
+
+    #[test]
+    fn enabled_roles_only() {
+        let both = Roles {
+            responder: true,
+            authorizer: true,
+        };
+        let only_authorizer = Roles {
+            responder: false,
+            authorizer: true,
+        };
+        for (roles, asked, accepted) in [
+            (both, 2u16, Some(role::Role::Authorizer)),
+            (both, 1, Some(role::Role::Responder)),
+            (both, 3, None),
+            (only_authorizer, 2, Some(role::Role::Authorizer)),
+            (only_authorizer, 1, None),
+        ] {
+            let config = Config {
+                roles,
+                ..Config::default()
+            };
+            let mut wire = begin(7, asked, 1);
+            wire.extend(rec(4, 7, &[], 0));
+            let want = match accepted {
+                Some(role) => Event::Request {
+                    id: 7,
+                    keep_conn: true,
+                    role,
+                    params: vec![],
+                },
+                None => Event::Reject {
+                    id: 7,
+                    keep_conn: true,
+                    role: asked,
+                    status: ProtocolStatus::UnknownRole,
+                },
+            };
+            assert_eq!(run(config, &wire).unwrap(), vec![want], "{roles:?} asked {asked}");
         }
     }
 
@@ -802,11 +869,13 @@ mod tests {
                 Event::Reject {
                     id: 2,
                     keep_conn: true,
+                    role: 1,
                     status: ProtocolStatus::CantMpxConn
                 },
                 Event::Request {
                     id: 1,
                     keep_conn: true,
+                    role: role::Role::Responder,
                     params: vec![]
                 },
             ]
@@ -824,6 +893,7 @@ mod tests {
             vec![Event::Request {
                 id: 2,
                 keep_conn: false,
+                role: role::Role::Responder,
                 params: vec![]
             }]
         );
@@ -853,16 +923,19 @@ mod tests {
                 Event::Reject {
                     id: 3,
                     keep_conn: true,
+                    role: 1,
                     status: ProtocolStatus::Overloaded
                 },
                 Event::Request {
                     id: 2,
                     keep_conn: true,
+                    role: role::Role::Responder,
                     params: vec![]
                 },
                 Event::Request {
                     id: 1,
                     keep_conn: true,
+                    role: role::Role::Responder,
                     params: vec![]
                 },
                 Event::Stdin {
@@ -1042,6 +1115,7 @@ mod tests {
                 Event::Request {
                     id: 1,
                     keep_conn: true,
+                    role: role::Role::Responder,
                     params: vec![]
                 },
                 Event::Stdin {
@@ -1110,6 +1184,7 @@ mod tests {
                 Event::Request {
                     id: 9,
                     keep_conn: true,
+                    role: role::Role::Responder,
                     params: pairs
                 },
                 Event::Stdin {

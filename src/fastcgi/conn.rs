@@ -14,9 +14,10 @@
 
 use super::codec::{Config as CodecConfig, Connection, Event};
 use super::encode;
-use super::record::ProtocolStatus;
+use super::record::{ProtocolStatus, MAX_CONTENT_LEN};
 use crate::error::ConnError;
 use crate::request::{BodyLength, Request};
+use crate::role::Role;
 use crate::response::{error_response_bytes, ResponseHead, ResponseSink};
 use crate::spool::Spool;
 use crate::sys::Stream;
@@ -38,6 +39,8 @@ pub struct Settings {
     pub policy: wsgi::Policy,
     /// `--timeout`: requests are tracked for the watchdog.
     pub timeout: Option<Duration>,
+    /// Give the app `FCGI_ROLE` (not in the CGI accelerator's worker, which serves CGI).
+    pub fcgi_role: bool,
 }
 
 /// How long a response write may wait for the web server to read (and how long queued
@@ -209,10 +212,17 @@ impl Conn {
     }
 
     /// The app has answered `ready`: end the request, then go on with what is buffered.
-    pub fn after_request(&self, settings: &Settings, id: u16, keep_conn: bool, ended: bool) -> Step {
+    pub fn after_request(&self, settings: &Settings, id: u16, keep_conn: bool, ended: bool, role: Role) -> Step {
         let mut s = self.lock();
         s.aborted = None;
-        if !ended {
+        if !ended && role == Role::Authorizer {
+            // An authorizer's request that ends with no answer on STDOUT reads as "allow" to
+            // lighttpd: whatever cut it short, it is a denial.
+            if let Err(e) = s.refuse(id, "500 Internal Server Error", "The authorizer gave no answer.") {
+                log::warn!("request {id}: could not deny: {e}");
+                return Step::Close;
+            }
+        } else if !ended {
             // Cut short (abort, app error after the head, client gone): still end the
             // request so the web server is not left waiting; it may already be gone.
             if let Err(e) = s.end_request(id) {
@@ -253,11 +263,31 @@ impl Shared {
     fn advance(&mut self, settings: &Settings) -> Result<Step, ConnError> {
         while let Some(event) = self.next_event()? {
             match event {
-                Event::Request { id, keep_conn, params } => {
-                    let request = Request::from_cgi_vars(params, settings.max_body, settings.script_name.as_deref()).map_err(|e| {
+                Event::Request { id, keep_conn, role, params } => {
+                    let request = Request::from_cgi_vars(params, settings.max_body, settings.script_name.as_deref()).map(|mut r| {
+                        if settings.fcgi_role || role != Role::Responder {
+                            r.serve_as(role);
+                        }
+                        r
+                    });
+                    let request = request.map_err(|e| {
                         log::warn!("request {id} refused: {e}");
                         (e.status(), e.to_string())
                     });
+                    // An authorizer has no body (FastCGI 6.3) and mod_authnz_fcgi sends no STDIN
+                    // at all: it is answered now; STDIN records for it are ignored.
+                    if role == Role::Authorizer {
+                        match request {
+                            Ok(request) => return Ok(Step::Run(Ready { id, keep_conn, request, spool: Spool::with_expected(None) })),
+                            Err((status, detail)) => {
+                                self.refuse(id, status, &detail)?;
+                                if self.finish(id, keep_conn) {
+                                    return Ok(Step::Close);
+                                }
+                                continue;
+                            }
+                        }
+                    }
                     let expected = match &request {
                         Ok(Request { body: BodyLength::Exact(n), .. }) => Some(*n),
                         _ => None,
@@ -443,7 +473,14 @@ impl Shared {
                 encode::get_values_result(&mut out, &answer).map_err(|e| ConnError::Io(io::Error::other(e)))?;
             }
             Event::UnknownManagementType { record_type } => encode::unknown_type(&mut out, *record_type),
-            Event::Reject { id, status, .. } => encode::end_request(&mut out, *id, 0, *status),
+            Event::Reject { id, role, status, .. } => {
+                if let Some((page, detail)) = refusal(*role, *status) {
+                    log::warn!("request {id} refused: {detail}");
+                    encode::stdout(&mut out, *id, &error_response_bytes(page, &detail));
+                    encode::end_stdout(&mut out, *id);
+                }
+                encode::end_request(&mut out, *id, 0, *status);
+            }
             _ => return Ok(()),
         }
         self.queue(&out)
@@ -479,6 +516,34 @@ impl Shared {
     }
 }
 
+/// The page sent on STDOUT before the END_REQUEST of a refused BEGIN_REQUEST, if any. An
+/// END_REQUEST alone is not a denial everywhere: lighttpd (1.4.69) lets an authorizer's
+/// request through when the answer has no STDOUT, whatever its protocolStatus. So a role we
+/// do not serve gets a 500 page (every server denies on it), as does an authorizer request
+/// refused for load (CANT_MPX_CONN, OVERLOADED: a 503). A responder refused for load keeps
+/// the bare END_REQUEST the spec describes.
+fn refusal(role: u16, status: ProtocolStatus) -> Option<(&'static str, String)> {
+    let name = match role {
+        1 => "RESPONDER",
+        2 => "AUTHORIZER",
+        3 => "FILTER",
+        _ => "unknown",
+    };
+    match status {
+        ProtocolStatus::UnknownRole => {
+            let how = match role {
+                1 | 2 => "; start cgi2wsgi with --roles responder,authorizer (or CGI2WSGI_ROLES) to serve it".to_owned(),
+                _ => " (cgi2wsgi serves the RESPONDER and AUTHORIZER roles)".to_owned(),
+            };
+            Some(("500 Internal Server Error", format!("cgi2wsgi does not serve the FastCGI {name} role (role {role}) here{how}.")))
+        }
+        ProtocolStatus::CantMpxConn | ProtocolStatus::Overloaded if role == 2 => {
+            Some(("503 Service Unavailable", format!("cgi2wsgi cannot take this {name} request now ({status:?}).")))
+        }
+        _ => None,
+    }
+}
+
 /// The response of one request as STDOUT records. The head waits for the first chunk, and
 /// the last chunk (when the app's result says which it is) waits for the end records, so a
 /// short response leaves in one write.
@@ -500,8 +565,7 @@ impl ResponseSink for FastCgiSink {
     fn send_body(&mut self, chunk: &[u8], last: bool) -> io::Result<()> {
         let head = std::mem::take(&mut self.pending_head);
         let first = !head.is_empty();
-        encode::stdout(&mut self.held, self.id, &head);
-        encode::stdout(&mut self.held, self.id, chunk);
+        stdout_with_head(&mut self.held, self.id, &head, chunk);
         if last {
             return Ok(());
         }
@@ -526,6 +590,21 @@ impl ResponseSink for FastCgiSink {
         self.ended.store(true, Ordering::SeqCst);
         conn.send(&out)
     }
+}
+
+/// STDOUT records for `head` (maybe empty) and then `chunk`, the head and the start of the
+/// chunk sharing the first record: mod_authnz_fcgi passes a denial's body on only when it
+/// arrives in the record that ends the headers.
+fn stdout_with_head(out: &mut Vec<u8>, id: u16, head: &[u8], chunk: &[u8]) {
+    if head.is_empty() {
+        return encode::stdout(out, id, chunk);
+    }
+    let room = MAX_CONTENT_LEN.saturating_sub(head.len()).min(chunk.len());
+    let mut first = Vec::with_capacity(head.len() + room);
+    first.extend_from_slice(head);
+    first.extend_from_slice(&chunk[..room]);
+    encode::stdout(out, id, &first);
+    encode::stdout(out, id, &chunk[room..]);
 }
 
 /// `wsgi.errors`: our own log, and STDERR records (written with the GIL released).
@@ -570,5 +649,5 @@ pub fn run(conn: &Conn, app: &wsgi::App, settings: &Settings, ready: Ready) -> S
         Ok(body) => wsgi::serve(app, &request, body, errors_sink(conn.clone(), id), Box::new(sink), &settings.policy).log(&request),
         Err(e) => log::error!("request {id}: {e}"),
     }
-    conn.after_request(settings, id, keep_conn, ended.load(Ordering::SeqCst))
+    conn.after_request(settings, id, keep_conn, ended.load(Ordering::SeqCst), request.role)
 }

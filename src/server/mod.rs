@@ -123,7 +123,7 @@ pub fn run(config: &Config) -> i32 {
     // --timeout replaces a stuck worker, so something must start the next one.
     let supervised = workers > 1 || config.lazy_apps || config.max_requests.is_some() || config.max_rss_mb.is_some() || config.reload || config.timeout.is_some();
     if supervised {
-        log::info!("supervising {workers} worker(s) for {spec} on {}", listener.describe());
+        log::info!("supervising {workers} worker(s) for {spec} on {}, roles {}", listener.describe(), config.roles.describe());
         return supervisor::run(&supervisor::Plan { config, spec, listener: &listener, workers });
     }
     set_signal(libc::SIGHUP, Some(on_hup_unsupervised));
@@ -143,6 +143,9 @@ pub fn serve(config: &Config, listener: &Listener, app: &wsgi::App, spec: &crate
     let threads = config.threads.max(1);
     let max_conns = config.max_conns.unwrap_or(DEFAULT_MAX_CONNS);
     let processes = if worker.is_some() { worker_count(config) } else { 1 };
+    // The CGI accelerator's worker answers CGI requests relayed as FastCGI: the responder
+    // only, and no FCGI_ROLE (the app sees what plain CGI would give it).
+    let accel_worker = config.persist.worker_socket.is_some();
     let settings = conn::Settings {
         codec: fastcgi::Config {
             // Several request threads: a web server may interleave requests on a connection
@@ -151,7 +154,9 @@ pub fn serve(config: &Config, listener: &Listener, app: &wsgi::App, spec: &crate
             max_conns: u32::try_from(max_conns * threads * processes).unwrap_or(u32::MAX),
             max_reqs: u32::try_from(threads * processes).unwrap_or(u32::MAX),
             limits: Default::default(),
+            roles: if accel_worker { crate::role::Roles::default() } else { config.roles },
         },
+        fcgi_role: !accel_worker,
         max_body: config.max_body,
         script_name: config.script_name.clone(),
         policy: wsgi::Policy::persistent(wsgi::ProcessModel { multithread: threads > 1, multiprocess: true, run_once: false }, config.debug),
@@ -164,7 +169,7 @@ pub fn serve(config: &Config, listener: &Listener, app: &wsgi::App, spec: &crate
     let recycle = worker::Recycle::new(config.max_requests, config.max_rss_mb);
     match worker {
         Some(i) => log::info!("worker {i} (pid {}) serving {spec} with {threads} thread(s)", std::process::id()),
-        None => log::info!("serving {spec} over FastCGI on {} with {threads} thread(s)", listener.describe()),
+        None => log::info!("serving {spec} over FastCGI on {} with {threads} thread(s), roles {}", listener.describe(), config.roles.describe()),
     }
     let worker = worker::Worker {
         listener,

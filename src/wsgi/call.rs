@@ -197,6 +197,8 @@ impl Served {
         let Some(mut sink) = sink else { return outcome };
         let sent = match &error_page {
             Some((status, detail)) => send_error(&mut *sink, status, detail),
+            // The app failed after its head, or in close(): the response is not complete.
+            None if outcome.app_error => sink.cut_short(),
             None => sink.finish(),
         };
         if let Err(e) = sent {

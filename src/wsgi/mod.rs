@@ -17,7 +17,9 @@ pub use crate::response::Outcome;
 pub use environ::ProcessModel;
 pub use streams::{Body, ErrorSink};
 
+use crate::authorizer::AuthorizerSink;
 use crate::request::Request;
+use crate::role::Role;
 use crate::response::ResponseSink;
 use pyo3::prelude::*;
 
@@ -56,6 +58,12 @@ impl Policy {
 /// call `close()`. Takes the GIL itself; every write to `sink` happens with it released.
 /// An app error becomes a 500 (or a cut-short response) with the traceback in the log.
 pub fn serve(app: &App, request: &Request, body: Body, errors: ErrorSink, sink: Box<dyn ResponseSink>, policy: &Policy) -> Outcome {
+    // The role is one more input: an authorizer's answer is held until the app is done
+    // and can only allow once it finished cleanly (see `authorizer`).
+    let sink: Box<dyn ResponseSink> = match request.role {
+        Role::Authorizer => Box::new(AuthorizerSink::new(sink)),
+        Role::Responder => sink,
+    };
     let served = Python::attach(|py| {
         let environ = (|| {
             let input = Bound::new(py, streams::Input::new(body))?;

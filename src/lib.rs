@@ -1,6 +1,6 @@
 //! cgi2wsgi: host a Python WSGI app as a CGI program or a persistent FastCGI responder.
 //!
-//! Data flows one way: CGI environment / FastCGI records → `request::Request` → WSGI
+//! Data flows one way: CGI environment / FastCGI records → `http::request::Request` → WSGI
 //! environ → the app → `response` → CGI stdout / FastCGI records.
 //!
 //! `unsafe` lives in `sys` (the OS plumbing), in `wsgi` (the embedding API) and in the
@@ -8,24 +8,14 @@
 #![deny(unsafe_code)]
 
 pub mod accel;
-pub mod appspec;
-pub mod authorizer;
-pub mod argv;
 pub mod bench;
-pub mod cgi;
-pub mod check;
 pub mod cli;
 pub mod config;
-pub mod doctor;
-pub mod dropin;
 pub mod error;
 pub mod fastcgi;
-pub mod generate;
-pub mod request;
-pub mod response;
-pub mod role;
+pub mod gateway;
+pub mod http;
 pub mod server;
-pub mod spool;
 pub mod sys;
 pub mod timings;
 pub mod wsgi;
@@ -54,7 +44,7 @@ fn init_logging(level: &str) {
 fn config_failure(message: &str, in_cgi: bool) -> i32 {
     eprintln!("cgi2wsgi: {message}");
     if in_cgi {
-        let page = response::error_response_bytes("500 Internal Server Error", "cgi2wsgi is misconfigured; the reason is in the server's error log.");
+        let page = http::response::error_response_bytes("500 Internal Server Error", "cgi2wsgi is misconfigured; the reason is in the server's error log.");
         let mut out = std::io::stdout();
         let _ = out.write_all(&page).and_then(|()| out.flush());
     }
@@ -67,7 +57,7 @@ pub fn run() -> i32 {
     let in_cgi = std::env::var_os("GATEWAY_INTERFACE").is_some();
     let env = |k: &str| std::env::var_os(k);
     let exe = std::env::current_exe().ok();
-    let args = argv::strip_server_words(std::env::args_os().collect(), &env, exe.as_deref());
+    let args = cli::argv::strip_server_words(std::env::args_os().collect(), &env, exe.as_deref());
     // `cgi2wsgi bench ...` has its own command line; never under a web server.
     if !in_cgi && args.get(1).is_some_and(|a| a == "bench") {
         let mut bench_args = args;
@@ -85,11 +75,11 @@ pub fn run() -> i32 {
     if !in_cgi && args.get(1).is_some_and(|a| a == "check") {
         let mut check_args = args;
         check_args.remove(1);
-        return check::main(check_args, version_string());
+        return cli::check::main(check_args, version_string());
     }
     // `cgi2wsgi --generate man|bash|...` (dev/package): the man page and completions.
     if !in_cgi && args.get(1).is_some_and(|a| a == "--generate") {
-        return generate::main(&args);
+        return cli::generate::main(&args);
     }
     let config = match cli::Cli::from_command_line(args.clone(), version_string()) {
         Ok(cli) => cli.into_config(in_cgi),
@@ -101,7 +91,7 @@ pub fn run() -> i32 {
         Err(e) => return config_failure(&e.to_string(), in_cgi),
     };
     // `cgi2wsgi check`'s child serves in-process: its log is what check reports.
-    if std::env::var_os(check::CHILD_VAR).is_some() {
+    if std::env::var_os(cli::check::CHILD_VAR).is_some() {
         config.persist.enabled = false;
     }
     init_logging(&config.log_level);
@@ -110,8 +100,8 @@ pub fn run() -> i32 {
     }
     match config.gateway {
         // The accelerator, when it can serve the request; else this process serves it.
-        config::Gateway::Cgi if config.persist.enabled => accel::client::run(&config, &args).unwrap_or_else(|| cgi::run(&config)),
-        config::Gateway::Cgi => cgi::run(&config),
+        config::Gateway::Cgi if config.persist.enabled => accel::client::run(&config, &args).unwrap_or_else(|| gateway::cgi::run(&config)),
+        config::Gateway::Cgi => gateway::cgi::run(&config),
         config::Gateway::FastCgi => server::run(&config),
     }
 }

@@ -16,7 +16,7 @@ use cgi2wsgi::fastcgi::nv::{self, NvDecoder, NvError, Pair};
 use cgi2wsgi::fastcgi::{
     ClientDecoder, ClientEvent, Config, Connection, Event, Limits, ProtocolError, ProtocolStatus,
 };
-use cgi2wsgi::request::{self, BodyLength, Request};
+use cgi2wsgi::http::request::{self, BodyLength, Request};
 
 /// Deterministic xorshift generator: chunk sizes and `finish` decisions depend only on a
 /// seed byte, so a run is reproducible from the input alone.

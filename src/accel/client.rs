@@ -11,7 +11,7 @@ use crate::sys::{euid, inherited_stdout as stdout, peer_cred};
 use crate::config::Config;
 use crate::fastcgi::client as fcgi;
 use crate::fastcgi::{ClientDecoder, ClientEvent, Role};
-use crate::request::{BodyLength, Request};
+use crate::http::request::{BodyLength, Request};
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -151,7 +151,7 @@ fn send_request(sock: &mut UnixStream, mut out: Vec<u8>, body: BodyLength) -> io
 
 fn answer_502(out: &mut File, why: &str) -> i32 {
     // The web server is waiting: if even this cannot be written, nothing more can be said.
-    let _ = out.write_all(&crate::response::error_response_bytes("502 Bad Gateway", &format!("{why}; the reason is in the server's error log.")));
+    let _ = out.write_all(&crate::http::response::error_response_bytes("502 Bad Gateway", &format!("{why}; the reason is in the server's error log.")));
     0
 }
 

@@ -6,7 +6,7 @@
 use super::progress::Progress;
 use crate::timings::{self, Stamp};
 use super::{last_line, BenchError, Target};
-use crate::appspec::AppTarget;
+use crate::config::appspec::AppTarget;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

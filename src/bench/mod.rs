@@ -14,7 +14,7 @@ pub mod report;
 pub mod stats;
 pub mod svg;
 
-use crate::appspec::{AppSpec, AppTarget};
+use crate::config::appspec::{AppSpec, AppTarget};
 use crate::cli::PythonArgs;
 use clap::{CommandFactory, Parser};
 use std::path::{Path, PathBuf};

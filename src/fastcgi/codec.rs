@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use thiserror::Error;
 
 use super::nv::{self, NvDecoder, NvError, Pair};
-use crate::role::{self, Roles};
+use crate::http::role::{self, Roles};
 use super::record::{
     Header, ProtocolStatus, RecordError, RecordType, Role, HEADER_LEN, KEEP_CONN, MAX_CONTENT_LEN,
     NULL_REQUEST_ID, VERSION_1,

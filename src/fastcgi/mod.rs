@@ -4,7 +4,6 @@
 
 pub mod client;
 pub mod codec;
-pub mod conn;
 pub mod encode;
 pub mod nv;
 pub mod record;

@@ -9,7 +9,8 @@ pub mod worker;
 
 use crate::config::Config;
 use crate::error::ServerError;
-use crate::fastcgi::{self, conn};
+use crate::fastcgi;
+use crate::gateway::fastcgi as conn;
 use crate::sys::{secure_stdio, set_signal};
 use crate::wsgi;
 use listen::Listener;
@@ -72,7 +73,7 @@ fn worker_count(config: &Config) -> usize {
 
 /// The start-up the persistent server and the accelerator's worker share: stdio made
 /// safe, the app's process environment set, the app named. `Err` holds the exit status.
-pub(crate) fn prepare(config: &Config) -> Result<&crate::appspec::AppSpec, i32> {
+pub(crate) fn prepare(config: &Config) -> Result<&crate::config::appspec::AppSpec, i32> {
     if let Err(e) = secure_stdio(config.log_file.as_deref()) {
         log::error!("cannot secure stdio: {e}");
         return Err(1);
@@ -139,7 +140,7 @@ pub fn run(config: &Config) -> i32 {
 
 /// Serve with the app already imported, in this process, until a stop signal (or, in a
 /// worker, until it is due for recycling). Returns the exit status.
-pub fn serve(config: &Config, listener: &Listener, app: &wsgi::App, spec: &crate::appspec::AppSpec, worker: Option<usize>) -> i32 {
+pub fn serve(config: &Config, listener: &Listener, app: &wsgi::App, spec: &crate::config::appspec::AppSpec, worker: Option<usize>) -> i32 {
     let threads = config.threads.max(1);
     let max_conns = config.max_conns.unwrap_or(DEFAULT_MAX_CONNS);
     let processes = if worker.is_some() { worker_count(config) } else { 1 };
@@ -154,7 +155,7 @@ pub fn serve(config: &Config, listener: &Listener, app: &wsgi::App, spec: &crate
             max_conns: u32::try_from(max_conns * threads * processes).unwrap_or(u32::MAX),
             max_reqs: u32::try_from(threads * processes).unwrap_or(u32::MAX),
             limits: Default::default(),
-            roles: if accel_worker { crate::role::Roles::default() } else { config.roles },
+            roles: if accel_worker { crate::http::role::Roles::default() } else { config.roles },
         },
         fcgi_role: !accel_worker,
         max_body: config.max_body,

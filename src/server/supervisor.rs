@@ -8,7 +8,7 @@
 
 use super::listen::Listener;
 use super::{serve, STOP};
-use crate::appspec::AppSpec;
+use crate::config::appspec::AppSpec;
 use crate::config::Config;
 use crate::sys::{self, kill, reap, Backoff, Fork, ReadySignal, ReadyWait};
 use crate::wsgi;

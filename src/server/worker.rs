@@ -8,7 +8,7 @@
 
 use super::listen::{self, Listener};
 use super::{watchdog, STOP};
-use crate::fastcgi::conn::{self, Conn, Settings, Step};
+use crate::gateway::fastcgi::{self as conn, Conn, Settings, Step};
 use crate::wsgi;
 use std::collections::HashMap;
 use std::net::IpAddr;

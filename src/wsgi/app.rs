@@ -1,7 +1,7 @@
 //! Loading the WSGI callable named by an `AppSpec`: import a module, or run a file
 //! (a `.py` or a cgi-bin drop-in) as a module that is not `__main__`.
 
-use crate::appspec::{AppSpec, AppTarget, Builtin, DEFAULT_CALLABLES};
+use crate::config::appspec::{AppSpec, AppTarget, Builtin, DEFAULT_CALLABLES};
 use pyo3::exceptions::{PyAttributeError, PyTypeError};
 use pyo3::prelude::*;
 use std::path::Path;

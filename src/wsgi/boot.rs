@@ -2,7 +2,7 @@
 //! sys.path and the app import. Each gateway decides how to report a failure.
 
 use super::{app, format_exception, interp};
-use crate::appspec::AppSpec;
+use crate::config::appspec::AppSpec;
 use crate::config::Config;
 use pyo3::prelude::*;
 

@@ -1,6 +1,6 @@
 //! Apps built into cgi2wsgi: `builtin:doctor` (the environ as the app sees it, with warnings).
 
-use crate::doctor;
+use crate::http::doctor;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 use std::collections::BTreeMap;

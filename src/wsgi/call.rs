@@ -3,7 +3,7 @@
 //! turned into a 500 with the traceback in the log.
 
 use super::format_exception;
-use crate::response::{check_header, check_status, send_error, Outcome, ResponseHead, ResponseSink};
+use crate::http::response::{check_header, check_status, send_error, Outcome, ResponseHead, ResponseSink};
 use pyo3::exceptions::{PyAssertionError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};

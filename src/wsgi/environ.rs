@@ -3,7 +3,7 @@
 //! `Template` serves a persistent worker, copying a dict learned from earlier requests.
 
 use super::streams::{Errors, FileWrapper, Input};
-use crate::request::{BodyLength, Request};
+use crate::http::request::{BodyLength, Request};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyType};
 use pyo3::intern;
@@ -157,7 +157,7 @@ impl Template {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::Request;
+    use crate::http::request::Request;
 
     fn request(pairs: &[(&str, &str)]) -> Request {
         Request::from_params(pairs.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec())), None).unwrap()

@@ -2,7 +2,7 @@
 //! `pkg.module.app` spelling, `module:app()` on an object that already is the app, and a
 //! module missing from the Python and venv actually used. One line each, after the traceback.
 
-use crate::appspec::{AppSpec, AppTarget};
+use crate::config::appspec::{AppSpec, AppTarget};
 use pyo3::exceptions::{PyModuleNotFoundError, PyTypeError};
 use pyo3::prelude::*;
 use std::path::Path;

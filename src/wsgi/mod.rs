@@ -13,14 +13,14 @@ pub mod process;
 pub mod scan;
 mod streams;
 
-pub use crate::response::Outcome;
+pub use crate::http::response::Outcome;
 pub use environ::ProcessModel;
 pub use streams::{Body, ErrorSink};
 
-use crate::authorizer::AuthorizerSink;
-use crate::request::Request;
-use crate::role::Role;
-use crate::response::ResponseSink;
+use crate::http::authorizer::AuthorizerSink;
+use crate::http::request::Request;
+use crate::http::role::Role;
+use crate::http::response::ResponseSink;
 use pyo3::prelude::*;
 
 /// The loaded WSGI callable. Only `boot` makes one; gateways hold it and hand it to `serve`.

@@ -7,9 +7,9 @@
 //! Around it: where each setting came from, the doctor's warnings for that request, and
 //! the file problems a server trips on before cgi2wsgi even runs (CRLF, modes, the `#!`).
 
-use crate::appspec::{AppSpec, AppTarget};
+use crate::config::appspec::{AppSpec, AppTarget};
 use crate::cli::{self, ArgsExit, Cli, Mode};
-use crate::dropin::DropIn;
+use crate::cli::dropin::DropIn;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use std::ffi::OsString;
@@ -113,7 +113,7 @@ struct Check {
     ignored_vars: Vec<String>,
     file_warnings: Vec<String>,
     cgi_vars: Vec<(String, String)>,
-    doctor: Vec<crate::doctor::Warning>,
+    doctor: Vec<crate::http::doctor::Warning>,
 }
 
 impl Check {
@@ -151,11 +151,11 @@ impl Check {
         let exe = std::env::current_exe().ok();
         let file_warnings = app_file.as_deref().map(|p| file_warnings(p, exe.as_deref())).unwrap_or_default();
         let cgi_vars = request_vars(app_file.as_deref(), &check.path, config.script_name.as_deref());
-        let doctor = match crate::request::Request::from_cgi_vars(cgi_vars.clone(), config.max_body, config.script_name.as_deref()) {
+        let doctor = match crate::http::request::Request::from_cgi_vars(cgi_vars.clone(), config.max_body, config.script_name.as_deref()) {
             Ok(r) => {
                 let mut environ: std::collections::BTreeMap<String, String> = r.vars.iter().cloned().collect();
                 environ.insert("wsgi.url_scheme".into(), r.scheme.into());
-                crate::doctor::warnings(&environ)
+                crate::http::doctor::warnings(&environ)
             }
             Err(_) => Vec::new(),
         };
@@ -442,7 +442,7 @@ pub fn file_warnings(path: &Path, exe: Option<&Path>) -> Vec<String> {
     let this = exe.map_or_else(String::new, |e| e.display().to_string());
     if !interp.is_file() {
         out.push(format!("the #! line names {}, which does not exist here: the server cannot start the drop-in; fix the #! line (this binary is {this})", interp.display()));
-    } else if exe.is_some_and(|e| !crate::argv::same_file(&interp, e)) {
+    } else if exe.is_some_and(|e| !crate::cli::argv::same_file(&interp, e)) {
         out.push(format!("the #! line runs {}, not this cgi2wsgi ({this}): the server runs that binary, and check tested this one", interp.display()));
     } else if let Some(blocked) = not_reachable_by_others(&interp) {
         out.push(format!(

@@ -17,7 +17,7 @@ fn get<'a>(env: &'a BTreeMap<String, String>, key: &str) -> &'a str {
 
 /// A raw URL path as PATH_INFO holds it: percent-decoded bytes as a latin-1 str.
 fn decode_path(raw: &str) -> String {
-    crate::request::latin1(&crate::request::percent_decode(raw.as_bytes()))
+    crate::http::request::latin1(&crate::http::request::percent_decode(raw.as_bytes()))
 }
 
 /// Everything that looks wrong, each with the configuration line that fixes it.

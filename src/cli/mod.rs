@@ -2,9 +2,14 @@
 //! (a `#!` line or `FcgidWrapper` passes few arguments), and its resolution (with the
 //! drop-in's settings) into the plain values of `config`. clap's errors become one line here.
 
-use crate::appspec::{AppSpec, AppTarget};
+pub mod argv;
+pub mod check;
+pub mod dropin;
+pub mod generate;
+
+use crate::config::appspec::{AppSpec, AppTarget};
 use crate::config::{AccelSettings, BindSpec, Config, Gateway, RunAs, SocketPerms, DEFAULT_IDLE_TIMEOUT};
-use crate::dropin::DropIn;
+use crate::cli::dropin::DropIn;
 use crate::error::ConfigError;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use std::ffi::OsString;
@@ -262,8 +267,8 @@ impl Cli {
         let threads = cli.threads.map_or_else(|| dropin_number("threads", &dropin.threads), |n| Ok(Some(n as u64)))?;
         let timeout = cli.timeout.map_or_else(|| dropin_number("timeout", &dropin.timeout), |n| Ok(Some(n)))?;
         let roles = match cli.roles.as_deref().or(dropin.roles.as_deref()) {
-            Some(list) => crate::role::Roles::parse(list).map_err(ConfigError::BadRoles)?,
-            None => crate::role::Roles::default(),
+            Some(list) => crate::http::role::Roles::parse(list).map_err(ConfigError::BadRoles)?,
+            None => crate::http::role::Roles::default(),
         };
         let mut pythonpath = cli.python.pythonpath;
         pythonpath.extend(dropin.pythonpath);
@@ -504,7 +509,7 @@ mod tests {
 
     #[test]
     fn roles_from_flag_or_drop_in() {
-        use crate::role::Roles;
+        use crate::http::role::Roles;
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("gate.fcgi");
         std::fs::write(&file, "#!/x\n# cgi2wsgi: roles = authorizer\n").unwrap();

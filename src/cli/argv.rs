@@ -29,7 +29,7 @@ pub fn query_words(query: &[u8]) -> Vec<Vec<u8>> {
     if query.is_empty() || query.contains(&b'=') {
         return Vec::new();
     }
-    query.split(|&b| b == b'+').map(crate::request::percent_decode).collect()
+    query.split(|&b| b == b'+').map(crate::http::request::percent_decode).collect()
 }
 
 /// Apache shell-escapes each word with backslashes; compare without them.

@@ -2,7 +2,7 @@
 //! environment or FastCGI PARAMS), normalised into the `str` values a WSGI environ holds.
 
 use crate::error::RequestError;
-use crate::role::Role;
+use crate::http::role::Role;
 
 /// How the request body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -21,7 +21,7 @@ fn command() -> clap::Command {
             ),
         )
         .subcommand(
-            crate::check::CheckArgs::command()
+            super::check::CheckArgs::command()
                 .name("check")
                 .about("Run APP once as a web server would and say what would go wrong")
                 .mut_args(|a| a.env(None::<&str>)),

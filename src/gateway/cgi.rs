@@ -3,8 +3,8 @@
 //! `print`, a C extension, a subprocess) can corrupt the response.
 
 use crate::config::Config;
-use crate::request::{BodyLength, Request};
-use crate::response::{send_error, ResponseHead, ResponseSink};
+use crate::http::request::{BodyLength, Request};
+use crate::http::response::{send_error, ResponseHead, ResponseSink};
 use crate::wsgi;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};

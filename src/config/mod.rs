@@ -2,7 +2,9 @@
 //! that imports them. Turning the command line, `CGI2WSGI_*` variables and drop-in lines
 //! into these values is the entry layer's work (`cli`).
 
-use crate::appspec::AppSpec;
+pub mod appspec;
+
+use crate::config::appspec::AppSpec;
 use std::ffi::CString;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -47,7 +49,7 @@ pub struct Config {
     /// The CGI accelerator (`--persist`), and whether this process is its worker.
     pub persist: AccelSettings,
     /// `--roles`: the FastCGI roles served.
-    pub roles: crate::role::Roles,
+    pub roles: crate::http::role::Roles,
 }
 
 /// `--bind` as written: `unix:/path`, `/path`, or `HOST:PORT`.

@@ -11,7 +11,7 @@
 //!   `close()`, a `Variable-` name that is not an environment name, a body over the bound.
 //!   A response that never finishes sends nothing: the gateway then denies (see `conn`).
 
-use crate::response::{ResponseHead, ResponseSink};
+use crate::http::response::{ResponseHead, ResponseSink};
 use std::io;
 
 /// The most body an authorizer answer may have (a denial page); more denies with a 500.

@@ -12,14 +12,14 @@
 //! server that sends the whole body before reading the response (mod_proxy_fcgi) can never
 //! deadlock against an app that answers without reading it.
 
-use super::codec::{Config as CodecConfig, Connection, Event};
-use super::encode;
-use super::record::{ProtocolStatus, MAX_CONTENT_LEN};
+use crate::fastcgi::codec::{Config as CodecConfig, Connection, Event};
+use crate::fastcgi::encode;
+use crate::fastcgi::record::{ProtocolStatus, MAX_CONTENT_LEN};
 use crate::error::ConnError;
-use crate::request::{BodyLength, Request};
-use crate::role::Role;
-use crate::response::{error_response_bytes, ResponseHead, ResponseSink};
-use crate::spool::Spool;
+use crate::http::request::{BodyLength, Request};
+use crate::http::role::Role;
+use crate::http::response::{error_response_bytes, ResponseHead, ResponseSink};
+use crate::http::spool::Spool;
 use crate::sys::Stream;
 use crate::wsgi;
 use std::collections::{HashMap, VecDeque};

@@ -2,7 +2,7 @@
 //! response head (`Status:` first, CRLF line ends), the sink every gateway writes to, the
 //! error page and the access-log line.
 
-use crate::request::Request;
+use crate::http::request::Request;
 use std::io;
 
 /// Status and headers as the app gave them, already checked.

@@ -1,0 +1,10 @@
+//! The protocol-neutral middle of the data path: what every gateway decodes into
+//! (`Request`, the body `Spool`) and what the WSGI side answers through (`Response`,
+//! `ResponseSink`). No Python, no wire protocol.
+
+pub mod authorizer;
+pub mod doctor;
+pub mod request;
+pub mod response;
+pub mod role;
+pub mod spool;

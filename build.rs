@@ -23,22 +23,10 @@ fn main() {
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
     println!("cargo:rerun-if-env-changed=CGI2WSGI_LIBPYTHON");
     let python = std::env::var("PYO3_PYTHON").unwrap_or_else(|_| "python3".into());
-    let out = Command::new(&python)
-        .args(["-I", "-c", QUERY])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {python} (PYO3_PYTHON) to find libpython: {e}"));
-    assert!(
-        out.status.success(),
-        "{python} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(&python).args(["-I", "-c", QUERY]).output().unwrap_or_else(|e| panic!("cannot run {python} (PYO3_PYTHON) to find libpython: {e}"));
+    assert!(out.status.success(), "{python} failed: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).expect("sysconfig output is UTF-8");
-    let var = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
-            .unwrap_or_default()
-            .to_owned()
-    };
+    let var = |key: &str| text.lines().find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('='))).unwrap_or_default().to_owned();
     let ldversion = var("LDVERSION");
     let variant = match std::env::var("CGI2WSGI_LIBPYTHON").as_deref() {
         Ok("dynamic") => "dynamic",
@@ -54,10 +42,7 @@ fn main() {
         println!("cargo:rustc-link-search=native={libdir}");
         println!("cargo:rustc-link-lib=dylib=python{ldversion}");
         // Debian's libpython is on the loader's path; a Python under /opt or $HOME is not.
-        if !["/usr/lib", "/lib", "/usr/lib64", "/lib64"]
-            .iter()
-            .any(|d| libdir == *d || libdir.starts_with(&format!("{d}/")))
-        {
+        if !["/usr/lib", "/lib", "/usr/lib64", "/lib64"].iter().any(|d| libdir == *d || libdir.starts_with(&format!("{d}/"))) {
             println!("cargo:rustc-link-arg=-Wl,-rpath,{libdir}");
         }
         return;
@@ -84,11 +69,7 @@ fn main() {
     println!("cargo:rustc-link-lib=static:+whole-archive,-bundle={archive}");
     // The libraries the built-in modules need (pyexpat: expat, zlib: z, math: m).
     let mut seen = Vec::new();
-    for lib in [var("MODLIBS"), var("LIBS"), var("SYSLIBS")]
-        .join(" ")
-        .split_whitespace()
-        .filter_map(|w| w.strip_prefix("-l"))
-    {
+    for lib in [var("MODLIBS"), var("LIBS"), var("SYSLIBS")].join(" ").split_whitespace().filter_map(|w| w.strip_prefix("-l")) {
         if !seen.contains(&lib) {
             seen.push(lib);
             println!("cargo:rustc-link-lib={lib}");

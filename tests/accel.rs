@@ -16,7 +16,8 @@ use common::servers::{self, ApacheMpm, Server};
 use common::{http, scenarios::Checks, Fixture};
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};use std::os::unix::process::CommandExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -195,7 +196,10 @@ fn accelerator_matrix(server: &Server, s: &Site, c: &mut Checks) {
         let body = common::test_bytes(1 << 20);
         let r = http::request(port, "POST", "/cgi-bin/echo.cgi", &[("Content-Type", "application/octet-stream")], &body);
         let j = r.json();
-        assert_eq!((j["body_length"].as_u64(), j["body_sha256"].as_str(), j["run_once"].as_bool()), (Some(1 << 20), Some(common::sha256_hex(&body).as_str()), Some(false)));
+        assert_eq!(
+            (j["body_length"].as_u64(), j["body_sha256"].as_str(), j["run_once"].as_bool()),
+            (Some(1 << 20), Some(common::sha256_hex(&body).as_str()), Some(false))
+        );
     });
     c.check("concurrent first requests start one worker", || {
         let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
@@ -464,21 +468,13 @@ fn the_worker_refuses_a_peer_of_another_uid() {
     // Open the way for www-data on purpose, to see the worker's own check.
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711)).unwrap();
     std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let out = Command::new("/usr/bin/python3")
-        .arg("-c")
-        .arg(PEER_SCRIPT)
-        .arg(&sock)
-        .uid(WWW_DATA)
-        .gid(WWW_DATA)
-        .output()
-        .unwrap();
+    let out = Command::new("/usr/bin/python3").arg("-c").arg(PEER_SCRIPT).arg(&sock).uid(WWW_DATA).gid(WWW_DATA).output().unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0", "closed without an answer");
     let log = std::fs::read_to_string(key.with_extension("log")).unwrap();
     assert!(log.contains("uid 33: only uid 0 may use this socket"), "{log}");
 }
-
 
 #[test]
 fn a_worker_that_cannot_start_means_in_process_logged_once() {

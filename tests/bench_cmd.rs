@@ -10,13 +10,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn bench(args: &[&str]) -> Output {
-    Command::new(common::binary())
-        .arg("bench")
-        .arg("--no-progress")
-        .args(args)
-        .current_dir(common::repo())
-        .output()
-        .expect("cgi2wsgi bench starts")
+    Command::new(common::binary()).arg("bench").arg("--no-progress").args(args).current_dir(common::repo()).output().expect("cgi2wsgi bench starts")
 }
 
 fn json_of(out: &Output) -> Value {
@@ -292,7 +286,11 @@ fn import_error_and_500_are_one_line() {
     std::fs::write(&broken, "import no_such_module_anywhere\n").unwrap();
     assert_one_line_error(&bench(&["--quick", broken.to_str().unwrap()]), "ModuleNotFoundError: No module named 'no_such_module_anywhere'");
     let fails = dir.path().join("fails.py");
-    std::fs::write(&fails, "def application(environ, start_response):\n    start_response('500 Internal Server Error', [('Content-Type', 'text/plain')])\n    return [b'no']\n").unwrap();
+    std::fs::write(
+        &fails,
+        "def application(environ, start_response):\n    start_response('500 Internal Server Error', [('Content-Type', 'text/plain')])\n    return [b'no']\n",
+    )
+    .unwrap();
     assert_one_line_error(&bench(&["--quick", fails.to_str().unwrap()]), "answered 500 Internal Server Error to GET /");
     let raises = dir.path().join("raises.py");
     std::fs::write(&raises, "def application(environ, start_response):\n    raise RuntimeError('boom')\n").unwrap();

@@ -52,11 +52,8 @@ fn echo_get_with_query_string_is_validator_clean() {
 #[test]
 fn echo_post_1mib_body_round_trips() {
     let body = test_bytes(1 << 20);
-    let out = cgi_run(
-        &[&example("echo.py")],
-        &cgi_env("POST", "/upload", "", &[("CONTENT_LENGTH", "1048576"), ("CONTENT_TYPE", "application/octet-stream")]),
-        &body,
-    );
+    let out =
+        cgi_run(&[&example("echo.py")], &cgi_env("POST", "/upload", "", &[("CONTENT_LENGTH", "1048576"), ("CONTENT_TYPE", "application/octet-stream")]), &body);
     // The app's print() goes to the error log, never into the response.
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!stdout.contains("echo: print()") && !stdout.contains("wsgi.errors"), "{stdout}");

@@ -130,10 +130,7 @@ fn apache_proxy_fcgi_unix() {
     let sock = socket_dir(&fx, "cgi2wsgi", false).join("app.sock");
     let mut cgi2wsgi = backend(&fx, &app, &Bind::Unix(sock.clone()));
     check_socket_perms(&sock);
-    let site = servers::render_snippet(
-        "apache/proxy_fcgi.conf",
-        &[("/run/cgi2wsgi", path_str(sock.parent().unwrap())), ("/srv/myapp/app.py", path_str(&app))],
-    );
+    let site = servers::render_snippet("apache/proxy_fcgi.conf", &[("/run/cgi2wsgi", path_str(sock.parent().unwrap())), ("/srv/myapp/app.py", path_str(&app))]);
     let mut server = servers::apache_event(&fx, "apache mod_proxy_fcgi (unix)", &PROXY_FCGI, &site);
     server.logs.append(&mut cgi2wsgi.logs);
     let mut c = Checks::new(&server);
@@ -184,7 +181,10 @@ fn apache_proxy_fcgi_idle_connections_beyond_max_conns() {
         let threads: Vec<_> = (0..3).map(|_| std::thread::spawn(move || http::get(port, "/app/conn?0.3").status)).collect();
         let statuses: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
         let later: Vec<u16> = (0..2).map(|_| http::get(port, "/app/hello").status).collect();
-        assert!(statuses.iter().chain(&later).all(|s| *s == 200), "concurrent: {statuses:?}, then sequential: {later:?} (504: a request waited behind idle kept-alive connections)");
+        assert!(
+            statuses.iter().chain(&later).all(|s| *s == 200),
+            "concurrent: {statuses:?}, then sequential: {later:?} (504: a request waited behind idle kept-alive connections)"
+        );
     });
     c.finish();
 }

@@ -237,7 +237,9 @@ fn assert_role_refused(r: &Reply, what: &str, names: &str) {
 fn authorizer_and_filter_roles_are_refused_unless_enabled() {
     let s = Server::start(&authz_app(), &[], &[]);
     let mut c = s.connect();
-    for (id, role, names) in [(1u16, Role::Authorizer, "AUTHORIZER role (role 2) here; start cgi2wsgi with --roles responder,authorizer"), (2, Role::Filter, "FILTER role (role 3)")] {
+    for (id, role, names) in
+        [(1u16, Role::Authorizer, "AUTHORIZER role (role 2) here; start cgi2wsgi with --roles responder,authorizer"), (2, Role::Filter, "FILTER role (role 3)")]
+    {
         // What a web server sends for such a request: BEGIN, then PARAMS and STDIN.
         let mut bytes = role_request(id, role, true, &cgi("GET", "/", "auth-ok"));
         client::end_stdin(&mut bytes, id);
@@ -668,7 +670,6 @@ fn three_mib_body_spooled_to_disk() {
         assert_eq!(j["body_sha256"], sha256_hex(&body), "read mode {mode:?}");
     }
 }
-
 
 // ---------------------------------------------------------------------------------------
 // Found while writing these tests (see each test's comment)

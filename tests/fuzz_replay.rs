@@ -38,12 +38,7 @@ fn replay(target: &str, check: fn(&[u8])) {
             failed.push(path.display().to_string());
         }
     }
-    eprintln!(
-        "{target}: replayed {} inputs ({} corpus, {} regressions)",
-        corpus.len() + regressions.len(),
-        corpus.len(),
-        regressions.len()
-    );
+    eprintln!("{target}: replayed {} inputs ({} corpus, {} regressions)", corpus.len() + regressions.len(), corpus.len(), regressions.len());
     assert!(failed.is_empty(), "{target}: {} input(s) failed:\n{}", failed.len(), failed.join("\n"));
 }
 

@@ -109,7 +109,11 @@ impl Client {
     /// Send one request; returns the status and the body.
     fn exchange(&mut self, path: &str, body: Option<&[u8]>) -> std::io::Result<(u16, Vec<u8>)> {
         let head = match body {
-            Some(b) => format!("POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n", self.port, b.len()),
+            Some(b) => format!(
+                "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+                self.port,
+                b.len()
+            ),
             None => format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n", self.port),
         };
         let s = self.reader.get_mut();
@@ -119,7 +123,8 @@ impl Client {
         }
         let mut line = String::new();
         self.reader.read_line(&mut line)?;
-        let status: u16 = line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+        let status: u16 =
+            line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
         let (mut length, mut chunked, mut close) = (None, false, false);
         loop {
             line.clear();
@@ -219,7 +224,12 @@ fn assert_no_growth(stack: &Stack, workers: &[i32], before: &[u64], what: &str) 
     for (pid, b) in workers.iter().zip(before) {
         let after = settled_rss_kib(*pid);
         let allowed = (b / 20).max(4096);
-        eprintln!("[leaks] {what}: worker {pid}: RSS {:.1} MiB after the warm-up, {:.1} MiB after the run (allowed +{:.1} MiB)", *b as f64 / 1024.0, after as f64 / 1024.0, allowed as f64 / 1024.0);
+        eprintln!(
+            "[leaks] {what}: worker {pid}: RSS {:.1} MiB after the warm-up, {:.1} MiB after the run (allowed +{:.1} MiB)",
+            *b as f64 / 1024.0,
+            after as f64 / 1024.0,
+            allowed as f64 / 1024.0
+        );
         assert!(after <= b + allowed, "{what}: worker {pid} grew from {b} KiB to {after} KiB (allowed +{allowed} KiB)\n{}", stack.logs());
     }
 }

@@ -150,7 +150,10 @@ fn exec_start(file: &str, fx: &Fixture, app: &std::path::Path, run: &std::path::
 /// nginx in front of `sock` with examples/nginx/unix.conf; `backend_log` joins its logs.
 fn nginx_unix(fx: &Fixture, sock: &std::path::Path, backend_log: std::path::PathBuf) -> Server {
     let port = servers::free_port();
-    let site = servers::render_snippet("examples/nginx/unix.conf", &[("listen 80;", format!("listen 127.0.0.1:{port};")), ("/run/cgi2wsgi", path_str(sock.parent().unwrap()))]);
+    let site = servers::render_snippet(
+        "examples/nginx/unix.conf",
+        &[("listen 80;", format!("listen 127.0.0.1:{port};")), ("/run/cgi2wsgi", path_str(sock.parent().unwrap()))],
+    );
     let mut server = servers::nginx(fx, port, &site);
     server.logs.push(backend_log);
     server
@@ -239,7 +242,8 @@ fn systemd_plain_service_unix_socket() {
     let mut cmd = std::process::Command::new(&argv[0]);
     cmd.env_clear().args(&argv[1..]).stderr(std::fs::File::create(&journal).unwrap());
     let probe = sock.clone();
-    let _service = Server::start_until("cgi2wsgi-unix.service", cmd, 0, vec![journal.clone()], &move || std::os::unix::net::UnixStream::connect(&probe).is_ok());
+    let _service =
+        Server::start_until("cgi2wsgi-unix.service", cmd, 0, vec![journal.clone()], &move || std::os::unix::net::UnixStream::connect(&probe).is_ok());
     let meta = std::fs::metadata(&sock).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o660);
     let server = nginx_unix(&fx, &sock, journal);
@@ -322,7 +326,10 @@ fn scale_out(front: &dyn Fn(&Fixture, u16, u16) -> Server) {
     assert!(status.success());
     let backend = |name: &str| {
         let port = servers::free_port();
-        let args: Vec<String> = ["--workers", "2", "--env", &format!("BACKEND={name}"), "--venv", &path_str(&fx.venv()), &path_str(&whoami)].iter().map(|s| s.to_string()).collect();
+        let args: Vec<String> = ["--workers", "2", "--env", &format!("BACKEND={name}"), "--venv", &path_str(&fx.venv()), &path_str(&whoami)]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         (servers::fastcgi_backend(&fx, &format!("backend-{name}"), &servers::Bind::Tcp(port), &args), port)
     };
     let (a, port_a) = backend("a");
@@ -340,7 +347,8 @@ fn scale_out(front: &dyn Fn(&Fixture, u16, u16) -> Server) {
     // Until both backends have answered (bounded).
     let deadline = Instant::now() + Duration::from_secs(30);
     let both = loop {
-        let seen: std::collections::HashSet<String> = (0..20).filter_map(|_| http::get(port, "/app/whoami").json()["backend"].as_str().map(str::to_owned)).collect();
+        let seen: std::collections::HashSet<String> =
+            (0..20).filter_map(|_| http::get(port, "/app/whoami").json()["backend"].as_str().map(str::to_owned)).collect();
         if seen.len() == 2 || Instant::now() > deadline {
             break seen.len() == 2;
         }
@@ -351,7 +359,7 @@ fn scale_out(front: &dyn Fn(&Fixture, u16, u16) -> Server) {
     let rc = unsafe { libc::kill(-(a.pid() as i32), libc::SIGKILL) };
     assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
     drop(a); // reaps the supervisor
-    // Requests sent within this margin may have met a process still exiting.
+             // Requests sent within this margin may have met a process still exiting.
     let settled = killed_at + Duration::from_secs(1);
     std::thread::sleep(Duration::from_secs(5));
     stop.store(true, Ordering::Relaxed);
@@ -359,13 +367,20 @@ fn scale_out(front: &dyn Fn(&Fixture, u16, u16) -> Server) {
     let before: Vec<&Outcome> = outcomes.iter().filter(|o| o.sent < killed_at).collect();
     let after: Vec<&Outcome> = outcomes.iter().filter(|o| o.sent >= settled).collect();
     let failed = outcomes.iter().filter(|o| o.status != 200).count();
-    eprintln!("[{}] {} requests: {} before the kill, {} sent 1 s or more after it, {failed} failed in all", server.name, outcomes.len(), before.len(), after.len());
+    eprintln!(
+        "[{}] {} requests: {} before the kill, {} sent 1 s or more after it, {failed} failed in all",
+        server.name,
+        outcomes.len(),
+        before.len(),
+        after.len()
+    );
     c.check("both backends served before the kill", || {
         assert!(both, "the load never reached both backends");
     });
     c.check("after the kill every request succeeds, through b", || {
         assert!(after.len() >= 20, "only {} requests after the kill", after.len());
-        let bad: Vec<String> = after.iter().filter(|o| o.status != 200 || o.backend.as_deref() != Some("b")).map(|o| format!("{} {:?}", o.status, o.backend)).collect();
+        let bad: Vec<String> =
+            after.iter().filter(|o| o.status != 200 || o.backend.as_deref() != Some("b")).map(|o| format!("{} {:?}", o.status, o.backend)).collect();
         assert!(bad.is_empty(), "{} of {} requests after the kill failed or came from a: {:?}", bad.len(), after.len(), &bad[..bad.len().min(10)]);
     });
     c.finish();
@@ -392,8 +407,15 @@ fn scale_out_nginx_upstream() {
 #[test]
 fn scale_out_apache_balancer() {
     scale_out(&|fx, a, b| {
-        let site = servers::render_snippet("apache/balancer.conf", &[("10.0.0.11:9000", format!("127.0.0.1:{a}")), ("10.0.0.12:9000", format!("127.0.0.1:{b}"))]);
-        let modules = ["proxy_module mod_proxy.so", "proxy_fcgi_module mod_proxy_fcgi.so", "proxy_balancer_module mod_proxy_balancer.so", "slotmem_shm_module mod_slotmem_shm.so", "lbmethod_byrequests_module mod_lbmethod_byrequests.so"];
+        let site =
+            servers::render_snippet("apache/balancer.conf", &[("10.0.0.11:9000", format!("127.0.0.1:{a}")), ("10.0.0.12:9000", format!("127.0.0.1:{b}"))]);
+        let modules = [
+            "proxy_module mod_proxy.so",
+            "proxy_fcgi_module mod_proxy_fcgi.so",
+            "proxy_balancer_module mod_proxy_balancer.so",
+            "slotmem_shm_module mod_slotmem_shm.so",
+            "lbmethod_byrequests_module mod_lbmethod_byrequests.so",
+        ];
         servers::apache_event(fx, "apache mod_proxy_balancer", &modules, &site)
     });
 }
@@ -404,7 +426,13 @@ fn scale_out_apache_balancer() {
 /// collected (`manage.py collectstatic`, as a deploy does); returns the project directory.
 fn django_project(fx: &Fixture) -> std::path::PathBuf {
     let project = fx.examples().join("django");
-    let out = std::process::Command::new(fx.venv().join("bin/python3")).arg("manage.py").arg("collectstatic").arg("--noinput").current_dir(&project).output().unwrap();
+    let out = std::process::Command::new(fx.venv().join("bin/python3"))
+        .arg("manage.py")
+        .arg("collectstatic")
+        .arg("--noinput")
+        .current_dir(&project)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "collectstatic: {}", String::from_utf8_lossy(&out.stderr));
     let status = std::process::Command::new("chmod").arg("-R").arg("a+rX").arg(&project).status().unwrap();
     assert!(status.success());
@@ -413,7 +441,12 @@ fn django_project(fx: &Fixture) -> std::path::PathBuf {
 
 /// `name=value` of the first Set-Cookie for `name`.
 fn cookie(r: &http::HttpResponse, name: &str) -> Option<String> {
-    r.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("set-cookie")).filter_map(|(_, v)| v.split(';').next()).find(|c| c.starts_with(&format!("{name}="))).map(str::to_owned)
+    r.headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("set-cookie"))
+        .filter_map(|(_, v)| v.split(';').next())
+        .find(|c| c.starts_with(&format!("{name}=")))
+        .map(str::to_owned)
 }
 
 /// The value of the hidden csrfmiddlewaretoken input in a page.
@@ -451,7 +484,13 @@ fn django_checks(server: &Server, project: &std::path::Path) {
         assert_eq!(r.status, 403, "{}", r.text());
         let page = http::get(port, "/app/");
         let cookie = cookie(&page, "csrftoken").unwrap();
-        let r = http::request(port, "POST", "/app/", &[("Cookie", &cookie), ("Content-Type", "application/x-www-form-urlencoded")], b"csrfmiddlewaretoken=forged&name=Eve");
+        let r = http::request(
+            port,
+            "POST",
+            "/app/",
+            &[("Cookie", &cookie), ("Content-Type", "application/x-www-form-urlencoded")],
+            b"csrfmiddlewaretoken=forged&name=Eve",
+        );
         assert_eq!(r.status, 403, "a forged token passed: {}", r.text());
     });
     c.check("reverse() includes SCRIPT_NAME", || {
@@ -493,7 +532,11 @@ fn django_nginx_fastcgi() {
     let project = django_project(&fx);
     let run = runtime_dir(&fx);
     let sock = run.join("mysite.sock");
-    let args: Vec<String> = ["--venv", &path_str(&fx.venv()), "--pythonpath", &path_str(&project), "--env", "DJANGO_SECRET_KEY=test-only", "mysite.wsgi:application"].iter().map(|s| s.to_string()).collect();
+    let args: Vec<String> =
+        ["--venv", &path_str(&fx.venv()), "--pythonpath", &path_str(&project), "--env", "DJANGO_SECRET_KEY=test-only", "mysite.wsgi:application"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
     let backend = servers::fastcgi_backend(&fx, "cgi2wsgi-django", &servers::Bind::Unix(sock.clone()), &args);
     let port = servers::free_port();
     let site = servers::render_snippet(
@@ -515,7 +558,16 @@ fn chromium(url: &str, args: &[String], profile: &std::path::Path) -> String {
     use std::os::unix::process::CommandExt;
     use std::time::{Duration, Instant};
     let mut cmd = std::process::Command::new("chromium");
-    cmd.args(["--headless", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]);
+    cmd.args([
+        "--headless",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+    ]);
     if servers::is_root() {
         cmd.arg("--no-sandbox"); // chromium refuses to run as root with its sandbox
     }
@@ -566,7 +618,8 @@ fn doctor_in_headless_chromium() {
     let fx = Fixture::new(false);
     let run = runtime_dir(&fx);
     let sock = run.join("app.sock");
-    let backend = servers::fastcgi_backend(&fx, "cgi2wsgi-doctor", &servers::Bind::Unix(sock.clone()), &["--workers".into(), "1".into(), "builtin:doctor".into()]);
+    let backend =
+        servers::fastcgi_backend(&fx, "cgi2wsgi-doctor", &servers::Bind::Unix(sock.clone()), &["--workers".into(), "1".into(), "builtin:doctor".into()]);
     let port = servers::free_port();
     // The recipe's server block, with a second, broken location beside its /app one.
     let broken = format!(
@@ -590,7 +643,11 @@ fn doctor_in_headless_chromium() {
         assert!(dom.contains("fastcgi_param PATH_INFO $fastcgi_path_info;"), "the fix is not shown: {dom}");
         // The environ table: a row per variable, values as the app sees them.
         assert!(dom.contains("<h2>environ</h2>") && dom.contains("<table>"), "{dom}");
-        for row in ["<th align=\"left\">REQUEST_URI</th><td><code>/broken/users/42?x=1</code></td>", "<th align=\"left\">SCRIPT_NAME</th><td><code>/broken</code></td>", "<th align=\"left\">QUERY_STRING</th><td><code>x=1</code></td>"] {
+        for row in [
+            "<th align=\"left\">REQUEST_URI</th><td><code>/broken/users/42?x=1</code></td>",
+            "<th align=\"left\">SCRIPT_NAME</th><td><code>/broken</code></td>",
+            "<th align=\"left\">QUERY_STRING</th><td><code>x=1</code></td>",
+        ] {
             assert!(dom.contains(row), "no row {row} in {dom}");
         }
     });
@@ -602,7 +659,11 @@ fn doctor_in_headless_chromium() {
     c.check("a screenshot for humans: target/doctor.png", || {
         let png = common::repo().join("target/doctor.png");
         let _ = std::fs::remove_file(&png);
-        chromium(&format!("http://127.0.0.1:{port}/broken/users/42?x=1"), &[format!("--screenshot={}", png.display()), "--window-size=1200,1000".into(), "--hide-scrollbars".into()], &profile);
+        chromium(
+            &format!("http://127.0.0.1:{port}/broken/users/42?x=1"),
+            &[format!("--screenshot={}", png.display()), "--window-size=1200,1000".into(), "--hide-scrollbars".into()],
+            &profile,
+        );
         let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
         assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 5000, "not a PNG of a page ({} bytes)", bytes.len());
     });
@@ -619,7 +680,11 @@ fn venv_of_another_python_names_the_rebuild() {
     let dir = tempfile::tempdir().unwrap();
     let venv = dir.path().join("venv39");
     std::fs::create_dir_all(venv.join("bin")).unwrap();
-    std::fs::write(venv.join("pyvenv.cfg"), "home = /opt/py39/bin\ninclude-system-site-packages = false\nversion = 3.9.18\nexecutable = /opt/py39/bin/python3.9\n").unwrap();
+    std::fs::write(
+        venv.join("pyvenv.cfg"),
+        "home = /opt/py39/bin\ninclude-system-site-packages = false\nversion = 3.9.18\nexecutable = /opt/py39/bin/python3.9\n",
+    )
+    .unwrap();
     std::os::unix::fs::symlink("/usr/bin/python3", venv.join("bin/python3")).unwrap();
     let app = common::repo().join("examples/hello.py");
     let env = common::cgi_env("GET", "/", "", &[]);
@@ -681,7 +746,8 @@ fn apache_mod_fcgid_with_max_requests() {
 fn script_name_flag_and_variable() {
     let app = common::repo().join("examples/echo.py");
     let app = app.to_str().unwrap();
-    let env = common::cgi_env("GET", "", "a=1", &[("SCRIPT_NAME", "/cgi-bin/app.cgi"), ("REQUEST_URI", "/blog/users/42?a=1"), ("CGI2WSGI_SCRIPT_NAME", "/blog/")]);
+    let env =
+        common::cgi_env("GET", "", "a=1", &[("SCRIPT_NAME", "/cgi-bin/app.cgi"), ("REQUEST_URI", "/blog/users/42?a=1"), ("CGI2WSGI_SCRIPT_NAME", "/blog/")]);
     let r = common::parse_cgi(&common::cgi_run(&[app], &env, b""));
     let j = r.json();
     assert_eq!((j["SCRIPT_NAME"].as_str(), j["PATH_INFO"].as_str(), j["QUERY_STRING"].as_str()), (Some("/blog"), Some("/users/42"), Some("a=1")));

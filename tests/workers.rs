@@ -32,7 +32,13 @@ fn sigkill_of_a_worker_under_load() {
     let outcomes = load.finish();
     let failed = failures(&outcomes);
     eprintln!("[sigkill] {} requests, {} failed; workers {before:?} -> {after:?}", outcomes.len(), failed.len());
-    assert!(failed.len() <= LOAD_THREADS, "{} requests failed (at most the {LOAD_THREADS} in flight may):\n{}\n{}", failed.len(), list(&failed, t0), stack.logs());
+    assert!(
+        failed.len() <= LOAD_THREADS,
+        "{} requests failed (at most the {LOAD_THREADS} in flight may):\n{}\n{}",
+        failed.len(),
+        list(&failed, t0),
+        stack.logs()
+    );
     let late: Vec<&Outcome> = failed.iter().copied().filter(|o| o.start > killed_at).collect();
     assert!(late.is_empty(), "requests sent after the kill failed:\n{}\n{}", list(&late, t0), stack.logs());
     let later: Vec<&Outcome> = outcomes.iter().filter(|o| o.start > replaced_at).collect();
@@ -150,7 +156,13 @@ fn sighup_to_a_broken_app_keeps_the_old_workers() {
     let outcomes = load.finish();
     let failed = failures(&outcomes);
     let after: Vec<Outcome> = outcomes.iter().filter(|o| o.start > failed_at).cloned().collect();
-    eprintln!("[broken reload] {} requests ({} after the failed reload), {} failed; versions {:?}", outcomes.len(), after.len(), failed.len(), versions(&outcomes));
+    eprintln!(
+        "[broken reload] {} requests ({} after the failed reload), {} failed; versions {:?}",
+        outcomes.len(),
+        after.len(),
+        failed.len(),
+        versions(&outcomes)
+    );
     assert!(logged, "the log does not say the reload failed\n{}", stack.logs());
     assert!(failed.is_empty(), "requests failed:\n{}\n{}", list(&failed, t0), stack.logs());
     assert!(after.len() >= 10, "only {} requests after the failed reload", after.len());
@@ -202,8 +214,20 @@ fn lazy_apps_sighup_to_a_broken_app_keeps_the_old_workers() {
     std::thread::sleep(Duration::from_millis(3000));
     let outcomes = load.finish();
     let failed = failures(&outcomes);
-    eprintln!("[lazy broken reload] {} requests, {} failed; versions {:?}; workers {old:?} -> {:?}", outcomes.len(), failed.len(), versions(&outcomes), stack.backend.workers());
-    assert!(failed.is_empty(), "{} requests failed after a reload to a broken app with --lazy-apps:\n{}\n{}", failed.len(), list(&failed[..failed.len().min(8)], t0), stack.logs());
+    eprintln!(
+        "[lazy broken reload] {} requests, {} failed; versions {:?}; workers {old:?} -> {:?}",
+        outcomes.len(),
+        failed.len(),
+        versions(&outcomes),
+        stack.backend.workers()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} requests failed after a reload to a broken app with --lazy-apps:\n{}\n{}",
+        failed.len(),
+        list(&failed[..failed.len().min(8)], t0),
+        stack.logs()
+    );
     assert!(stack.backend.log().contains("reload failed"), "the log does not say the reload failed\n{}", stack.logs());
     assert_eq!(stack.backend.workers(), old, "the old workers are no longer all there\n{}", stack.logs());
 }
@@ -248,7 +272,13 @@ fn single_process_survives_sighup() {
     signal(stack.backend.pid(), libc::SIGHUP);
     let exit = stack.backend.wait_exit(Duration::from_secs(2));
     use std::os::unix::process::ExitStatusExt;
-    assert!(exit.is_none(), "cgi2wsgi --workers 1 died of SIGHUP (exit code {:?}, signal {:?})\n{}", exit.and_then(|e| e.code()), exit.and_then(|e| e.signal()), stack.logs());
+    assert!(
+        exit.is_none(),
+        "cgi2wsgi --workers 1 died of SIGHUP (exit code {:?}, signal {:?})\n{}",
+        exit.and_then(|e| e.code()),
+        exit.and_then(|e| e.signal()),
+        stack.logs()
+    );
     let after = fetch(stack.port(), "/app/", REQUEST_TIMEOUT);
     assert!(after.ok(), "after SIGHUP: {}\n{}", after.describe(Instant::now()), stack.logs());
 }

@@ -41,7 +41,8 @@ fn crashing_workers_are_replaced() {
     let port = stack.port();
     let zygotes = stack.backend.zygotes();
     let t0 = Instant::now();
-    for (path, how) in [("/app/crash", "exit status 3"), ("/app/segv", "killed by signal 11"), ("/app/crash", "exit status 3"), ("/app/crash", "exit status 3")] {
+    for (path, how) in [("/app/crash", "exit status 3"), ("/app/segv", "killed by signal 11"), ("/app/crash", "exit status 3"), ("/app/crash", "exit status 3")]
+    {
         let before = stack.backend.workers();
         let crash = fetch(port, path, REQUEST_TIMEOUT);
         assert_eq!(crash.status, Some(502), "{path}: {}\n{}", crash.describe(t0), stack.logs());
@@ -84,10 +85,13 @@ fn flask_uss(extra: &[&str]) -> Vec<(i32, u64, u64, u64)> {
     assert!(failed.is_empty(), "Flask requests failed:\n{}\n{}", list(&failed, Instant::now()), stack.logs());
     assert_eq!(stack.backend.workers(), workers, "the workers changed");
     std::thread::sleep(Duration::from_millis(200));
-    let mut out: Vec<(i32, u64, u64, u64)> = workers.iter().map(|&p| {
-        let (uss, rss, pss) = uss_kib(p);
-        (p, uss, rss, pss)
-    }).collect();
+    let mut out: Vec<(i32, u64, u64, u64)> = workers
+        .iter()
+        .map(|&p| {
+            let (uss, rss, pss) = uss_kib(p);
+            (p, uss, rss, pss)
+        })
+        .collect();
     for z in stack.backend.zygotes() {
         let (uss, rss, pss) = uss_kib(z);
         eprintln!("[uss {extra:?}] zygote {z}: USS {:.1} MiB, RSS {:.1} MiB, PSS {:.1} MiB", uss as f64 / 1024.0, rss as f64 / 1024.0, pss as f64 / 1024.0);
@@ -177,7 +181,11 @@ fn stuck_request_hits_the_timeout() {
     assert!(stack.backend.wait_log("over --timeout 2 s", Duration::from_secs(5)), "no timeout line\n{}", stack.logs());
     // faulthandler's dump names the app's file and function where it was stuck.
     let frame = format!("File \"{}\"", app.display());
-    assert!(stack.backend.wait_log(&frame, Duration::from_secs(5)) && stack.backend.log().contains("in application"), "no Python stack in the log\n{}", stack.logs());
+    assert!(
+        stack.backend.wait_log(&frame, Duration::from_secs(5)) && stack.backend.log().contains("in application"),
+        "no Python stack in the log\n{}",
+        stack.logs()
+    );
     stack.backend.wait_workers(Duration::from_secs(25), "a replacement worker", |w| w.len() == 2 && *w != before);
     let outcomes = Load::start(port, "/app/", 2, 10).join();
     assert!(failures(&outcomes).is_empty(), "after the timeout:\n{}", list(&failures(&outcomes), t0));

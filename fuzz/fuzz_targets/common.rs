@@ -13,9 +13,7 @@
 
 use cgi2wsgi::fastcgi::encode;
 use cgi2wsgi::fastcgi::nv::{self, NvDecoder, NvError, Pair};
-use cgi2wsgi::fastcgi::{
-    ClientDecoder, ClientEvent, Config, Connection, Event, Limits, ProtocolError, ProtocolStatus,
-};
+use cgi2wsgi::fastcgi::{ClientDecoder, ClientEvent, Config, Connection, Event, Limits, ProtocolError, ProtocolStatus};
 use cgi2wsgi::http::request::{self, BodyLength, Request};
 
 /// Deterministic xorshift generator: chunk sizes and `finish` decisions depend only on a
@@ -83,18 +81,11 @@ fn take_byte(data: &mut &[u8]) -> u8 {
 /// on, bit 1 selects small limits whose sizes come from the other bits, bit 2 also enables
 /// the AUTHORIZER role.
 pub fn server_config(b: u8) -> Config {
-    let mut config = Config {
-        mpxs_conns: b & 1 != 0,
-        ..Config::default()
-    };
+    let mut config = Config { mpxs_conns: b & 1 != 0, ..Config::default() };
     config.roles.authorizer = b & 4 != 0;
     if b & 2 != 0 {
         let high = usize::from(b >> 4);
-        config.limits = Limits {
-            max_params_bytes: 64 * (high + 1),
-            max_params_pairs: high + 1,
-            max_active_requests: usize::from((b >> 2) & 3) + 1,
-        };
+        config.limits = Limits { max_params_bytes: 64 * (high + 1), max_params_pairs: high + 1, max_active_requests: usize::from((b >> 2) & 3) + 1 };
     }
     config
 }
@@ -253,12 +244,10 @@ fn check_client_reencode(event: &ClientEvent) {
         ClientEvent::StdoutEnd { id } => encode::end_stdout(&mut out, *id),
         ClientEvent::Stderr { id, data } => encode::stderr(&mut out, *id, data),
         ClientEvent::StderrEnd { id } => encode::end_stderr(&mut out, *id),
-        ClientEvent::EndRequest { id, app_status, protocol_status } => {
-            match ProtocolStatus::from_u8(*protocol_status) {
-                Some(status) => encode::end_request(&mut out, *id, *app_status, status),
-                None => return,
-            }
-        }
+        ClientEvent::EndRequest { id, app_status, protocol_status } => match ProtocolStatus::from_u8(*protocol_status) {
+            Some(status) => encode::end_request(&mut out, *id, *app_status, status),
+            None => return,
+        },
         ClientEvent::GetValuesResult { pairs } => {
             assert!(encode::get_values_result(&mut out, pairs).is_ok(), "re-encoding a decoded GET_VALUES_RESULT");
         }

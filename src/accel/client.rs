@@ -7,11 +7,11 @@
 
 use super::spawn::{self, recent_failure};
 use super::{check_dir, socket_state, AccelError, Paths, SocketState, Stamp};
-use crate::sys::{euid, inherited_stdout as stdout, peer_cred};
 use crate::config::Config;
 use crate::fastcgi::client as fcgi;
 use crate::fastcgi::{ClientDecoder, ClientEvent, Role};
 use crate::http::request::{BodyLength, Request};
+use crate::sys::{euid, inherited_stdout as stdout, peer_cred};
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read, Write};

@@ -92,7 +92,8 @@ impl Paths {
         // Every setting (script name, limits, timeouts, ...: the whole resolved config) and
         // the environment the worker is given: two mounts that differ in any of them must
         // not share a worker.
-        let passed: Vec<(String, String)> = crate::accel::spawn::worker_environment().map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned())).collect();
+        let passed: Vec<(String, String)> =
+            crate::accel::spawn::worker_environment().map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned())).collect();
         let identity = format!("{}\0{}\0{app}\0{config:?}\0{passed:?}", euid(), exe.display());
         let key = format!("{:016x}", fnv64(identity.as_bytes()));
         let dir = config.persist.dir.clone().unwrap_or_else(default_dir);
@@ -225,7 +226,8 @@ impl Stamp {
     /// Written to a temp file and renamed: a reader sees the old stamp or the new, whole.
     pub fn write(&self, path: &Path) -> io::Result<()> {
         let tmp = path.with_extension(format!("stamp.{}", std::process::id()));
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(&tmp)?;
+        let mut f =
+            std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(&tmp)?;
         let written = f.write_all(&self.encode()).and_then(|()| f.sync_data()).and_then(|()| std::fs::rename(&tmp, path));
         if written.is_err() {
             let _ = std::fs::remove_file(&tmp);

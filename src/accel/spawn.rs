@@ -26,9 +26,7 @@ pub const READY_FD_VAR: &str = "CGI2WSGI_PERSIST_READY_FD";
 
 /// Did a start fail less than `RETRY_AFTER` ago?
 pub fn recent_failure(paths: &Paths) -> bool {
-    std::fs::metadata(&paths.fallback)
-        .and_then(|m| m.modified())
-        .is_ok_and(|t| SystemTime::now().duration_since(t).unwrap_or_default() < RETRY_AFTER)
+    std::fs::metadata(&paths.fallback).and_then(|m| m.modified()).is_ok_and(|t| SystemTime::now().duration_since(t).unwrap_or_default() < RETRY_AFTER)
 }
 
 /// A connection to a worker that is current, starting one if needed.
@@ -96,7 +94,21 @@ pub fn worker_environment() -> impl Iterator<Item = (OsString, OsString)> {
 
 fn passes_to_worker(name: &str) -> bool {
     const EXACT: [&str; 15] = [
-        "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP", "LD_LIBRARY_PATH", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "DJANGO_SETTINGS_MODULE",
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "TEMP",
+        "TMP",
+        "LD_LIBRARY_PATH",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE",
+        "DJANGO_SETTINGS_MODULE",
     ];
     const PREFIXES: [&str; 3] = ["LC_", "PYTHON", "CGI2WSGI_"];
     name != READY_FD_VAR && (EXACT.contains(&name) || PREFIXES.iter().any(|p| name.starts_with(p)))
@@ -158,7 +170,20 @@ mod tests {
 
     #[test]
     fn only_allowlisted_variables_reach_the_worker() {
-        for v in ["HTTP_HOST", "QUERY_STRING", "REQUEST_METHOD", "SCRIPT_FILENAME", "REMOTE_ADDR", "GATEWAY_INTERFACE", "SSL_CIPHER", "OIDC_CLAIM_email", "AUTHENTICATE_UID", "REMOTE_USER", "UNIQUE_ID", READY_FD_VAR] {
+        for v in [
+            "HTTP_HOST",
+            "QUERY_STRING",
+            "REQUEST_METHOD",
+            "SCRIPT_FILENAME",
+            "REMOTE_ADDR",
+            "GATEWAY_INTERFACE",
+            "SSL_CIPHER",
+            "OIDC_CLAIM_email",
+            "AUTHENTICATE_UID",
+            "REMOTE_USER",
+            "UNIQUE_ID",
+            READY_FD_VAR,
+        ] {
             assert!(!passes_to_worker(v), "{v}");
         }
         for v in ["PATH", "LANG", "LC_ALL", "CGI2WSGI_PERSIST", "PYTHONIOENCODING", "TZ", "SSL_CERT_FILE"] {

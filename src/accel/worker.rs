@@ -153,7 +153,12 @@ pub fn run(config: &Config) -> i32 {
     }
     crate::sys::set_signal(libc::SIGHUP, None);
     crate::sys::set_signal(libc::SIGUSR1, Some(on_retire));
-    log::info!("persistent worker (pid {}) ready for {spec} on {}; idle timeout {} s", std::process::id(), paths.sock.display(), config.persist.idle_timeout.as_secs());
+    log::info!(
+        "persistent worker (pid {}) ready for {spec} on {}; idle timeout {} s",
+        std::process::id(),
+        paths.sock.display(),
+        config.persist.idle_timeout.as_secs()
+    );
     report_ready(ready_fd);
     let watcher = {
         let (paths, idle, stamp) = (paths.clone(), config.persist.idle_timeout, stamp.clone());

@@ -51,7 +51,10 @@ pub fn worker_pids(dir: &Path) -> Vec<i32> {
     pids.dedup();
     let needle = dir.as_os_str().as_encoded_bytes().to_vec();
     pids.retain(|&pid| {
-        pid > 0 && pid != std::process::id() as i32 && alive(pid) && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.windows(needle.len()).any(|w| w == needle))
+        pid > 0
+            && pid != std::process::id() as i32
+            && alive(pid)
+            && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.windows(needle.len()).any(|w| w == needle))
     });
     pids
 }

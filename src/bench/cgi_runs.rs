@@ -4,9 +4,9 @@
 //! (`--persist`) is timed the same way, whole runs only: its first run starts the worker.
 
 use super::progress::Progress;
-use crate::timings::{self, Stamp};
 use super::{last_line, BenchError, Target};
 use crate::config::appspec::AppTarget;
+use crate::timings::{self, Stamp};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -289,7 +289,8 @@ fn run_once(target: &Target, variant: Variant, dir: &Path) -> Result<Run, BenchE
 /// worker changes during the runs (so a warm figure would include a start), the variant
 /// stops there with `fallback` set and no figures.
 pub fn measure(target: &Target, variants: &[Variant], dir: &Path, budget: Duration, max_runs: usize, bar: &mut Progress) -> Result<Vec<CgiResult>, BenchError> {
-    let mut results: Vec<CgiResult> = variants.iter().map(|&variant| CgiResult { variant, runs: Vec::new(), first: None, fallback: None, worker_pid: None }).collect();
+    let mut results: Vec<CgiResult> =
+        variants.iter().map(|&variant| CgiResult { variant, runs: Vec::new(), first: None, fallback: None, worker_pid: None }).collect();
     let persist = super::accelerated::persist_dir(dir);
     let mut accel_pid = None;
     for r in &mut results {
@@ -356,7 +357,9 @@ mod tests {
         // Runs 5 and 6 of 10 (totals 25 and 30 ms): phases of 5.5 ms each.
         assert_eq!(n, 2);
         assert!(b.iter().all(|&x| (x - 5.5).abs() < 1e-9), "{b:?}");
-        assert!(CgiResult { variant: Variant::Wsgiref, runs: vec![Run { total_ns: 1, phases: None }], first: None, fallback: None, worker_pid: None }.median_run_breakdown().is_none());
+        assert!(CgiResult { variant: Variant::Wsgiref, runs: vec![Run { total_ns: 1, phases: None }], first: None, fallback: None, worker_pid: None }
+            .median_run_breakdown()
+            .is_none());
     }
 
     #[test]

@@ -14,8 +14,8 @@ pub mod report;
 pub mod stats;
 pub mod svg;
 
-use crate::config::appspec::{AppSpec, AppTarget};
 use crate::cli::PythonArgs;
+use crate::config::appspec::{AppSpec, AppTarget};
 use clap::{CommandFactory, Parser};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -216,13 +216,7 @@ pub fn measure(args: &BenchArgs) -> Result<report::Report, BenchError> {
     if !path_info.starts_with('/') {
         return Err(BenchError::BadApp(format!("--path {:?} must start with /", args.path)));
     }
-    let target = Target {
-        exe,
-        app: args.app.clone(),
-        python: args.python.clone(),
-        path_info,
-        query,
-    };
+    let target = Target { exe, app: args.app.clone(), python: args.python.clone(), path_info, query };
     let budget = Budget::plan(args);
     let tmp = tempfile::Builder::new().prefix("cgi2wsgi-bench-").tempdir().map_err(BenchError::io("cannot make a temp dir"))?;
     // Dropped before `tmp` (declared after it): the accelerator's workers are stopped by

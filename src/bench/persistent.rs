@@ -232,7 +232,15 @@ fn level(sock: &Path, request: &[u8], c: usize, length: Duration, label: &str, b
     }
 }
 
-pub fn measure(target: &Target, dir: &Path, workers: usize, threads: usize, levels: &[usize], per_level: Duration, bar: &mut Progress) -> Result<PersistentResult, BenchError> {
+pub fn measure(
+    target: &Target,
+    dir: &Path,
+    workers: usize,
+    threads: usize,
+    levels: &[usize],
+    per_level: Duration,
+    bar: &mut Progress,
+) -> Result<PersistentResult, BenchError> {
     bar.update("FastCGI worker: starting", 0.0);
     let (mut worker, sock) = start(target, dir, workers, threads)?;
     let request = request_bytes(target);

@@ -23,10 +23,15 @@ impl Machine {
     pub fn probe() -> Machine {
         let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
         let cpuinfo = read("/proc/cpuinfo");
-        let cpu_model = cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_owned()).unwrap_or_default();
+        let cpu_model =
+            cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_owned()).unwrap_or_default();
         let meminfo = read("/proc/meminfo");
         let kib: f64 = meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0.0);
-        let os = read("/etc/os-release").lines().find_map(|l| l.strip_prefix("PRETTY_NAME=")).map(|v| v.trim_matches('"').to_owned()).unwrap_or_else(|| "unknown OS".into());
+        let os = read("/etc/os-release")
+            .lines()
+            .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+            .map(|v| v.trim_matches('"').to_owned())
+            .unwrap_or_else(|| "unknown OS".into());
         Machine {
             cpus: std::thread::available_parallelism().map(usize::from).unwrap_or(1),
             cpu_model,
@@ -85,7 +90,15 @@ fn round(x: f64, digits: i32) -> f64 {
 }
 
 impl Report {
-    pub fn new(target: &Target, args: &BenchArgs, cgi: CgiResult, persistent: PersistentResult, wsgiref: Option<CgiResult>, accelerated: Option<CgiResult>, persist_dir: std::path::PathBuf) -> Report {
+    pub fn new(
+        target: &Target,
+        args: &BenchArgs,
+        cgi: CgiResult,
+        persistent: PersistentResult,
+        wsgiref: Option<CgiResult>,
+        accelerated: Option<CgiResult>,
+        persist_dir: std::path::PathBuf,
+    ) -> Report {
         let query = if target.query.is_empty() { String::new() } else { format!("?{}", target.query) };
         Report {
             app: target.app.clone(),
@@ -118,7 +131,8 @@ impl Report {
 
     pub fn to_json(&self) -> Value {
         let total = Summary::of(&self.cgi.totals());
-        let phases: serde_json::Map<String, Value> = PHASES.iter().enumerate().map(|(i, (key, _))| (key.to_string(), Summary::of(&self.cgi.phase(i)).to_json())).collect();
+        let phases: serde_json::Map<String, Value> =
+            PHASES.iter().enumerate().map(|(i, (key, _))| (key.to_string(), Summary::of(&self.cgi.phase(i)).to_json())).collect();
         let sum_of_medians: f64 = (0..PHASES.len()).map(|i| Summary::of(&self.cgi.phase(i)).p50).sum();
         let breakdown = self.cgi.median_run_breakdown().map(|(b, n)| {
             let mut m: serde_json::Map<String, Value> = PHASES.iter().zip(b).map(|((key, _), v)| (format!("{key}_ms"), json!(round(v, 3)))).collect();
@@ -140,9 +154,7 @@ impl Report {
             })
             .collect();
         let samples = |r: &CgiResult| r.totals().iter().map(|&ns| round(ns as f64 / 1e6, 3)).collect::<Vec<_>>();
-        let wsgiref = self.wsgiref.as_ref().map(|w| {
-            json!({ "runs": w.runs.len(), "total": Summary::of(&w.totals()).to_json(), "samples_ms": samples(w) })
-        });
+        let wsgiref = self.wsgiref.as_ref().map(|w| json!({ "runs": w.runs.len(), "total": Summary::of(&w.totals()).to_json(), "samples_ms": samples(w) }));
         let mut ratios = json!({ "cgi_over_persistent": round(self.cgi_over_persistent(), 2) });
         if let Some(w) = &self.wsgiref {
             ratios["wsgiref_over_cgi"] = json!(round(Summary::of(&w.totals()).p50 / total.p50, 3));
@@ -258,11 +270,16 @@ impl Report {
         );
         if let Some(a) = self.accelerated_measured() {
             let warm = Summary::of(&a.totals()).p50;
-            let _ = writeln!(t, "Accelerated CGI costs {}× a persistent request ({} against {}, medians).", ratio_text(warm / base.p50), ms(warm), ms(base.p50));
+            let _ =
+                writeln!(t, "Accelerated CGI costs {}× a persistent request ({} against {}, medians).", ratio_text(warm / base.p50), ms(warm), ms(base.p50));
             let _ = writeln!(t, "In-process CGI costs {}× accelerated CGI ({} against {}, medians).", ratio_text(total.p50 / warm), ms(total.p50), ms(warm));
         }
         let startup = typical[0] + typical[1] + typical[2];
-        let _ = writeln!(t, "Process start, interpreter init and app import are {:.0}% of a CGI request: the part a persistent worker pays once.", 100.0 * startup / typical_sum);
+        let _ = writeln!(
+            t,
+            "Process start, interpreter init and app import are {:.0}% of a CGI request: the part a persistent worker pays once.",
+            100.0 * startup / typical_sum
+        );
         if let Some(w) = &self.wsgiref {
             let r = Summary::of(&w.totals()).p50 / total.p50;
             let _ = writeln!(t, "wsgiref's CGIHandler takes {r:.2}× cgi2wsgi's CGI time for the same request.");

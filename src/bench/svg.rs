@@ -5,8 +5,8 @@
 
 use super::cgi_runs::PHASES;
 use super::report::Report;
-use super::BenchError;
 use super::stats::quantile;
+use super::BenchError;
 use std::fmt::Write;
 
 const WIDTH: f64 = 960.0;
@@ -86,7 +86,10 @@ pub fn render(report: &Report) -> String {
     let height = plot_bottom + 60.0 + 120.0;
     let mut s = String::new();
     let _ = writeln!(s, r#"<?xml version="1.0" encoding="UTF-8"?>"#);
-    let _ = writeln!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="sans-serif" font-size="12">"#);
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="sans-serif" font-size="12">"#
+    );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(s, r#"<text x="16" y="24" font-size="16" font-weight="bold">cgi2wsgi bench: {} ({})</text>"#, esc(&report.app), esc(&report.request));
     let _ = writeln!(s, r#"<text x="16" y="44" fill="dimgray">{}; latency per request, log scale</text>"#, esc(&report.machine.describe()));
@@ -133,8 +136,21 @@ pub fn render(report: &Report) -> String {
             ROW * 0.5,
             r.color
         );
-        let _ = writeln!(s, r#"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="black" stroke-width="2.5"/>"#, x(p50), mid - ROW * 0.3, x(p50), mid + ROW * 0.3);
-        let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" font-size="11">{}</text>"#, x(p50) + 4.0, mid - ROW * 0.3 + 2.0, esc(&format!("median {}", super::report::ms(p50))));
+        let _ = writeln!(
+            s,
+            r#"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="black" stroke-width="2.5"/>"#,
+            x(p50),
+            mid - ROW * 0.3,
+            x(p50),
+            mid + ROW * 0.3
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" font-size="11">{}</text>"#,
+            x(p50) + 4.0,
+            mid - ROW * 0.3 + 2.0,
+            esc(&format!("median {}", super::report::ms(p50)))
+        );
     }
     let _ = writeln!(s, r#"<text x="{LEFT}" y="{:.1}" fill="dimgray">box: quartiles; whiskers: p5–p95; black bar: median</text>"#, plot_bottom + 34.0);
 
@@ -142,7 +158,11 @@ pub fn render(report: &Report) -> String {
     let by = plot_bottom + 70.0;
     let medians = report.cgi.median_run_breakdown().map(|(b, _)| b).unwrap_or([0.0; 5]);
     let sum: f64 = medians.iter().sum();
-    let _ = writeln!(s, r#"<text x="16" y="{:.1}" font-weight="bold">A median CGI run, phase by phase ({sum:.1} ms; the middle fifth of the runs averaged)</text>"#, by - 10.0);
+    let _ = writeln!(
+        s,
+        r#"<text x="16" y="{:.1}" font-weight="bold">A median CGI run, phase by phase ({sum:.1} ms; the middle fifth of the runs averaged)</text>"#,
+        by - 10.0
+    );
     let scale = (WIDTH - 32.0) / sum.max(1e-9);
     let mut at = 16.0;
     for (i, ((_, label), m)) in PHASES.iter().zip(&medians).enumerate() {
@@ -150,7 +170,14 @@ pub fn render(report: &Report) -> String {
         let _ = writeln!(s, r#"<rect x="{at:.1}" y="{by:.1}" width="{w:.1}" height="24" fill="{}"/>"#, COLORS[i]);
         let lx = 16.0 + i as f64 * (WIDTH - 32.0) / PHASES.len() as f64;
         let _ = writeln!(s, r#"<rect x="{lx:.1}" y="{:.1}" width="10" height="10" fill="{}"/>"#, by + 36.0, COLORS[i]);
-        let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" font-size="11">{} {:.2} ms</text>"#, lx + 14.0, by + 45.0, esc(label.split(" (").next().unwrap_or(label)), m);
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" font-size="11">{} {:.2} ms</text>"#,
+            lx + 14.0,
+            by + 45.0,
+            esc(label.split(" (").next().unwrap_or(label)),
+            m
+        );
         at += w;
     }
     let _ = writeln!(s, "</svg>");

@@ -90,10 +90,7 @@ mod tests {
     fn run(args: &[&str], vars: &[(&str, &str)], exe: Option<&Path>) -> Vec<String> {
         let map: HashMap<String, OsString> = vars.iter().map(|(k, v)| (k.to_string(), OsString::from(v))).collect();
         let env = move |k: &str| map.get(k).cloned();
-        strip_server_words(args.iter().map(OsString::from).collect(), &env, exe)
-            .into_iter()
-            .map(|a| a.into_string().unwrap())
-            .collect()
+        strip_server_words(args.iter().map(OsString::from).collect(), &env, exe).into_iter().map(|a| a.into_string().unwrap()).collect()
     }
 
     #[test]

@@ -7,9 +7,9 @@ pub mod check;
 pub mod dropin;
 pub mod generate;
 
+use crate::cli::dropin::DropIn;
 use crate::config::appspec::{AppSpec, AppTarget};
 use crate::config::{AccelSettings, BindSpec, Config, Gateway, RunAs, SocketPerms, DEFAULT_IDLE_TIMEOUT};
-use crate::cli::dropin::DropIn;
 use crate::error::ConfigError;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use std::ffi::OsString;
@@ -440,7 +440,11 @@ pub fn one_line(text: &str) -> String {
         out.push_str(line);
     }
     let out = out.strip_prefix("error: ").unwrap_or(&out).to_owned();
-    if out.is_empty() { "bad arguments".into() } else { out }
+    if out.is_empty() {
+        "bad arguments".into()
+    } else {
+        out
+    }
 }
 
 impl Cli {
@@ -504,7 +508,10 @@ mod tests {
         let line = err(&["cgi2wsgi", "--thread", "2"]);
         assert!(!line.contains('\n') && line.contains("'--thread'") && line.contains("tip: a similar argument exists: '--threads'"), "{line}");
         assert!(line.ends_with("(see cgi2wsgi --help)") && !line.starts_with("error:"), "{line}");
-        assert_eq!(one_line("error: the following required arguments were not provided:\n  <APP>\n\nUsage: x <APP>\n"), "the following required arguments were not provided: <APP>");
+        assert_eq!(
+            one_line("error: the following required arguments were not provided:\n  <APP>\n\nUsage: x <APP>\n"),
+            "the following required arguments were not provided: <APP>"
+        );
     }
 
     #[test]

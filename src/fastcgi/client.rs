@@ -15,11 +15,7 @@ pub fn begin_request(out: &mut Vec<u8>, id: u16, role: Role, keep_conn: bool) {
 
 /// The whole PARAMS stream: pairs split over as many records as needed
 /// (a pair may straddle records), then the terminating empty record.
-pub fn params<N: AsRef<[u8]>, V: AsRef<[u8]>>(
-    out: &mut Vec<u8>,
-    id: u16,
-    pairs: &[(N, V)],
-) -> Result<(), NvError> {
+pub fn params<N: AsRef<[u8]>, V: AsRef<[u8]>>(out: &mut Vec<u8>, id: u16, pairs: &[(N, V)]) -> Result<(), NvError> {
     let mut body = Vec::new();
     nv::encode_pairs(&mut body, pairs)?;
     write_stream(out, RecordType::Params.as_u8(), id, &body);
@@ -117,13 +113,8 @@ impl ClientDecoder {
 fn decode_response(h: Header, content: Vec<u8>) -> Result<ClientEvent, ProtocolError> {
     let id = h.request_id;
     let record_type = h.record_type;
-    let malformed = |reason| ProtocolError::MalformedBody {
-        record_type,
-        reason,
-    };
-    let eight = || {
-        <[u8; 8]>::try_from(content.as_slice()).map_err(|_| malformed("body must be 8 bytes"))
-    };
+    let malformed = |reason| ProtocolError::MalformedBody { record_type, reason };
+    let eight = || <[u8; 8]>::try_from(content.as_slice()).map_err(|_| malformed("body must be 8 bytes"));
     Ok(match RecordType::from_u8(record_type) {
         Some(RecordType::Stdout) if content.is_empty() => ClientEvent::StdoutEnd { id },
         Some(RecordType::Stdout) => ClientEvent::Stdout { id, data: content },
@@ -131,11 +122,7 @@ fn decode_response(h: Header, content: Vec<u8>) -> Result<ClientEvent, ProtocolE
         Some(RecordType::Stderr) => ClientEvent::Stderr { id, data: content },
         Some(RecordType::EndRequest) => {
             let [a, b, c, d, protocol_status, ..] = eight()?;
-            ClientEvent::EndRequest {
-                id,
-                app_status: u32::from_be_bytes([a, b, c, d]),
-                protocol_status,
-            }
+            ClientEvent::EndRequest { id, app_status: u32::from_be_bytes([a, b, c, d]), protocol_status }
         }
         Some(RecordType::UnknownType) => {
             let [t, ..] = eight()?;
@@ -143,8 +130,7 @@ fn decode_response(h: Header, content: Vec<u8>) -> Result<ClientEvent, ProtocolE
         }
         Some(RecordType::GetValuesResult) if id == NULL_REQUEST_ID => {
             let limit = Limits::default().max_params_pairs;
-            let pairs = nv::decode_all(&content, MAX_CONTENT_LEN, limit)
-                .map_err(|_| malformed("invalid name-value pairs"))?;
+            let pairs = nv::decode_all(&content, MAX_CONTENT_LEN, limit).map_err(|_| malformed("invalid name-value pairs"))?;
             ClientEvent::GetValuesResult { pairs }
         }
         _ => return Err(ProtocolError::UnexpectedRecordType { record_type, id }),

@@ -7,11 +7,8 @@ use std::collections::HashMap;
 use thiserror::Error;
 
 use super::nv::{self, NvDecoder, NvError, Pair};
+use super::record::{Header, ProtocolStatus, RecordError, RecordType, Role, HEADER_LEN, KEEP_CONN, MAX_CONTENT_LEN, NULL_REQUEST_ID, VERSION_1};
 use crate::http::role::{self, Roles};
-use super::record::{
-    Header, ProtocolStatus, RecordError, RecordType, Role, HEADER_LEN, KEEP_CONN, MAX_CONTENT_LEN,
-    NULL_REQUEST_ID, VERSION_1,
-};
 
 /// Resource bounds; exceeding one is a [`ProtocolError`] and the caller is
 /// expected to close the connection.
@@ -27,11 +24,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_params_bytes: 1 << 20,
-            max_params_pairs: 10_000,
-            max_active_requests: 100,
-        }
+        Self { max_params_bytes: 1 << 20, max_params_pairs: 10_000, max_active_requests: 100 }
     }
 }
 
@@ -51,13 +44,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Self {
-            mpxs_conns: false,
-            max_conns: 1,
-            max_reqs: 1,
-            limits: Limits::default(),
-            roles: Roles::default(),
-        }
+        Self { mpxs_conns: false, max_conns: 1, max_reqs: 1, limits: Limits::default(), roles: Roles::default() }
     }
 }
 
@@ -87,10 +74,7 @@ pub enum ProtocolError {
     #[error("unsupported FastCGI version {0}")]
     BadVersion(u8),
     #[error("malformed body in record type {record_type}: {reason}")]
-    MalformedBody {
-        record_type: u8,
-        reason: &'static str,
-    },
+    MalformedBody { record_type: u8, reason: &'static str },
     #[error("BEGIN_REQUEST for already active request id {0}")]
     DuplicateRequestId(u16),
     #[error("request {id}: params exceed {limit} bytes")]
@@ -124,12 +108,7 @@ pub enum Event {
     /// A request in an accepted role whose PARAMS stream is complete. An
     /// AUTHORIZER request has no body (§6.3): it may be answered now, and
     /// its STDIN, if the web server sends one, is ignored.
-    Request {
-        id: u16,
-        keep_conn: bool,
-        role: role::Role,
-        params: Vec<Pair>,
-    },
+    Request { id: u16, keep_conn: bool, role: role::Role, params: Vec<Pair> },
     /// A non-empty STDIN chunk.
     Stdin { id: u16, data: Vec<u8> },
     /// The empty STDIN record: end of request body.
@@ -149,12 +128,7 @@ pub enum Event {
     /// If `keep_conn` is false and no request is active, close afterwards.
     /// `role` is the raw role asked for: an END_REQUEST alone is not a
     /// denial for every web server, so a gateway adds one on STDOUT.
-    Reject {
-        id: u16,
-        keep_conn: bool,
-        role: u16,
-        status: ProtocolStatus,
-    },
+    Reject { id: u16, keep_conn: bool, role: u16, status: ProtocolStatus },
 }
 
 /// Splits a byte stream into records. Content is returned as soon as it is
@@ -185,10 +159,7 @@ impl Framer {
             return Ok(None);
         }
         let rest = self.buf.get(self.pos..).unwrap_or(&[]);
-        let Some(hb) = rest
-            .get(..HEADER_LEN)
-            .and_then(|s| <[u8; HEADER_LEN]>::try_from(s).ok())
-        else {
+        let Some(hb) = rest.get(..HEADER_LEN).and_then(|s| <[u8; HEADER_LEN]>::try_from(s).ok()) else {
             return Ok(None);
         };
         let header = Header::from_bytes(hb);
@@ -237,12 +208,7 @@ pub struct Connection {
 
 impl Connection {
     pub fn new(config: Config) -> Self {
-        Self {
-            config,
-            framer: Framer::default(),
-            requests: HashMap::new(),
-            error: None,
-        }
+        Self { config, framer: Framer::default(), requests: HashMap::new(), error: None }
     }
 
     pub fn config(&self) -> &Config {
@@ -294,11 +260,7 @@ impl Connection {
         Ok(None)
     }
 
-    fn on_record(
-        &mut self,
-        header: Header,
-        content: Vec<u8>,
-    ) -> Result<Option<Event>, ProtocolError> {
+    fn on_record(&mut self, header: Header, content: Vec<u8>) -> Result<Option<Event>, ProtocolError> {
         let id = header.request_id;
         let record_type = header.record_type;
         let known = RecordType::from_u8(record_type);
@@ -307,15 +269,8 @@ impl Connection {
             if known != Some(RecordType::GetValues) {
                 return Ok(Some(Event::UnknownManagementType { record_type }));
             }
-            let pairs = nv::decode_all(
-                &content,
-                MAX_CONTENT_LEN,
-                self.config.limits.max_params_pairs,
-            )
-            .map_err(|_| ProtocolError::MalformedBody {
-                record_type,
-                reason: "invalid name-value pairs",
-            })?;
+            let pairs = nv::decode_all(&content, MAX_CONTENT_LEN, self.config.limits.max_params_pairs)
+                .map_err(|_| ProtocolError::MalformedBody { record_type, reason: "invalid name-value pairs" })?;
             let names = pairs.into_iter().map(|(n, _)| n).collect();
             return Ok(Some(Event::GetValues { names }));
         }
@@ -333,12 +288,7 @@ impl Connection {
                     let dec = std::mem::replace(dec, NvDecoder::new(0, 0));
                     req.state = ReqState::Stdin;
                     let params = dec.finish().map_err(|e| nv_error(id, limits, e))?;
-                    Ok(Some(Event::Request {
-                        id,
-                        keep_conn: req.keep_conn,
-                        role: req.role,
-                        params,
-                    }))
+                    Ok(Some(Event::Request { id, keep_conn: req.keep_conn, role: req.role, params }))
                 }
                 ReqState::Params(dec) => {
                     dec.push(&content).map_err(|e| nv_error(id, limits, e))?;
@@ -374,24 +324,15 @@ impl Connection {
     }
 
     fn on_begin(&mut self, id: u16, content: &[u8]) -> Result<Option<Event>, ProtocolError> {
-        let body = <[u8; 8]>::try_from(content).map_err(|_| ProtocolError::MalformedBody {
-            record_type: RecordType::BeginRequest.as_u8(),
-            reason: "BEGIN_REQUEST body must be 8 bytes",
-        })?;
+        let body = <[u8; 8]>::try_from(content)
+            .map_err(|_| ProtocolError::MalformedBody { record_type: RecordType::BeginRequest.as_u8(), reason: "BEGIN_REQUEST body must be 8 bytes" })?;
         if self.requests.contains_key(&id) {
             return Err(ProtocolError::DuplicateRequestId(id));
         }
         let [role_hi, role_lo, flags, ..] = body;
         let keep_conn = flags & KEEP_CONN != 0;
         let raw_role = u16::from_be_bytes([role_hi, role_lo]);
-        let reject = |status| {
-            Ok(Some(Event::Reject {
-                id,
-                keep_conn,
-                role: raw_role,
-                status,
-            }))
-        };
+        let reject = |status| Ok(Some(Event::Reject { id, keep_conn, role: raw_role, status }));
         // FILTER (and any unknown role) is never served; the others only when enabled.
         let role = match Role::from_u16(raw_role) {
             Some(Role::Responder) => role::Role::Responder,
@@ -409,29 +350,16 @@ impl Connection {
             return reject(ProtocolStatus::Overloaded);
         }
         let dec = NvDecoder::new(limits.max_params_bytes, limits.max_params_pairs);
-        self.requests.insert(
-            id,
-            Req {
-                keep_conn,
-                role,
-                state: ReqState::Params(dec),
-            },
-        );
+        self.requests.insert(id, Req { keep_conn, role, state: ReqState::Params(dec) });
         Ok(None)
     }
 }
 
 fn nv_error(id: u16, limits: &Limits, e: NvError) -> ProtocolError {
     match e {
-        NvError::TooManyPairs { .. } => ProtocolError::TooManyParams {
-            id,
-            limit: limits.max_params_pairs,
-        },
+        NvError::TooManyPairs { .. } => ProtocolError::TooManyParams { id, limit: limits.max_params_pairs },
         NvError::Truncated => ProtocolError::TruncatedParams(id),
-        NvError::TooLarge { .. } | NvError::LengthTooLarge(_) => ProtocolError::ParamsTooLarge {
-            id,
-            limit: limits.max_params_bytes,
-        },
+        NvError::TooLarge { .. } | NvError::LengthTooLarge(_) => ProtocolError::ParamsTooLarge { id, limit: limits.max_params_bytes },
     }
 }
 
@@ -444,28 +372,14 @@ mod tests {
     /// Hand-built record: literal header fields, zero padding.
     fn rec(t: u8, id: u16, content: &[u8], pad: u8) -> Vec<u8> {
         let len = u16::try_from(content.len()).unwrap();
-        let mut v = vec![
-            1,
-            t,
-            (id >> 8) as u8,
-            id as u8,
-            (len >> 8) as u8,
-            len as u8,
-            pad,
-            0,
-        ];
+        let mut v = vec![1, t, (id >> 8) as u8, id as u8, (len >> 8) as u8, len as u8, pad, 0];
         v.extend_from_slice(content);
         v.resize(v.len() + usize::from(pad), 0);
         v
     }
 
     fn begin(id: u16, role: u16, flags: u8) -> Vec<u8> {
-        rec(
-            1,
-            id,
-            &[(role >> 8) as u8, role as u8, flags, 0, 0, 0, 0, 0],
-            0,
-        )
+        rec(1, id, &[(role >> 8) as u8, role as u8, flags, 0, 0, 0, 0, 0], 0)
     }
 
     fn events(c: &mut Connection) -> Result<Vec<Event>, ProtocolError> {
@@ -492,8 +406,7 @@ mod tests {
             1, 1, 0, 1, 0, 8, 0, 0, // BEGIN_REQUEST id 1, len 8
             0, 1, 1, 0, 0, 0, 0, 0, // RESPONDER, KEEP_CONN
             1, 4, 0, 1, 0, 13, 3, 0, // PARAMS id 1, len 13, pad 3
-            11, 0, b'S', b'C', b'R', b'I', b'P', b'T', b'_', b'N', b'A', b'M', b'E', 0, 0, 0, 1, 4,
-            0, 1, 0, 0, 0, 0, // empty PARAMS
+            11, 0, b'S', b'C', b'R', b'I', b'P', b'T', b'_', b'N', b'A', b'M', b'E', 0, 0, 0, 1, 4, 0, 1, 0, 0, 0, 0, // empty PARAMS
             1, 5, 0, 1, 0, 5, 3, 0, // STDIN len 5 pad 3
         ];
         w.extend_from_slice(b"hello\0\0\0");
@@ -503,26 +416,15 @@ mod tests {
 
     fn literal_events() -> Vec<Event> {
         vec![
-            Event::Request {
-                id: 1,
-                keep_conn: true,
-                role: role::Role::Responder,
-                params: vec![p("SCRIPT_NAME", "")],
-            },
-            Event::Stdin {
-                id: 1,
-                data: b"hello".to_vec(),
-            },
+            Event::Request { id: 1, keep_conn: true, role: role::Role::Responder, params: vec![p("SCRIPT_NAME", "")] },
+            Event::Stdin { id: 1, data: b"hello".to_vec() },
             Event::StdinEnd { id: 1 },
         ]
     }
 
     #[test]
     fn literal_request_round_trip() {
-        assert_eq!(
-            run(Config::default(), &literal_request()).unwrap(),
-            literal_events()
-        );
+        assert_eq!(run(Config::default(), &literal_request()).unwrap(), literal_events());
     }
 
     #[test]
@@ -554,13 +456,7 @@ mod tests {
         // STDIN "x" with the maximum padding of 255, fed in pieces
         let stdin = rec(5, 1, b"x", 255);
         c.feed(&stdin[..9]);
-        assert_eq!(
-            events(&mut c).unwrap(),
-            vec![Event::Stdin {
-                id: 1,
-                data: b"x".to_vec()
-            }]
-        );
+        assert_eq!(events(&mut c).unwrap(), vec![Event::Stdin { id: 1, data: b"x".to_vec() }]);
         c.feed(&stdin[9..100]);
         assert_eq!(events(&mut c).unwrap(), vec![]);
         let mut rest = stdin[100..].to_vec();
@@ -584,15 +480,7 @@ mod tests {
         wire.extend(rec(4, 1, &nvb[7..], 0));
         wire.extend(rec(4, 1, &[], 0));
         let ev = run(Config::default(), &wire).unwrap();
-        assert_eq!(
-            ev,
-            vec![Event::Request {
-                id: 1,
-                keep_conn: false,
-                role: role::Role::Responder,
-                params: vec![(b"PATH".to_vec(), value), p("A", "B")],
-            }]
-        );
+        assert_eq!(ev, vec![Event::Request { id: 1, keep_conn: false, role: role::Role::Responder, params: vec![(b"PATH".to_vec(), value), p("A", "B")] }]);
     }
 
     #[test]
@@ -600,10 +488,7 @@ mod tests {
         let mut wire = begin(1, 1, 0);
         wire.extend(rec(4, 1, &[3, 0, b'A'], 0));
         wire.extend(rec(4, 1, &[], 0));
-        assert_eq!(
-            run(Config::default(), &wire),
-            Err(ProtocolError::TruncatedParams(1))
-        );
+        assert_eq!(run(Config::default(), &wire), Err(ProtocolError::TruncatedParams(1)));
     }
 
     #[test]
@@ -612,15 +497,7 @@ mod tests {
             let mut wire = begin(7, 1, flags);
             wire.extend(rec(4, 7, &[], 0));
             let ev = run(Config::default(), &wire).unwrap();
-            assert_eq!(
-                ev,
-                vec![Event::Request {
-                    id: 7,
-                    keep_conn: keep,
-                    role: role::Role::Responder,
-                    params: vec![]
-                }]
-            );
+            assert_eq!(ev, vec![Event::Request { id: 7, keep_conn: keep, role: role::Role::Responder, params: vec![] }]);
         }
     }
 
@@ -658,10 +535,7 @@ mod tests {
         assert_eq!(out, [1, 6, 0, 1, 0, 0, 0, 0, 1, 7, 1, 2, 0, 0, 0, 0]);
         let mut out = Vec::new();
         encode::stderr(&mut out, 3, b"oops");
-        assert_eq!(
-            out,
-            [1, 7, 0, 3, 0, 4, 4, 0, b'o', b'o', b'p', b's', 0, 0, 0, 0]
-        );
+        assert_eq!(out, [1, 7, 0, 3, 0, 4, 4, 0, b'o', b'o', b'p', b's', 0, 0, 0, 0]);
     }
 
     #[test]
@@ -671,73 +545,35 @@ mod tests {
         assert_eq!(out, [1, 3, 0, 1, 0, 8, 0, 0, 1, 2, 3, 4, 3, 0, 0, 0]);
         let mut d = ClientDecoder::new();
         d.feed(&out);
-        assert_eq!(
-            d.poll_event().unwrap(),
-            Some(ClientEvent::EndRequest {
-                id: 1,
-                app_status: 0x0102_0304,
-                protocol_status: 3
-            })
-        );
+        assert_eq!(d.poll_event().unwrap(), Some(ClientEvent::EndRequest { id: 1, app_status: 0x0102_0304, protocol_status: 3 }));
         assert_eq!(d.poll_event().unwrap(), None);
     }
 
     #[test]
     fn get_values_answered() {
         let mut body = Vec::new();
-        for name in [
-            "FCGI_MAX_CONNS",
-            "FCGI_MAX_REQS",
-            "FCGI_MPXS_CONNS",
-            "OTHER",
-        ] {
+        for name in ["FCGI_MAX_CONNS", "FCGI_MAX_REQS", "FCGI_MPXS_CONNS", "OTHER"] {
             body.push(name.len() as u8);
             body.push(0);
             body.extend_from_slice(name.as_bytes());
         }
         assert_eq!(body.len(), 55);
         let wire = rec(9, 0, &body, 1); // padded to 56
-        let config = Config {
-            mpxs_conns: true,
-            max_conns: 10,
-            max_reqs: 50,
-            ..Config::default()
-        };
+        let config = Config { mpxs_conns: true, max_conns: 10, max_reqs: 50, ..Config::default() };
         let ev = run(config.clone(), &wire).unwrap();
-        let Some(Event::GetValues { names }) = ev.first() else {
-            panic!("{ev:?}")
-        };
+        let Some(Event::GetValues { names }) = ev.first() else { panic!("{ev:?}") };
         assert_eq!(names.len(), 4);
         let answer = config.get_values_answer(names);
-        assert_eq!(
-            answer,
-            vec![
-                p("FCGI_MAX_CONNS", "10"),
-                p("FCGI_MAX_REQS", "50"),
-                p("FCGI_MPXS_CONNS", "1")
-            ]
-        );
+        assert_eq!(answer, vec![p("FCGI_MAX_CONNS", "10"), p("FCGI_MAX_REQS", "50"), p("FCGI_MPXS_CONNS", "1")]);
         let mut out = Vec::new();
         encode::get_values_result(&mut out, &answer).unwrap();
         assert_eq!(out[..8], [1, 10, 0, 0, 0, 53, 3, 0]);
         let mut d = ClientDecoder::new();
         d.feed(&out);
-        assert_eq!(
-            d.poll_event().unwrap(),
-            Some(ClientEvent::GetValuesResult { pairs: answer })
-        );
+        assert_eq!(d.poll_event().unwrap(), Some(ClientEvent::GetValuesResult { pairs: answer }));
         // client-side encoder produces the same body as the literal one
         let mut out = Vec::new();
-        client::get_values(
-            &mut out,
-            &[
-                "FCGI_MAX_CONNS",
-                "FCGI_MAX_REQS",
-                "FCGI_MPXS_CONNS",
-                "OTHER",
-            ],
-        )
-        .unwrap();
+        client::get_values(&mut out, &["FCGI_MAX_CONNS", "FCGI_MAX_REQS", "FCGI_MPXS_CONNS", "OTHER"]).unwrap();
         assert_eq!(out, wire);
     }
 
@@ -746,10 +582,7 @@ mod tests {
         let big = vec![b'x'; 70_000];
         let mut out = Vec::new();
         let r = encode::get_values_result(&mut out, &[(&b"N"[..], &big[..])]);
-        assert!(matches!(
-            r,
-            Err(EncodeError::Record(RecordError::ContentTooLong(_)))
-        ));
+        assert!(matches!(r, Err(EncodeError::Record(RecordError::ContentTooLong(_)))));
         assert!(out.is_empty());
     }
 
@@ -772,10 +605,7 @@ mod tests {
         assert_eq!(out, [1, 11, 0, 0, 0, 8, 0, 0, 99, 0, 0, 0, 0, 0, 0, 0]);
         let mut d = ClientDecoder::new();
         d.feed(&out);
-        assert_eq!(
-            d.poll_event().unwrap(),
-            Some(ClientEvent::UnknownType { record_type: 99 })
-        );
+        assert_eq!(d.poll_event().unwrap(), Some(ClientEvent::UnknownType { record_type: 99 }));
     }
 
     #[test]
@@ -787,42 +617,20 @@ mod tests {
             wire.extend(rec(4, 1, &[], 0));
             wire.extend(rec(8, 1, b"data", 4));
             c.feed(&wire);
-            assert_eq!(
-                events(&mut c).unwrap(),
-                vec![Event::Reject {
-                    id: 1,
-                    keep_conn: false,
-                    role,
-                    status: ProtocolStatus::UnknownRole
-                }]
-            );
+            assert_eq!(events(&mut c).unwrap(), vec![Event::Reject { id: 1, keep_conn: false, role, status: ProtocolStatus::UnknownRole }]);
             assert!(!c.is_active(1));
             // the connection is still usable for a responder request
             let mut wire = begin(1, 1, 1);
             wire.extend(rec(4, 1, &[], 0));
             c.feed(&wire);
-            assert_eq!(
-                events(&mut c).unwrap(),
-                vec![Event::Request {
-                    id: 1,
-                    keep_conn: true,
-                    role: role::Role::Responder,
-                    params: vec![]
-                }]
-            );
+            assert_eq!(events(&mut c).unwrap(), vec![Event::Request { id: 1, keep_conn: true, role: role::Role::Responder, params: vec![] }]);
         }
     }
 
     #[test]
     fn enabled_roles_only() {
-        let both = Roles {
-            responder: true,
-            authorizer: true,
-        };
-        let only_authorizer = Roles {
-            responder: false,
-            authorizer: true,
-        };
+        let both = Roles { responder: true, authorizer: true };
+        let only_authorizer = Roles { responder: false, authorizer: true };
         for (roles, asked, accepted) in [
             (both, 2u16, Some(role::Role::Authorizer)),
             (both, 1, Some(role::Role::Responder)),
@@ -830,25 +638,12 @@ mod tests {
             (only_authorizer, 2, Some(role::Role::Authorizer)),
             (only_authorizer, 1, None),
         ] {
-            let config = Config {
-                roles,
-                ..Config::default()
-            };
+            let config = Config { roles, ..Config::default() };
             let mut wire = begin(7, asked, 1);
             wire.extend(rec(4, 7, &[], 0));
             let want = match accepted {
-                Some(role) => Event::Request {
-                    id: 7,
-                    keep_conn: true,
-                    role,
-                    params: vec![],
-                },
-                None => Event::Reject {
-                    id: 7,
-                    keep_conn: true,
-                    role: asked,
-                    status: ProtocolStatus::UnknownRole,
-                },
+                Some(role) => Event::Request { id: 7, keep_conn: true, role, params: vec![] },
+                None => Event::Reject { id: 7, keep_conn: true, role: asked, status: ProtocolStatus::UnknownRole },
             };
             assert_eq!(run(config, &wire).unwrap(), vec![want], "{roles:?} asked {asked}");
         }
@@ -866,18 +661,8 @@ mod tests {
         assert_eq!(
             events(&mut c).unwrap(),
             vec![
-                Event::Reject {
-                    id: 2,
-                    keep_conn: true,
-                    role: 1,
-                    status: ProtocolStatus::CantMpxConn
-                },
-                Event::Request {
-                    id: 1,
-                    keep_conn: true,
-                    role: role::Role::Responder,
-                    params: vec![]
-                },
+                Event::Reject { id: 2, keep_conn: true, role: 1, status: ProtocolStatus::CantMpxConn },
+                Event::Request { id: 1, keep_conn: true, role: role::Role::Responder, params: vec![] },
             ]
         );
         assert!(!c.is_active(2));
@@ -888,28 +673,13 @@ mod tests {
         let mut wire = begin(2, 1, 0);
         wire.extend(rec(4, 2, &[], 0));
         c.feed(&wire);
-        assert_eq!(
-            events(&mut c).unwrap(),
-            vec![Event::Request {
-                id: 2,
-                keep_conn: false,
-                role: role::Role::Responder,
-                params: vec![]
-            }]
-        );
+        assert_eq!(events(&mut c).unwrap(), vec![Event::Request { id: 2, keep_conn: false, role: role::Role::Responder, params: vec![] }]);
     }
 
     #[test]
     fn multiplexing_and_overload() {
-        let limits = Limits {
-            max_active_requests: 2,
-            ..Limits::default()
-        };
-        let config = Config {
-            mpxs_conns: true,
-            limits,
-            ..Config::default()
-        };
+        let limits = Limits { max_active_requests: 2, ..Limits::default() };
+        let config = Config { mpxs_conns: true, limits, ..Config::default() };
         let mut wire = begin(1, 1, 1);
         wire.extend(begin(2, 1, 1));
         wire.extend(begin(3, 1, 1));
@@ -920,28 +690,10 @@ mod tests {
         assert_eq!(
             ev,
             vec![
-                Event::Reject {
-                    id: 3,
-                    keep_conn: true,
-                    role: 1,
-                    status: ProtocolStatus::Overloaded
-                },
-                Event::Request {
-                    id: 2,
-                    keep_conn: true,
-                    role: role::Role::Responder,
-                    params: vec![]
-                },
-                Event::Request {
-                    id: 1,
-                    keep_conn: true,
-                    role: role::Role::Responder,
-                    params: vec![]
-                },
-                Event::Stdin {
-                    id: 2,
-                    data: b"two".to_vec()
-                },
+                Event::Reject { id: 3, keep_conn: true, role: 1, status: ProtocolStatus::Overloaded },
+                Event::Request { id: 2, keep_conn: true, role: role::Role::Responder, params: vec![] },
+                Event::Request { id: 1, keep_conn: true, role: role::Role::Responder, params: vec![] },
+                Event::Stdin { id: 2, data: b"two".to_vec() },
             ]
         );
     }
@@ -980,13 +732,7 @@ mod tests {
     fn wrong_direction_record_for_active_id_is_an_error() {
         let mut wire = begin(1, 1, 0);
         wire.extend(rec(6, 1, b"x", 7));
-        assert_eq!(
-            run(Config::default(), &wire),
-            Err(ProtocolError::UnexpectedRecordType {
-                record_type: 6,
-                id: 1
-            })
-        );
+        assert_eq!(run(Config::default(), &wire), Err(ProtocolError::UnexpectedRecordType { record_type: 6, id: 1 }));
     }
 
     #[test]
@@ -1004,10 +750,7 @@ mod tests {
     fn malformed_begin_body() {
         for len in [0usize, 7, 9] {
             let wire = rec(1, 1, &vec![0; len], 0);
-            assert!(matches!(
-                run(Config::default(), &wire),
-                Err(ProtocolError::MalformedBody { record_type: 1, .. })
-            ));
+            assert!(matches!(run(Config::default(), &wire), Err(ProtocolError::MalformedBody { record_type: 1, .. })));
         }
     }
 
@@ -1035,54 +778,30 @@ mod tests {
         assert_eq!(c.poll_event(), Ok(None));
         assert!(c.is_active(1));
         c.feed(&[1, 0, 0, 0, 0]);
-        assert!(matches!(
-            c.poll_event(),
-            Ok(Some(Event::Request { id: 1, .. }))
-        ));
+        assert!(matches!(c.poll_event(), Ok(Some(Event::Request { id: 1, .. }))));
     }
 
     #[test]
     fn params_byte_bound() {
-        let limits = Limits {
-            max_params_bytes: 10,
-            ..Limits::default()
-        };
-        let config = Config {
-            limits,
-            ..Config::default()
-        };
+        let limits = Limits { max_params_bytes: 10, ..Limits::default() };
+        let config = Config { limits, ..Config::default() };
         let mut wire = begin(1, 1, 0);
         wire.extend(rec(4, 1, &[2, 2, b'a', b'b', b'c', b'd'], 0)); // 6 bytes
         wire.extend(rec(4, 1, &[1, 2, b'e', b'f', b'g'], 0)); // 11 total
-        assert_eq!(
-            run(config.clone(), &wire),
-            Err(ProtocolError::ParamsTooLarge { id: 1, limit: 10 })
-        );
+        assert_eq!(run(config.clone(), &wire), Err(ProtocolError::ParamsTooLarge { id: 1, limit: 10 }));
         // declared length over the bound fails before the data arrives
         let mut wire = begin(1, 1, 0);
         wire.extend(rec(4, 1, &[1, 20], 0));
-        assert_eq!(
-            run(config, &wire),
-            Err(ProtocolError::ParamsTooLarge { id: 1, limit: 10 })
-        );
+        assert_eq!(run(config, &wire), Err(ProtocolError::ParamsTooLarge { id: 1, limit: 10 }));
     }
 
     #[test]
     fn params_pair_bound() {
-        let limits = Limits {
-            max_params_pairs: 2,
-            ..Limits::default()
-        };
-        let config = Config {
-            limits,
-            ..Config::default()
-        };
+        let limits = Limits { max_params_pairs: 2, ..Limits::default() };
+        let config = Config { limits, ..Config::default() };
         let mut wire = begin(1, 1, 0);
         wire.extend(rec(4, 1, &[1, 0, b'a', 1, 0, b'b', 1, 0, b'c'], 7));
-        assert_eq!(
-            run(config, &wire),
-            Err(ProtocolError::TooManyParams { id: 1, limit: 2 })
-        );
+        assert_eq!(run(config, &wire), Err(ProtocolError::TooManyParams { id: 1, limit: 2 }));
     }
 
     #[test]
@@ -1090,13 +809,7 @@ mod tests {
         let mut wire = begin(1, 1, 0);
         // name length 2^31-1 in the 4-byte form, then a few bytes
         wire.extend(rec(4, 1, &[0xff, 0xff, 0xff, 0xff, 0x00, b'x'], 2));
-        assert_eq!(
-            run(Config::default(), &wire),
-            Err(ProtocolError::ParamsTooLarge {
-                id: 1,
-                limit: 1 << 20
-            })
-        );
+        assert_eq!(run(Config::default(), &wire), Err(ProtocolError::ParamsTooLarge { id: 1, limit: 1 << 20 }));
     }
 
     #[test]
@@ -1112,16 +825,8 @@ mod tests {
         assert_eq!(
             events(&mut c).unwrap(),
             vec![
-                Event::Request {
-                    id: 1,
-                    keep_conn: true,
-                    role: role::Role::Responder,
-                    params: vec![]
-                },
-                Event::Stdin {
-                    id: 1,
-                    data: b"ab".to_vec()
-                },
+                Event::Request { id: 1, keep_conn: true, role: role::Role::Responder, params: vec![] },
+                Event::Stdin { id: 1, data: b"ab".to_vec() },
                 Event::Abort { id: 1 },
             ]
         );
@@ -1141,19 +846,13 @@ mod tests {
     fn stream_order_violations() {
         let mut base = begin(1, 1, 0);
         base.extend(rec(5, 1, b"x", 7));
-        assert_eq!(
-            run(Config::default(), &base),
-            Err(ProtocolError::StdinBeforeParams(1))
-        );
+        assert_eq!(run(Config::default(), &base), Err(ProtocolError::StdinBeforeParams(1)));
 
         let mut base = begin(1, 1, 0);
         base.extend(rec(4, 1, &[], 0));
         let mut wire = base.clone();
         wire.extend(rec(4, 1, &[1, 0, b'a'], 5));
-        assert_eq!(
-            run(Config::default(), &wire),
-            Err(ProtocolError::ParamsAfterEnd(1))
-        );
+        assert_eq!(run(Config::default(), &wire), Err(ProtocolError::ParamsAfterEnd(1)));
 
         let mut wire = base;
         wire.extend(rec(5, 1, &[], 0));
@@ -1181,16 +880,8 @@ mod tests {
         assert_eq!(
             run(Config::default(), &out).unwrap(),
             vec![
-                Event::Request {
-                    id: 9,
-                    keep_conn: true,
-                    role: role::Role::Responder,
-                    params: pairs
-                },
-                Event::Stdin {
-                    id: 9,
-                    data: b"body".to_vec()
-                },
+                Event::Request { id: 9, keep_conn: true, role: role::Role::Responder, params: pairs },
+                Event::Stdin { id: 9, data: b"body".to_vec() },
                 Event::StdinEnd { id: 9 },
                 Event::Abort { id: 9 },
             ]
@@ -1209,28 +900,13 @@ mod tests {
         // END_REQUEST with a 7-byte body
         let mut d = ClientDecoder::new();
         d.feed(&rec(3, 1, &[0; 7], 1));
-        assert!(matches!(
-            d.poll_event(),
-            Err(ProtocolError::MalformedBody { record_type: 3, .. })
-        ));
+        assert!(matches!(d.poll_event(), Err(ProtocolError::MalformedBody { record_type: 3, .. })));
         let mut d = ClientDecoder::new();
         d.feed(&rec(11, 0, &[1, 2], 6));
-        assert!(matches!(
-            d.poll_event(),
-            Err(ProtocolError::MalformedBody {
-                record_type: 11,
-                ..
-            })
-        ));
+        assert!(matches!(d.poll_event(), Err(ProtocolError::MalformedBody { record_type: 11, .. })));
         let mut d = ClientDecoder::new();
         d.feed(&rec(5, 1, b"x", 7));
-        assert_eq!(
-            d.poll_event(),
-            Err(ProtocolError::UnexpectedRecordType {
-                record_type: 5,
-                id: 1
-            })
-        );
+        assert_eq!(d.poll_event(), Err(ProtocolError::UnexpectedRecordType { record_type: 5, id: 1 }));
         // stream ends and stderr
         let mut d = ClientDecoder::new();
         let mut out = Vec::new();
@@ -1238,13 +914,7 @@ mod tests {
         encode::end_stderr(&mut out, 4);
         encode::end_stdout(&mut out, 4);
         d.feed(&out);
-        assert_eq!(
-            d.poll_event(),
-            Ok(Some(ClientEvent::Stderr {
-                id: 4,
-                data: b"e".to_vec()
-            }))
-        );
+        assert_eq!(d.poll_event(), Ok(Some(ClientEvent::Stderr { id: 4, data: b"e".to_vec() })));
         assert_eq!(d.poll_event(), Ok(Some(ClientEvent::StderrEnd { id: 4 })));
         assert_eq!(d.poll_event(), Ok(Some(ClientEvent::StdoutEnd { id: 4 })));
         assert_eq!(d.poll_event(), Ok(None));
@@ -1307,21 +977,9 @@ mod tests {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let mut outcomes = [0usize; 2];
         for i in 0..4000 {
-            let wire = if i % 4 == 0 {
-                (0..rng.below(300)).map(|_| rng.next() as u8).collect()
-            } else {
-                random_stream(&mut rng)
-            };
-            let limits = Limits {
-                max_params_bytes: 64,
-                max_params_pairs: 4,
-                max_active_requests: 2,
-            };
-            let config = Config {
-                mpxs_conns: i % 2 == 0,
-                limits,
-                ..Config::default()
-            };
+            let wire = if i % 4 == 0 { (0..rng.below(300)).map(|_| rng.next() as u8).collect() } else { random_stream(&mut rng) };
+            let limits = Limits { max_params_bytes: 64, max_params_pairs: 4, max_active_requests: 2 };
+            let config = Config { mpxs_conns: i % 2 == 0, limits, ..Config::default() };
             let mut c = Connection::new(config);
             let mut d = ClientDecoder::new();
             let mut pos = 0;

@@ -32,18 +32,10 @@ pub fn end_request(out: &mut Vec<u8>, id: u16, app_status: u32, status: Protocol
 }
 
 /// One GET_VALUES_RESULT record; errors if the body exceeds 65535 bytes.
-pub fn get_values_result<N: AsRef<[u8]>, V: AsRef<[u8]>>(
-    out: &mut Vec<u8>,
-    pairs: &[(N, V)],
-) -> Result<(), EncodeError> {
+pub fn get_values_result<N: AsRef<[u8]>, V: AsRef<[u8]>>(out: &mut Vec<u8>, pairs: &[(N, V)]) -> Result<(), EncodeError> {
     let mut body = Vec::new();
     nv::encode_pairs(&mut body, pairs)?;
-    write_record(
-        out,
-        RecordType::GetValuesResult.as_u8(),
-        NULL_REQUEST_ID,
-        &body,
-    )?;
+    write_record(out, RecordType::GetValuesResult.as_u8(), NULL_REQUEST_ID, &body)?;
     Ok(())
 }
 

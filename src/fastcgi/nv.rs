@@ -53,10 +53,7 @@ pub fn encoded_len(name: &[u8], value: &[u8]) -> usize {
             4
         }
     };
-    l(name.len())
-        .saturating_add(l(value.len()))
-        .saturating_add(name.len())
-        .saturating_add(value.len())
+    l(name.len()).saturating_add(l(value.len())).saturating_add(name.len()).saturating_add(value.len())
 }
 
 /// Appends one pair. Nothing is written if either length is invalid.
@@ -74,10 +71,7 @@ pub fn encode_pair(out: &mut Vec<u8>, name: &[u8], value: &[u8]) -> Result<(), N
 }
 
 /// Appends all pairs; on error `out` is left as it was.
-pub fn encode_pairs<N: AsRef<[u8]>, V: AsRef<[u8]>>(
-    out: &mut Vec<u8>,
-    pairs: &[(N, V)],
-) -> Result<(), NvError> {
+pub fn encode_pairs<N: AsRef<[u8]>, V: AsRef<[u8]>>(out: &mut Vec<u8>, pairs: &[(N, V)]) -> Result<(), NvError> {
     let start = out.len();
     for (n, v) in pairs {
         if let Err(e) = encode_pair(out, n.as_ref(), v.as_ref()) {
@@ -119,26 +113,13 @@ pub struct NvDecoder {
 
 impl NvDecoder {
     pub fn new(max_bytes: usize, max_pairs: usize) -> Self {
-        Self {
-            buf: Vec::new(),
-            pairs: Vec::new(),
-            received: 0,
-            consumed: 0,
-            max_bytes,
-            max_pairs,
-        }
+        Self { buf: Vec::new(), pairs: Vec::new(), received: 0, consumed: 0, max_bytes, max_pairs }
     }
 
     /// Feeds more encoded bytes and decodes every complete pair.
     pub fn push(&mut self, bytes: &[u8]) -> Result<(), NvError> {
-        let too_large = NvError::TooLarge {
-            limit: self.max_bytes,
-        };
-        self.received = self
-            .received
-            .checked_add(bytes.len())
-            .filter(|&r| r <= self.max_bytes)
-            .ok_or_else(|| too_large.clone())?;
+        let too_large = NvError::TooLarge { limit: self.max_bytes };
+        self.received = self.received.checked_add(bytes.len()).filter(|&r| r <= self.max_bytes).ok_or_else(|| too_large.clone())?;
         self.buf.extend_from_slice(bytes);
 
         let mut pos = 0usize;
@@ -154,23 +135,14 @@ impl NvDecoder {
                 break;
             };
             let name_start = a.checked_add(b).ok_or_else(|| too_large.clone())?;
-            let name_end = name_start
-                .checked_add(name_len)
-                .ok_or_else(|| too_large.clone())?;
-            let value_end = name_end
-                .checked_add(value_len)
-                .ok_or_else(|| too_large.clone())?;
+            let name_end = name_start.checked_add(name_len).ok_or_else(|| too_large.clone())?;
+            let value_end = name_end.checked_add(value_len).ok_or_else(|| too_large.clone())?;
             self.check_budget(value_end)?;
-            let (Some(name), Some(value)) = (
-                rest.get(name_start..name_end),
-                rest.get(name_end..value_end),
-            ) else {
+            let (Some(name), Some(value)) = (rest.get(name_start..name_end), rest.get(name_end..value_end)) else {
                 break; // wait for more data
             };
             if self.pairs.len() >= self.max_pairs {
-                return Err(NvError::TooManyPairs {
-                    limit: self.max_pairs,
-                });
+                return Err(NvError::TooManyPairs { limit: self.max_pairs });
             }
             self.pairs.push((name.to_vec(), value.to_vec()));
             pos = pos.saturating_add(value_end);
@@ -185,9 +157,7 @@ impl NvDecoder {
     fn check_budget(&self, pair_len: usize) -> Result<(), NvError> {
         match self.consumed.checked_add(pair_len) {
             Some(total) if total <= self.max_bytes => Ok(()),
-            _ => Err(NvError::TooLarge {
-                limit: self.max_bytes,
-            }),
+            _ => Err(NvError::TooLarge { limit: self.max_bytes }),
         }
     }
 
@@ -229,10 +199,7 @@ mod tests {
     fn short_short_literal() {
         let wire = [3, 2, b'F', b'O', b'O', b'h', b'i'];
         assert_eq!(enc(&[(b"FOO", b"hi")]), wire);
-        assert_eq!(
-            decode_all(&wire, BIG, 10).unwrap(),
-            vec![(b"FOO".to_vec(), b"hi".to_vec())]
-        );
+        assert_eq!(decode_all(&wire, BIG, 10).unwrap(), vec![(b"FOO".to_vec(), b"hi".to_vec())]);
     }
 
     #[test]
@@ -252,10 +219,7 @@ mod tests {
             encode_pair(&mut out, n, v).unwrap();
             assert_eq!(out, wire);
             assert_eq!(encoded_len(n, v), wire.len());
-            assert_eq!(
-                decode_all(&wire, BIG, 10).unwrap(),
-                vec![(n.clone(), v.clone())]
-            );
+            assert_eq!(decode_all(&wire, BIG, 10).unwrap(), vec![(n.clone(), v.clone())]);
         }
     }
 
@@ -263,10 +227,7 @@ mod tests {
     fn four_byte_length_may_encode_small_values() {
         // Senders may use the long form for short lengths; accept it.
         let wire = [0x80, 0, 0, 1, 0x80, 0, 0, 0, b'A'];
-        assert_eq!(
-            decode_all(&wire, BIG, 10).unwrap(),
-            vec![(b"A".to_vec(), vec![])]
-        );
+        assert_eq!(decode_all(&wire, BIG, 10).unwrap(), vec![(b"A".to_vec(), vec![])]);
     }
 
     #[test]
@@ -299,20 +260,14 @@ mod tests {
         // inside a 4-byte length
         assert_eq!(decode_all(&[0x80, 0], BIG, 10), Err(NvError::Truncated));
         // inside the value
-        assert_eq!(
-            decode_all(&[1, 3, b'a', b'b'], BIG, 10),
-            Err(NvError::Truncated)
-        );
+        assert_eq!(decode_all(&[1, 3, b'a', b'b'], BIG, 10), Err(NvError::Truncated));
     }
 
     #[test]
     fn huge_declared_length_is_rejected_without_allocation() {
         // name length 2^31-1 declared, only 5 bytes sent
         let wire = [0xff, 0xff, 0xff, 0xff, 0];
-        assert_eq!(
-            decode_all(&wire, BIG, 10),
-            Err(NvError::TooLarge { limit: BIG })
-        );
+        assert_eq!(decode_all(&wire, BIG, 10), Err(NvError::TooLarge { limit: BIG }));
         // value length huge, name fine
         let wire = [1, 0xff, 0xff, 0xff, 0xff, b'a'];
         let mut d = NvDecoder::new(BIG, 10);
@@ -323,25 +278,16 @@ mod tests {
     fn byte_and_pair_bounds() {
         let wire = enc(&[(b"AB", b"CD")]); // 6 bytes
         assert!(decode_all(&wire, 6, 10).is_ok());
-        assert_eq!(
-            decode_all(&wire, 5, 10),
-            Err(NvError::TooLarge { limit: 5 })
-        );
+        assert_eq!(decode_all(&wire, 5, 10), Err(NvError::TooLarge { limit: 5 }));
         let wire = enc(&[(b"A", b""), (b"B", b""), (b"C", b"")]);
         assert!(decode_all(&wire, BIG, 3).is_ok());
-        assert_eq!(
-            decode_all(&wire, BIG, 2),
-            Err(NvError::TooManyPairs { limit: 2 })
-        );
+        assert_eq!(decode_all(&wire, BIG, 2), Err(NvError::TooManyPairs { limit: 2 }));
     }
 
     #[test]
     fn encode_rejects_oversized_lengths() {
         let mut out = vec![9];
-        assert_eq!(
-            encode_len(&mut out, MAX_NV_LEN + 1),
-            Err(NvError::LengthTooLarge(MAX_NV_LEN + 1))
-        );
+        assert_eq!(encode_len(&mut out, MAX_NV_LEN + 1), Err(NvError::LengthTooLarge(MAX_NV_LEN + 1)));
         encode_len(&mut out, MAX_NV_LEN).unwrap();
         assert_eq!(out, [9, 0xff, 0xff, 0xff, 0xff]);
         assert_eq!(decode_len(&out[1..]), Some((MAX_NV_LEN, 4)));

@@ -139,40 +139,19 @@ pub struct Header {
 impl Header {
     /// A version-1 header with padding chosen for 8-byte alignment.
     pub fn new(record_type: u8, request_id: u16, content_length: u16) -> Self {
-        Self {
-            version: VERSION_1,
-            record_type,
-            request_id,
-            content_length,
-            padding_length: padding_for(usize::from(content_length)),
-        }
+        Self { version: VERSION_1, record_type, request_id, content_length, padding_length: padding_for(usize::from(content_length)) }
     }
 
     /// Decodes the fixed layout; the reserved byte is ignored.
     pub fn from_bytes(b: [u8; HEADER_LEN]) -> Self {
         let [version, record_type, id1, id0, len1, len0, padding_length, _reserved] = b;
-        Self {
-            version,
-            record_type,
-            request_id: u16::from_be_bytes([id1, id0]),
-            content_length: u16::from_be_bytes([len1, len0]),
-            padding_length,
-        }
+        Self { version, record_type, request_id: u16::from_be_bytes([id1, id0]), content_length: u16::from_be_bytes([len1, len0]), padding_length }
     }
 
     pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
         let [id1, id0] = self.request_id.to_be_bytes();
         let [len1, len0] = self.content_length.to_be_bytes();
-        [
-            self.version,
-            self.record_type,
-            id1,
-            id0,
-            len1,
-            len0,
-            self.padding_length,
-            0,
-        ]
+        [self.version, self.record_type, id1, id0, len1, len0, self.padding_length, 0]
     }
 
     /// Content plus padding: the bytes that follow this header.
@@ -182,14 +161,8 @@ impl Header {
 }
 
 /// Appends exactly one record (header, content, zero padding).
-pub fn write_record(
-    out: &mut Vec<u8>,
-    record_type: u8,
-    request_id: u16,
-    content: &[u8],
-) -> Result<(), RecordError> {
-    let len =
-        u16::try_from(content.len()).map_err(|_| RecordError::ContentTooLong(content.len()))?;
+pub fn write_record(out: &mut Vec<u8>, record_type: u8, request_id: u16, content: &[u8]) -> Result<(), RecordError> {
+    let len = u16::try_from(content.len()).map_err(|_| RecordError::ContentTooLong(content.len()))?;
     push_record(out, record_type, request_id, content, len);
     Ok(())
 }
@@ -232,16 +205,7 @@ mod tests {
     fn header_from_literal_bytes() {
         // version 1, PARAMS, id 0x0102, len 0x0304, padding 4, reserved 0xff
         let h = Header::from_bytes([1, 4, 0x01, 0x02, 0x03, 0x04, 4, 0xff]);
-        assert_eq!(
-            h,
-            Header {
-                version: 1,
-                record_type: 4,
-                request_id: 0x0102,
-                content_length: 0x0304,
-                padding_length: 4
-            }
-        );
+        assert_eq!(h, Header { version: 1, record_type: 4, request_id: 0x0102, content_length: 0x0304, padding_length: 4 });
         // reserved byte is written as zero
         assert_eq!(h.to_bytes(), [1, 4, 0x01, 0x02, 0x03, 0x04, 4, 0]);
         assert_eq!(h.body_len(), 0x0304 + 4);
@@ -249,12 +213,7 @@ mod tests {
 
     #[test]
     fn header_round_trip() {
-        for (t, id, len) in [
-            (1u8, 1u16, 8u16),
-            (11, 0, 0),
-            (6, 65535, 65535),
-            (200, 7, 3),
-        ] {
+        for (t, id, len) in [(1u8, 1u16, 8u16), (11, 0, 0), (6, 65535, 65535), (200, 7, 3)] {
             let h = Header::new(t, id, len);
             assert_eq!(Header::from_bytes(h.to_bytes()), h);
         }
@@ -282,10 +241,7 @@ mod tests {
         assert_eq!(Role::from_u16(3), Some(Role::Filter));
         assert_eq!(Role::from_u16(4), None);
         assert_eq!(Role::Authorizer.as_u16(), 2);
-        assert_eq!(
-            ProtocolStatus::from_u8(3),
-            Some(ProtocolStatus::UnknownRole)
-        );
+        assert_eq!(ProtocolStatus::from_u8(3), Some(ProtocolStatus::UnknownRole));
         assert_eq!(ProtocolStatus::CantMpxConn.as_u8(), 1);
         assert_eq!(ProtocolStatus::from_u8(4), None);
     }
@@ -294,15 +250,9 @@ mod tests {
     fn write_record_pads_and_rejects_oversize() {
         let mut out = Vec::new();
         write_record(&mut out, 6, 1, b"abc").unwrap();
-        assert_eq!(
-            out,
-            [1, 6, 0, 1, 0, 3, 5, 0, b'a', b'b', b'c', 0, 0, 0, 0, 0]
-        );
+        assert_eq!(out, [1, 6, 0, 1, 0, 3, 5, 0, b'a', b'b', b'c', 0, 0, 0, 0, 0]);
         let big = vec![0u8; MAX_CONTENT_LEN + 1];
-        assert_eq!(
-            write_record(&mut out, 6, 1, &big),
-            Err(RecordError::ContentTooLong(MAX_CONTENT_LEN + 1))
-        );
+        assert_eq!(write_record(&mut out, 6, 1, &big), Err(RecordError::ContentTooLong(MAX_CONTENT_LEN + 1)));
     }
 
     #[test]

@@ -93,7 +93,10 @@ impl<R: Read> Read for Exact<R> {
         if n == 0 {
             let got = self.declared - self.left;
             log::warn!("the request body ended after {got} of {} bytes (CONTENT_LENGTH): the client hung up mid-body", self.declared);
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("the request body ended after {got} of {} bytes (CONTENT_LENGTH)", self.declared)));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the request body ended after {got} of {} bytes (CONTENT_LENGTH)", self.declared),
+            ));
         }
         self.left -= n as u64;
         Ok(n)

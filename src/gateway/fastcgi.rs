@@ -12,13 +12,14 @@
 //! server that sends the whole body before reading the response (mod_proxy_fcgi) can never
 //! deadlock against an app that answers without reading it.
 
+use crate::error::ConnError;
+use crate::error::ConnError;
 use crate::fastcgi::codec::{Config as CodecConfig, Connection, Event};
 use crate::fastcgi::encode;
 use crate::fastcgi::record::{ProtocolStatus, MAX_CONTENT_LEN};
-use crate::error::ConnError;
 use crate::http::request::{BodyLength, Request};
-use crate::http::role::Role;
 use crate::http::response::{error_response_bytes, ResponseHead, ResponseSink};
+use crate::http::role::Role;
 use crate::http::spool::Spool;
 use crate::sys::Stream;
 use crate::wsgi;

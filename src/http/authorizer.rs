@@ -24,17 +24,12 @@ const PREFIX: &str = "Variable-";
 /// it into `_` (lighttpd's own tests send `Variable-X-LIGHTTPD-FCGI-AUTH`).
 pub fn valid_variable_name(name: &str) -> bool {
     let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '-')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '-') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 fn variable_name(header: &str) -> Option<&str> {
     let prefix = header.get(..PREFIX.len())?;
-    prefix
-        .eq_ignore_ascii_case(PREFIX)
-        .then(|| &header[PREFIX.len()..])
+    prefix.eq_ignore_ascii_case(PREFIX).then(|| &header[PREFIX.len()..])
 }
 
 /// What goes to the web server for a complete response.
@@ -58,14 +53,15 @@ pub fn decide(head: Option<&ResponseHead>, body: Vec<u8>, body_len: u64) -> Answ
         return Answer::Fail(format!("the answer's body is {body_len} bytes, over the {MAX_ANSWER}-byte bound of an authorizer answer"));
     }
     if head.status.starts_with("200") {
-        let mut allow = ResponseHead {
-            status: head.status.clone(),
-            headers: Vec::new(),
-        };
+        let mut allow = ResponseHead { status: head.status.clone(), headers: Vec::new() };
         for (name, value) in &head.headers {
             match variable_name(name) {
                 Some(var) if valid_variable_name(var) => allow.headers.push((name.clone(), value.clone())),
-                Some(var) => return Answer::Fail(format!("header {name:?}: {var:?} is not an environment variable name (letters, digits, '_' or '-', not starting with a digit)")),
+                Some(var) => {
+                    return Answer::Fail(format!(
+                        "header {name:?}: {var:?} is not an environment variable name (letters, digits, '_' or '-', not starting with a digit)"
+                    ))
+                }
                 None => log::debug!("authorizer: header {name} of a 200 is not passed on (only Variable- headers are)"),
             }
         }
@@ -75,8 +71,7 @@ pub fn decide(head: Option<&ResponseHead>, body: Vec<u8>, body_len: u64) -> Answ
         return Answer::Allow(allow);
     }
     let mut deny = head.clone();
-    deny.headers
-        .retain(|(name, _)| variable_name(name).is_none());
+    deny.headers.retain(|(name, _)| variable_name(name).is_none());
     Answer::Deny(deny, body)
 }
 
@@ -91,13 +86,7 @@ pub struct AuthorizerSink {
 
 impl AuthorizerSink {
     pub fn new(inner: Box<dyn ResponseSink>) -> AuthorizerSink {
-        AuthorizerSink {
-            inner,
-            head: None,
-            body: Vec::new(),
-            body_len: 0,
-            done: false,
-        }
+        AuthorizerSink { inner, head: None, body: Vec::new(), body_len: 0, done: false }
     }
 
     fn send(&mut self, head: &ResponseHead, body: &[u8]) -> io::Result<()> {
@@ -112,9 +101,7 @@ impl AuthorizerSink {
     fn fail(&mut self, why: &str) -> io::Result<()> {
         log::error!("authorizer: denied with 500: {why}");
         let status = "500 Internal Server Error";
-        let body = format!(
-            "{status}\n\nThe authorizer failed; the details are in the server's error log.\n"
-        );
+        let body = format!("{status}\n\nThe authorizer failed; the details are in the server's error log.\n");
         self.send(&ResponseHead::error(status, body.len()), body.as_bytes())
     }
 }
@@ -140,16 +127,9 @@ impl ResponseSink for AuthorizerSink {
         if self.done {
             return Ok(());
         }
-        match decide(
-            self.head.as_ref(),
-            std::mem::take(&mut self.body),
-            self.body_len,
-        ) {
+        match decide(self.head.as_ref(), std::mem::take(&mut self.body), self.body_len) {
             Answer::Allow(head) => {
-                log::debug!(
-                    "authorizer: allowed ({} Variable- header(s))",
-                    head.headers.len()
-                );
+                log::debug!("authorizer: allowed ({} Variable- header(s))", head.headers.len());
                 self.send(&head, b"")
             }
             Answer::Deny(head, body) => self.send(&head, &body),
@@ -176,17 +156,11 @@ mod tests {
 
     impl ResponseSink for Wire {
         fn send_head(&mut self, head: &ResponseHead) -> io::Result<()> {
-            self.0
-                .lock()
-                .unwrap()
-                .push(String::from_utf8(head.to_cgi_bytes()).unwrap());
+            self.0.lock().unwrap().push(String::from_utf8(head.to_cgi_bytes()).unwrap());
             Ok(())
         }
         fn send_body(&mut self, chunk: &[u8], _last: bool) -> io::Result<()> {
-            self.0
-                .lock()
-                .unwrap()
-                .push(String::from_utf8(chunk.to_vec()).unwrap());
+            self.0.lock().unwrap().push(String::from_utf8(chunk.to_vec()).unwrap());
             Ok(())
         }
         fn finish(&mut self) -> io::Result<()> {
@@ -196,13 +170,7 @@ mod tests {
     }
 
     fn head(status: &str, headers: &[(&str, &str)]) -> ResponseHead {
-        ResponseHead {
-            status: status.into(),
-            headers: headers
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect(),
-        }
+        ResponseHead { status: status.into(), headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect() }
     }
 
     fn answer(h: Option<ResponseHead>, chunks: &[&[u8]], clean: bool) -> Vec<String> {
@@ -227,44 +195,16 @@ mod tests {
 
     #[test]
     fn allow_passes_variables_only_and_drops_the_body() {
-        let h = head(
-            "200 OK",
-            &[
-                ("Content-Type", "text/plain"),
-                ("Variable-REMOTE_USER", "ann"),
-                ("variable-X-Group", "staff"),
-                ("Set-Cookie", "a=b"),
-            ],
-        );
+        let h = head("200 OK", &[("Content-Type", "text/plain"), ("Variable-REMOTE_USER", "ann"), ("variable-X-Group", "staff"), ("Set-Cookie", "a=b")]);
         let out = answer(Some(h), &[b"ignored body"], true);
-        assert_eq!(
-            out,
-            vec![
-                "Status: 200 OK\r\nVariable-REMOTE_USER: ann\r\nvariable-X-Group: staff\r\n\r\n"
-                    .to_string(),
-                "<end>".into()
-            ]
-        );
+        assert_eq!(out, vec!["Status: 200 OK\r\nVariable-REMOTE_USER: ann\r\nvariable-X-Group: staff\r\n\r\n".to_string(), "<end>".into()]);
     }
 
     #[test]
     fn denial_goes_out_whole_without_variables() {
-        let h = head(
-            "403 Forbidden",
-            &[
-                ("Content-Type", "text/plain"),
-                ("Variable-REMOTE_USER", "ann"),
-            ],
-        );
+        let h = head("403 Forbidden", &[("Content-Type", "text/plain"), ("Variable-REMOTE_USER", "ann")]);
         let out = answer(Some(h), &[b"no ", b"entry"], true);
-        assert_eq!(
-            out,
-            vec![
-                "Status: 403 Forbidden\r\nContent-Type: text/plain\r\n\r\n".to_string(),
-                "no entry".into(),
-                "<end>".into()
-            ]
-        );
+        assert_eq!(out, vec!["Status: 403 Forbidden\r\nContent-Type: text/plain\r\n\r\n".to_string(), "no entry".into(), "<end>".into()]);
     }
 
     #[test]
@@ -273,32 +213,18 @@ mod tests {
         // Cut short after start_response('200 OK'): the app failed or close() raised.
         assert!(answer(ok(), &[b"partial"], false)[0].starts_with("Status: 500"));
         // A bad variable name.
-        for bad in [
-            "Variable-",
-            "Variable-1X",
-            "Variable-A.B",
-            "Variable-A B",
-            "Variable-É",
-        ] {
+        for bad in ["Variable-", "Variable-1X", "Variable-A.B", "Variable-A B", "Variable-É"] {
             let h = head("200 OK", &[(bad, "v")]);
-            assert!(
-                answer(Some(h), &[], true)[0].starts_with("Status: 500"),
-                "{bad}"
-            );
+            assert!(answer(Some(h), &[], true)[0].starts_with("Status: 500"), "{bad}");
         }
         // Over the bound, in one chunk or many.
         let big = vec![b'x'; MAX_ANSWER as usize + 1];
         assert!(answer(ok(), &[&big], true)[0].starts_with("Status: 500"));
         let half = vec![b'x'; MAX_ANSWER as usize / 2 + 1];
-        assert!(
-            answer(Some(head("403 Forbidden", &[])), &[&half, &half], true)[0]
-                .starts_with("Status: 500")
-        );
+        assert!(answer(Some(head("403 Forbidden", &[])), &[&half, &half], true)[0].starts_with("Status: 500"));
         // Exactly at the bound is fine.
         let full = vec![b'x'; MAX_ANSWER as usize];
-        assert!(
-            answer(Some(head("403 Forbidden", &[])), &[&full], true)[0].starts_with("Status: 403")
-        );
+        assert!(answer(Some(head("403 Forbidden", &[])), &[&full], true)[0].starts_with("Status: 403"));
         // No head at all.
         assert!(answer(None, &[], true)[0].starts_with("Status: 500"));
     }

@@ -63,7 +63,8 @@ pub fn warnings(env: &BTreeMap<String, String>) -> Vec<Warning> {
     if !env.contains_key("HTTP_AUTHORIZATION") && get(env, "SERVER_SOFTWARE").starts_with("Apache") {
         out.push(Warning {
             code: "authorization-header-absent",
-            message: "no HTTP_AUTHORIZATION: Apache hides the Authorization header from CGI and FastCGI apps, so token or Basic auth handled by the app fails".into(),
+            message: "no HTTP_AUTHORIZATION: Apache hides the Authorization header from CGI and FastCGI apps, so token or Basic auth handled by the app fails"
+                .into(),
             fix: "Apache 2.4.13+: CGIPassAuth On (in the <Directory> or .htaccess); mod_fcgid: FcgidPassHeader Authorization",
         });
     }
@@ -118,7 +119,13 @@ mod tests {
 
     #[test]
     fn healthy_environ_has_no_warnings() {
-        let ok = [("SCRIPT_NAME", "/app"), ("PATH_INFO", "/users/42"), ("REQUEST_URI", "/app/users/42?x=1"), ("wsgi.url_scheme", "http"), ("SERVER_SOFTWARE", "lighttpd/1.4")];
+        let ok = [
+            ("SCRIPT_NAME", "/app"),
+            ("PATH_INFO", "/users/42"),
+            ("REQUEST_URI", "/app/users/42?x=1"),
+            ("wsgi.url_scheme", "http"),
+            ("SERVER_SOFTWARE", "lighttpd/1.4"),
+        ];
         assert!(codes(&ok).is_empty(), "{:?}", codes(&ok));
     }
 

@@ -51,7 +51,11 @@ pub fn percent_decode(raw: &[u8]) -> Vec<u8> {
     let mut i = 0;
     while i < raw.len() {
         // Two hex digits exactly (from_str_radix alone would also take "+f").
-        let hex = raw.get(i + 1..i + 3).filter(|h| h.iter().all(u8::is_ascii_hexdigit)).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+        let hex = raw
+            .get(i + 1..i + 3)
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
         match (raw[i], hex) {
             (b'%', Some(b)) => {
                 out.push(b);
@@ -261,9 +265,7 @@ impl Request {
                 Ok(if n == 0 { BodyLength::None } else { BodyLength::Exact(n) })
             }
             _ => {
-                let chunked = self
-                    .get("HTTP_TRANSFER_ENCODING")
-                    .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
+                let chunked = self.get("HTTP_TRANSFER_ENCODING").is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
                 Ok(if chunked { BodyLength::UntilEof } else { BodyLength::None })
             }
         }
@@ -352,12 +354,8 @@ mod tests {
     #[test]
     fn iis_url_rewrite_original_url_becomes_request_uri() {
         // URL Rewrite sent /users/42 to app.cgi: IIS names the script twice, no REQUEST_URI.
-        let rewritten = [
-            ("SERVER_SOFTWARE", "Microsoft-IIS/10.0"),
-            ("SCRIPT_NAME", "/app.cgi"),
-            ("PATH_INFO", "/app.cgi"),
-            ("HTTP_X_ORIGINAL_URL", "/users/42?x=1"),
-        ];
+        let rewritten =
+            [("SERVER_SOFTWARE", "Microsoft-IIS/10.0"), ("SCRIPT_NAME", "/app.cgi"), ("PATH_INFO", "/app.cgi"), ("HTTP_X_ORIGINAL_URL", "/users/42?x=1")];
         let mut r = req(&rewritten).unwrap();
         assert_eq!(r.get("REQUEST_URI"), Some("/users/42?x=1"));
         r.mount_at("/");
@@ -391,12 +389,7 @@ mod tests {
 
     #[test]
     fn authorizer_role_sees_the_asked_path_and_no_body() {
-        let pairs = [
-            ("SCRIPT_NAME", "/auth.fcgi"),
-            ("PATH_INFO", "/x"),
-            ("REQUEST_URI", "/downloads/%2e%2e/private/caf%C3%A9?x=1"),
-            ("CONTENT_LENGTH", "12"),
-        ];
+        let pairs = [("SCRIPT_NAME", "/auth.fcgi"), ("PATH_INFO", "/x"), ("REQUEST_URI", "/downloads/%2e%2e/private/caf%C3%A9?x=1"), ("CONTENT_LENGTH", "12")];
         let mut r = req(&pairs).unwrap();
         assert_eq!(r.body, BodyLength::Exact(12));
         r.serve_as(Role::Authorizer);

@@ -13,8 +13,7 @@ pub struct ResponseHead {
 }
 
 /// Headers a WSGI app must not set (PEP 3333: hop-by-hop headers belong to the server).
-const HOP_BY_HOP: [&str; 8] =
-    ["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers", "transfer-encoding", "upgrade"];
+const HOP_BY_HOP: [&str; 8] = ["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers", "transfer-encoding", "upgrade"];
 
 /// Check a status line: three digits, then a space and a reason phrase without control characters.
 pub fn check_status(status: &str) -> Result<(), String> {
@@ -57,10 +56,7 @@ pub fn check_header(name: &str, value: &str) -> Result<(), String> {
 impl ResponseHead {
     /// The declared Content-Length, if the app gave a valid one.
     pub fn content_length(&self) -> Option<u64> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-            .and_then(|(_, v)| v.trim().parse().ok())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("content-length")).and_then(|(_, v)| v.trim().parse().ok())
     }
 
     /// Encode as a CGI response head: `Status:` first, CRLF after every line, blank line last.
@@ -85,10 +81,7 @@ impl ResponseHead {
     pub fn error(status: &str, body_len: usize) -> ResponseHead {
         ResponseHead {
             status: status.to_owned(),
-            headers: vec![
-                ("Content-Type".into(), "text/plain; charset=utf-8".into()),
-                ("Content-Length".into(), body_len.to_string()),
-            ],
+            headers: vec![("Content-Type".into(), "text/plain; charset=utf-8".into()), ("Content-Length".into(), body_len.to_string())],
         }
     }
 }
@@ -190,10 +183,7 @@ mod tests {
 
     #[test]
     fn cgi_head_encoding() {
-        let head = ResponseHead {
-            status: "201 Created".into(),
-            headers: vec![("Content-Type".into(), "text/plain".into()), ("X-L1".into(), "\u{e9}".into())],
-        };
+        let head = ResponseHead { status: "201 Created".into(), headers: vec![("Content-Type".into(), "text/plain".into()), ("X-L1".into(), "\u{e9}".into())] };
         assert_eq!(head.to_cgi_bytes(), b"Status: 201 Created\r\nContent-Type: text/plain\r\nX-L1: \xe9\r\n\r\n".to_vec());
         assert_eq!(ResponseHead::error("500 Internal Server Error", 7).content_length(), Some(7));
         assert_eq!(

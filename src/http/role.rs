@@ -47,10 +47,7 @@ pub struct Roles {
 
 impl Default for Roles {
     fn default() -> Self {
-        Roles {
-            responder: true,
-            authorizer: false,
-        }
+        Roles { responder: true, authorizer: false }
     }
 }
 
@@ -64,24 +61,14 @@ impl Roles {
 
     /// Parse `responder,authorizer` (any order, case-insensitive, spaces allowed; at least one).
     pub fn parse(list: &str) -> Result<Roles, String> {
-        let mut roles = Roles {
-            responder: false,
-            authorizer: false,
-        };
+        let mut roles = Roles { responder: false, authorizer: false };
         for word in list.split(',').map(str::trim) {
             match word.to_ascii_lowercase().as_str() {
                 "responder" => roles.responder = true,
                 "authorizer" => roles.authorizer = true,
                 "" => {}
-                "filter" => return Err(
-                    "the FastCGI FILTER role is not supported (known roles: responder, authorizer)"
-                        .into(),
-                ),
-                other => {
-                    return Err(format!(
-                        "unknown role {other:?} (known roles: responder, authorizer)"
-                    ))
-                }
+                "filter" => return Err("the FastCGI FILTER role is not supported (known roles: responder, authorizer)".into()),
+                other => return Err(format!("unknown role {other:?} (known roles: responder, authorizer)")),
             }
         }
         if !roles.responder && !roles.authorizer {
@@ -92,12 +79,7 @@ impl Roles {
 
     /// `responder,authorizer` form, for logs.
     pub fn describe(self) -> String {
-        [Role::Responder, Role::Authorizer]
-            .into_iter()
-            .filter(|r| self.contains(*r))
-            .map(Role::flag_name)
-            .collect::<Vec<_>>()
-            .join(",")
+        [Role::Responder, Role::Authorizer].into_iter().filter(|r| self.contains(*r)).map(Role::flag_name).collect::<Vec<_>>().join(",")
     }
 }
 
@@ -108,28 +90,14 @@ mod tests {
     #[test]
     fn parse_roles() {
         assert_eq!(Roles::parse("responder").unwrap(), Roles::default());
-        assert_eq!(
-            Roles::parse("responder,authorizer").unwrap(),
-            Roles {
-                responder: true,
-                authorizer: true
-            }
-        );
-        assert_eq!(
-            Roles::parse(" Authorizer , RESPONDER ").unwrap(),
-            Roles {
-                responder: true,
-                authorizer: true
-            }
-        );
+        assert_eq!(Roles::parse("responder,authorizer").unwrap(), Roles { responder: true, authorizer: true });
+        assert_eq!(Roles::parse(" Authorizer , RESPONDER ").unwrap(), Roles { responder: true, authorizer: true });
         let only = Roles::parse("authorizer").unwrap();
         assert!(only.contains(Role::Authorizer) && !only.contains(Role::Responder));
         assert_eq!(only.describe(), "authorizer");
         assert!(Roles::parse("").unwrap_err().contains("names no role"));
         assert!(Roles::parse("filter").unwrap_err().contains("FILTER"));
-        assert!(Roles::parse("responder,authoriser")
-            .unwrap_err()
-            .contains("\"authoriser\""));
+        assert!(Roles::parse("responder,authoriser").unwrap_err().contains("\"authoriser\""));
     }
 
     #[test]

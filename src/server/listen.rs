@@ -158,7 +158,9 @@ impl Listener {
 
     pub fn describe(&self) -> String {
         match self {
-            Listener::Unix(l) => format!("unix:{}", l.local_addr().ok().and_then(|a| a.as_pathname().map(|p| p.display().to_string())).unwrap_or_else(|| "(inherited)".into())),
+            Listener::Unix(l) => {
+                format!("unix:{}", l.local_addr().ok().and_then(|a| a.as_pathname().map(|p| p.display().to_string())).unwrap_or_else(|| "(inherited)".into()))
+            }
             Listener::Tcp(l) => l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         }
     }
@@ -167,14 +169,17 @@ impl Listener {
 /// FCGI_WEB_SERVER_ADDRS: the peers allowed to connect over TCP (None: anyone).
 pub fn allowed_peers() -> Option<Vec<IpAddr>> {
     let raw = std::env::var("FCGI_WEB_SERVER_ADDRS").ok()?;
-    let addrs: Vec<IpAddr> = raw.split(',').filter_map(|a| {
-        let a = a.trim();
-        let parsed = a.parse().ok();
-        if parsed.is_none() && !a.is_empty() {
-            log::warn!("FCGI_WEB_SERVER_ADDRS: ignoring {a:?}, not an IP address");
-        }
-        parsed
-    }).collect();
+    let addrs: Vec<IpAddr> = raw
+        .split(',')
+        .filter_map(|a| {
+            let a = a.trim();
+            let parsed = a.parse().ok();
+            if parsed.is_none() && !a.is_empty() {
+                log::warn!("FCGI_WEB_SERVER_ADDRS: ignoring {a:?}, not an IP address");
+            }
+            parsed
+        })
+        .collect();
     Some(addrs)
 }
 

@@ -122,7 +122,8 @@ pub fn run(config: &Config) -> i32 {
     }
     // One process serves by itself unless the process model needs a supervisor.
     // --timeout replaces a stuck worker, so something must start the next one.
-    let supervised = workers > 1 || config.lazy_apps || config.max_requests.is_some() || config.max_rss_mb.is_some() || config.reload || config.timeout.is_some();
+    let supervised =
+        workers > 1 || config.lazy_apps || config.max_requests.is_some() || config.max_rss_mb.is_some() || config.reload || config.timeout.is_some();
     if supervised {
         log::info!("supervising {workers} worker(s) for {spec} on {}, roles {}", listener.describe(), config.roles.describe());
         return supervisor::run(&supervisor::Plan { config, spec, listener: &listener, workers });

@@ -60,7 +60,11 @@ pub fn arm(timeout: Duration) {
             map.values().find(|(since, _, _)| since.elapsed() > timeout).map(|(since, id, on_timeout)| (since.elapsed(), *id, on_timeout.clone()))
         };
         if let Some((elapsed, id, on_timeout)) = stuck {
-            log::error!("request {id} has run for {:.1} s, over --timeout {} s: the Python stacks follow; replacing this worker", elapsed.as_secs_f64(), timeout.as_secs());
+            log::error!(
+                "request {id} has run for {:.1} s, over --timeout {} s: the Python stacks follow; replacing this worker",
+                elapsed.as_secs_f64(),
+                timeout.as_secs()
+            );
             // Delivered to this thread; faulthandler's handler is async-signal-safe.
             crate::sys::raise(DUMP_SIGNAL);
             on_timeout();

@@ -205,7 +205,8 @@ impl Worker<'_> {
                 // Idle for a moment: a connection just taken from the backlog may not have
                 // sent its request yet (the web server writes right after connecting).
                 let now = Instant::now();
-                let idle: Vec<RawFd> = conns.iter().filter(|(_, e)| now.duration_since(e.last_used) >= STOP_GRACE && e.conn.is_idle()).map(|(fd, _)| *fd).collect();
+                let idle: Vec<RawFd> =
+                    conns.iter().filter(|(_, e)| now.duration_since(e.last_used) >= STOP_GRACE && e.conn.is_idle()).map(|(fd, _)| *fd).collect();
                 for fd in idle {
                     drop_conn(&mut conns, fd);
                 }
@@ -323,17 +324,14 @@ impl Worker<'_> {
         let quiet = |e: &Entry| self.read_timeout.is_some_and(|limit| now.duration_since(e.last_used) >= limit && !e.conn.is_idle());
         let stalled: Vec<(RawFd, bool)> = conns
             .iter()
-            .filter_map(|(fd, e)| {
-                if quiet(e) {
-                    Some((*fd, true))
-                } else {
-                    e.conn.output_stalled(conn::WRITE_TIMEOUT).then_some((*fd, false))
-                }
-            })
+            .filter_map(|(fd, e)| if quiet(e) { Some((*fd, true)) } else { e.conn.output_stalled(conn::WRITE_TIMEOUT).then_some((*fd, false)) })
             .collect();
         for (fd, quiet) in stalled {
             if quiet {
-                log::warn!("closing a connection that sent part of a request and then nothing for {}s (--read-timeout)", self.read_timeout.unwrap_or_default().as_secs());
+                log::warn!(
+                    "closing a connection that sent part of a request and then nothing for {}s (--read-timeout)",
+                    self.read_timeout.unwrap_or_default().as_secs()
+                );
             } else {
                 log::warn!("closing a connection whose web server read none of its answers for {}s", conn::WRITE_TIMEOUT.as_secs());
             }

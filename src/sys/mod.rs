@@ -14,7 +14,8 @@ mod user;
 
 pub use backoff::Backoff;
 pub use fd::{
-    claim_stdout, flock_exclusive, inherited_stdout, is_listening_socket, isatty, pipe, ready_pipe, secure_stdio, set_cloexec, wait_readable, wait_writable, with_umask, ReadySignal, ReadyWait,
+    claim_stdout, flock_exclusive, inherited_stdout, is_listening_socket, isatty, pipe, ready_pipe, secure_stdio, set_cloexec, wait_readable, wait_writable,
+    with_umask, ReadySignal, ReadyWait,
 };
 pub use process::{
     allocator_release_at_once, detach_on_exec, die_with_parent, exit_now, fork, kill, monotonic_ns, page_size, process_params, raise, reap, set_signal, Fork,

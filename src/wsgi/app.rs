@@ -70,7 +70,10 @@ pub fn load<'py>(py: Python<'py>, spec: &AppSpec) -> PyResult<Bound<'py, PyAny>>
     let app = match &spec.callable {
         Some(name) => resolve(&module, name)?,
         None => DEFAULT_CALLABLES.iter().find_map(|name| module.getattr(*name).ok()).ok_or_else(|| {
-            PyAttributeError::new_err(format!("{} defines neither `application` nor `app`; name the callable as APP:callable", module.repr().map(|r| r.to_string()).unwrap_or_default()))
+            PyAttributeError::new_err(format!(
+                "{} defines neither `application` nor `app`; name the callable as APP:callable",
+                module.repr().map(|r| r.to_string()).unwrap_or_default()
+            ))
         })?,
     };
     let app = if spec.factory { app.call0()? } else { app };

@@ -23,11 +23,8 @@ impl Doctor {
         let query = env.get("QUERY_STRING").map(String::as_str).unwrap_or("");
         let accept = env.get("HTTP_ACCEPT").map(String::as_str).unwrap_or("");
         let json = query.split('&').any(|p| p == "format=json") || accept.contains("application/json");
-        let (body, ctype) = if json {
-            (doctor::render_json(&env, &warns), "application/json")
-        } else {
-            (doctor::render_html(&env, &warns), "text/html; charset=utf-8")
-        };
+        let (body, ctype) =
+            if json { (doctor::render_json(&env, &warns), "application/json") } else { (doctor::render_html(&env, &warns), "text/html; charset=utf-8") };
         let headers = vec![("Content-Type", ctype.to_owned()), ("Content-Length", body.len().to_string()), ("Cache-Control", "no-store".to_owned())];
         start_response.call1(("200 OK", headers))?;
         PyList::new(py, [PyBytes::new(py, body.as_bytes())])

@@ -102,7 +102,9 @@ fn check_headers(headers: &Bound<'_, PyAny>) -> PyResult<Vec<(String, String)>> 
     let mut out = Vec::new();
     for item in headers.try_iter()? {
         let item = item?;
-        let pair = item.cast::<PyTuple>().map_err(|_| PyTypeError::new_err(format!("header {} is not a tuple", item.repr().map(|r| r.to_string()).unwrap_or_default())))?;
+        let pair = item
+            .cast::<PyTuple>()
+            .map_err(|_| PyTypeError::new_err(format!("header {} is not a tuple", item.repr().map(|r| r.to_string()).unwrap_or_default())))?;
         if pair.len() != 2 {
             return Err(PyTypeError::new_err("a header must be a (name, value) tuple"));
         }
@@ -148,7 +150,9 @@ impl StartResponse {
 #[pymethods]
 impl Write {
     fn __call__(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let bytes = data.cast::<PyBytes>().map_err(|_| PyTypeError::new_err(format!("write() takes bytes, not {}", data.get_type().name().map(|n| n.to_string()).unwrap_or_default())))?;
+        let bytes = data
+            .cast::<PyBytes>()
+            .map_err(|_| PyTypeError::new_err(format!("write() takes bytes, not {}", data.get_type().name().map(|n| n.to_string()).unwrap_or_default())))?;
         match send(py, &self.state, bytes.as_bytes(), false) {
             Ok(()) => Ok(()),
             Err(SendError::App(e)) => Err(e),
@@ -276,12 +280,7 @@ fn iterate(py: Python<'_>, state: &Shared, result: &Bound<'_, PyAny>) -> Result<
 
 fn outcome(state: &Shared, app_error: bool, disconnected: bool) -> Outcome {
     let st = lock(state);
-    Outcome {
-        status: st.head.as_ref().map(|h| h.status.clone()).unwrap_or_default(),
-        body_bytes: st.body_sent,
-        app_error,
-        disconnected,
-    }
+    Outcome { status: st.head.as_ref().map(|h| h.status.clone()).unwrap_or_default(), body_bytes: st.body_sent, app_error, disconnected }
 }
 
 /// The response is complete: its end is written once the GIL is released.

@@ -4,9 +4,9 @@
 
 use super::streams::{Errors, FileWrapper, Input};
 use crate::http::request::{BodyLength, Request};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyType};
-use pyo3::intern;
 use std::sync::{Arc, Mutex};
 
 /// What the process model tells the app (PEP 3333 `wsgi.multithread` and friends).
@@ -17,13 +17,7 @@ pub struct ProcessModel {
     pub run_once: bool,
 }
 
-pub fn build<'py>(
-    py: Python<'py>,
-    req: &Request,
-    input: Bound<'py, Input>,
-    errors: Bound<'py, Errors>,
-    model: ProcessModel,
-) -> PyResult<Bound<'py, PyDict>> {
+pub fn build<'py>(py: Python<'py>, req: &Request, input: Bound<'py, Input>, errors: Bound<'py, Errors>, model: ProcessModel) -> PyResult<Bound<'py, PyDict>> {
     let environ = PyDict::new(py);
     for (name, value) in &req.vars {
         environ.set_item(name, value)?;

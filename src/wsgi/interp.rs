@@ -190,9 +190,8 @@ pub fn add_site_packages(py: Python<'_>, venv: Option<&Path>) -> PyResult<()> {
         if !path.contains(dir_str.as_ref())? {
             path.append(dir_str.as_ref())?;
         }
-        let mut pth: Vec<String> = std::fs::read_dir(&dir)
-            .map(|rd| rd.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).collect())
-            .unwrap_or_default();
+        let mut pth: Vec<String> =
+            std::fs::read_dir(&dir).map(|rd| rd.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).collect()).unwrap_or_default();
         pth.retain(|n| n.ends_with(".pth") && !n.starts_with('.') && !SKIPPED_PTH.contains(&n.as_str()));
         pth.sort();
         for name in &pth {

@@ -19,8 +19,8 @@ pub use streams::{Body, ErrorSink};
 
 use crate::http::authorizer::AuthorizerSink;
 use crate::http::request::Request;
-use crate::http::role::Role;
 use crate::http::response::ResponseSink;
+use crate::http::role::Role;
 use pyo3::prelude::*;
 
 /// The loaded WSGI callable. Only `boot` makes one; gateways hold it and hand it to `serve`.

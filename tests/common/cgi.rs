@@ -68,13 +68,7 @@ pub fn spawn(cmd: &mut Command) -> Child {
 /// so a gateway that reads past the body it was told about hangs (and fails the deadline).
 pub fn run_program(program: &Path, args: &[&str], env: &[(OsString, OsString)], stdin: &[u8], keep_stdin_open: bool) -> Output {
     let mut child = spawn(
-        Command::new(program)
-            .args(args)
-            .env_clear()
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
+        Command::new(program).args(args).env_clear().envs(env.iter().map(|(k, v)| (k, v))).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()),
     );
     let mut input = child.stdin.take().unwrap();
     let body = stdin.to_vec();

@@ -42,8 +42,6 @@ pub fn wire_app() -> String {
     repo_path("tests/apps/fcgi_wire.py")
 }
 
-
-
 pub fn read_lossy(path: &Path) -> String {
     std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
 }
@@ -518,4 +516,3 @@ impl Reply {
         String::from_utf8_lossy(&self.stderr).into_owned()
     }
 }
-

@@ -56,8 +56,7 @@ pub fn parse(data: &[u8]) -> HttpResponse {
     let head = String::from_utf8_lossy(&data[..split]);
     let mut lines = head.split("\r\n");
     let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
-    let headers: Vec<(String, String)> =
-        lines.filter_map(|l| l.split_once(':')).map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned())).collect();
+    let headers: Vec<(String, String)> = lines.filter_map(|l| l.split_once(':')).map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned())).collect();
     let body = &data[split + 4..];
     let chunked = headers.iter().any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
     let body = if chunked { dechunk(body) } else { body.to_vec() };
@@ -85,7 +84,10 @@ pub fn get(port: u16, path: &str) -> HttpResponse {
 
 /// A POST with a chunked request body sent in pieces of `piece` bytes.
 pub fn post_chunked(port: u16, path: &str, body: &[u8], piece: usize) -> HttpResponse {
-    let mut req = format!("POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nTransfer-Encoding: chunked\r\nContent-Type: application/octet-stream\r\n\r\n").into_bytes();
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nTransfer-Encoding: chunked\r\nContent-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
     for chunk in body.chunks(piece) {
         req.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
         req.extend_from_slice(chunk);

@@ -27,11 +27,7 @@ pub fn repo() -> PathBuf {
 /// The venv with Flask that `dev/venv` makes; tests fail (never skip) when it is missing.
 pub fn source_venv() -> PathBuf {
     let venv = std::env::var_os("CGI2WSGI_TEST_VENV").map(PathBuf::from).unwrap_or_else(|| repo().join(".venv"));
-    assert!(
-        venv.join("bin/python3").exists(),
-        "test venv {} is missing: run the tests with dev/test (it makes the venv with Flask)",
-        venv.display()
-    );
+    assert!(venv.join("bin/python3").exists(), "test venv {} is missing: run the tests with dev/test (it makes the venv with Flask)", venv.display());
     venv
 }
 
@@ -70,12 +66,7 @@ impl Fixture {
             // tar keeps timestamps (the .pyc files stay valid) and modes, as cp -a does.
             std::fs::create_dir_all(f.venv()).unwrap();
             let excludes = ["django", "django-*", "Django-*", "asgiref", "asgiref-*", "sqlparse", "sqlparse-*"].map(|p| format!("--exclude={p}"));
-            let copy = format!(
-                "tar -C '{}' -cf - {} . | tar -C '{}' -xf -",
-                source_venv().display(),
-                excludes.join(" "),
-                f.venv().display()
-            );
+            let copy = format!("tar -C '{}' -cf - {} . | tar -C '{}' -xf -", source_venv().display(), excludes.join(" "), f.venv().display());
             run(Command::new("bash").args(["-o", "pipefail", "-ec"]).arg(&copy));
         }
         for d in ["logs", "run", "tmp"] {
@@ -193,7 +184,11 @@ pub fn cgi_run(args: &[&str], env: &[(String, String)], stdin: &[u8]) -> Output 
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     watchdog.join().unwrap();
     writer.join().unwrap();
-    assert!(!killed.load(std::sync::atomic::Ordering::SeqCst), "{args:?} ran past {CGI_RUN_DEADLINE:?} and was killed; stderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !killed.load(std::sync::atomic::Ordering::SeqCst),
+        "{args:?} ran past {CGI_RUN_DEADLINE:?} and was killed; stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -223,7 +218,10 @@ impl CgiResponse {
 pub fn parse_cgi(out: &Output) -> CgiResponse {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let raw = &out.stdout;
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| panic!("no CRLF CRLF in CGI output {:?}\nstderr: {stderr}", String::from_utf8_lossy(raw)));
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no CRLF CRLF in CGI output {:?}\nstderr: {stderr}", String::from_utf8_lossy(raw)));
     let head = std::str::from_utf8(&raw[..split]).expect("ASCII head");
     let mut status = 200;
     let mut headers = Vec::new();

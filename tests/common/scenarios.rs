@@ -27,7 +27,13 @@ impl<'a> Checks<'a> {
 
     pub fn finish(self) {
         if !self.failures.is_empty() {
-            panic!("{} scenario(s) failed on {}:\n{}\n--- server error log ---\n{}", self.failures.len(), self.server.name, self.failures.join("\n"), self.server.log());
+            panic!(
+                "{} scenario(s) failed on {}:\n{}\n--- server error log ---\n{}",
+                self.failures.len(),
+                self.server.name,
+                self.failures.join("\n"),
+                self.server.log()
+            );
         }
     }
 }

@@ -36,7 +36,11 @@ impl Server {
     /// Start `cmd` and wait (20 s at most) until `ready` says it serves.
     pub fn start_until(name: &str, mut cmd: Command, port: u16, logs: Vec<PathBuf>, ready: &dyn Fn() -> bool) -> Server {
         // Its own process group: Apache signals its whole group when it shuts down.
-        let child = cmd.stdin(Stdio::null()).process_group(0).spawn().unwrap_or_else(|e| panic!("{name}: cannot start {cmd:?}: {e} (is it installed? .ci/run installs it)"));
+        let child = cmd
+            .stdin(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{name}: cannot start {cmd:?}: {e} (is it installed? .ci/run installs it)"));
         let mut server = Server { name: name.to_owned(), port, logs, child };
         let deadline = Instant::now() + Duration::from_secs(20);
         while !ready() {
@@ -114,7 +118,8 @@ pub fn apache(fx: &Fixture, mpm: ApacheMpm, site: &str) -> Server {
 fn start_apache(fx: &Fixture, name: &str, modules: &[&str], extra: &str, allow_override: &str, site: &str) -> Server {
     let port = free_port();
     let dir = fx.path();
-    let basics = ["authz_core_module mod_authz_core.so", "alias_module mod_alias.so", "mime_module mod_mime.so", "env_module mod_env.so", "dir_module mod_dir.so"];
+    let basics =
+        ["authz_core_module mod_authz_core.so", "alias_module mod_alias.so", "mime_module mod_mime.so", "env_module mod_env.so", "dir_module mod_dir.so"];
     let load: String = modules
         .iter()
         .chain(basics.iter())
@@ -262,7 +267,8 @@ pub fn fastcgi_backend(fx: &Fixture, name: &str, bind: &Bind, args: &[String]) -
 pub fn nginx(fx: &Fixture, port: u16, site: &str) -> Server {
     let prefix = fx.path().join("nginx");
     std::fs::create_dir_all(&prefix).unwrap();
-    std::fs::copy("/etc/nginx/fastcgi_params", prefix.join("fastcgi_params")).unwrap_or_else(|e| panic!("/etc/nginx/fastcgi_params: {e} (apt-get install nginx)"));
+    std::fs::copy("/etc/nginx/fastcgi_params", prefix.join("fastcgi_params"))
+        .unwrap_or_else(|e| panic!("/etc/nginx/fastcgi_params: {e} (apt-get install nginx)"));
     let user = if is_root() { "user www-data;\n" } else { "" };
     let p = prefix.display();
     let log = fx.path().join("logs/nginx-error.log");

@@ -106,7 +106,8 @@ fn a_bare_name_drop_in_with_persist_starts_its_worker_and_is_relayed() {
 fn a_bare_name_drop_in_keeps_its_directory_after_a_chdir_line() {
     let dir = site();
     std::fs::create_dir(dir.path().join("sub")).unwrap();
-    std::fs::write(dir.path().join("sibling.py"), "def application(e, sr):\n    sr('200 OK', [('Content-Type', 'text/plain')])\n    return [b'sibling']\n").unwrap();
+    std::fs::write(dir.path().join("sibling.py"), "def application(e, sr):\n    sr('200 OK', [('Content-Type', 'text/plain')])\n    return [b'sibling']\n")
+        .unwrap();
     drop_in(dir.path(), "site.cgi", &["# cgi2wsgi: chdir = sub", "from sibling import application"]);
     let r = exec_bare(dir.path(), "site.cgi", &[], "");
     assert_eq!(r.status, 200, "{}", r.stderr);
@@ -194,7 +195,13 @@ fn check_runs_a_drop_in_as_a_server_would_and_says_where_settings_came_from() {
     drop_in(
         dir.path(),
         "flask.cgi",
-        &[&format!("# cgi2wsgi: venv = {}", venv.display()), &format!("# cgi2wsgi: pythonpath = {}", flask.display()), "# cgi2wsgi: threads = 4", "# cgi2wsgi: persist = on", "from flaskapp import app as application"],
+        &[
+            &format!("# cgi2wsgi: venv = {}", venv.display()),
+            &format!("# cgi2wsgi: pythonpath = {}", flask.display()),
+            "# cgi2wsgi: threads = 4",
+            "# cgi2wsgi: persist = on",
+            "from flaskapp import app as application",
+        ],
     );
     // What a shell may hold but Apache's CGI and suEXEC never pass: none of it may be used.
     let shell = [("CGI2WSGI_VENV", "/no/such/venv"), ("CGI2WSGI_DEBUG", "1"), ("CGI2WSGI_APP", "nothing:here")];
@@ -225,7 +232,11 @@ fn check_runs_a_drop_in_as_a_server_would_and_says_where_settings_came_from() {
 #[test]
 fn check_fails_with_the_traceback_and_the_hint() {
     let dir = site();
-    drop_in(dir.path(), "app.cgi", &[&format!("# cgi2wsgi: pythonpath = {}", common::repo().join("examples/flask").display()), "from flaskapp import app as application"]);
+    drop_in(
+        dir.path(),
+        "app.cgi",
+        &[&format!("# cgi2wsgi: pythonpath = {}", common::repo().join("examples/flask").display()), "from flaskapp import app as application"],
+    );
     let (code, out, _) = check(dir.path(), &["app.cgi"], &[]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("Response: 500") && out.contains("Traceback (most recent call last)"), "{out}");
@@ -237,7 +248,8 @@ fn check_fails_with_the_traceback_and_the_hint() {
 fn check_warns_about_what_a_server_or_suexec_refuses() {
     let dir = site();
     let path = dir.path().join("app.cgi");
-    std::fs::write(&path, format!("#!/usr/local/bin/no-such-cgi2wsgi\r\n# cgi2wsgi: pythonpath = {}\r\nfrom hello import application\r\n", examples_dir())).unwrap();
+    std::fs::write(&path, format!("#!/usr/local/bin/no-such-cgi2wsgi\r\n# cgi2wsgi: pythonpath = {}\r\nfrom hello import application\r\n", examples_dir()))
+        .unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o775)).unwrap();
     let (code, out, _) = check(dir.path(), &["app.cgi"], &[]);
@@ -245,7 +257,13 @@ fn check_warns_about_what_a_server_or_suexec_refuses() {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("| Hello World"), "{out}");
     let problems = out.split("File problems").nth(1).unwrap_or_else(|| panic!("{out}"));
-    for needle in ["(CRLF) line endings", "/usr/local/bin/no-such-cgi2wsgi, which does not exist", "is not executable (mode 0664)", "suexec policy violation", "is writable by group or others (mode 0775)"] {
+    for needle in [
+        "(CRLF) line endings",
+        "/usr/local/bin/no-such-cgi2wsgi, which does not exist",
+        "is not executable (mode 0664)",
+        "suexec policy violation",
+        "is writable by group or others (mode 0775)",
+    ] {
         assert!(problems.contains(needle), "{needle:?} missing:\n{out}");
     }
 }

@@ -7,9 +7,9 @@
 //! Around it: where each setting came from, the doctor's warnings for that request, and
 //! the file problems a server trips on before cgi2wsgi even runs (CRLF, modes, the `#!`).
 
-use crate::config::appspec::{AppSpec, AppTarget};
-use crate::cli::{self, ArgsExit, Cli, Mode};
 use crate::cli::dropin::DropIn;
+use crate::cli::{self, ArgsExit, Cli, Mode};
+use crate::config::appspec::{AppSpec, AppTarget};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use std::ffi::OsString;
@@ -123,7 +123,8 @@ impl Check {
         if serve.bind.is_some() || serve.mode == Some(Mode::Fastcgi) {
             return Err("check runs the app as one CGI request: --bind and --mode fastcgi are for serving".into());
         }
-        let spec_text = serve.app_arg.clone().or_else(|| serve.app.clone()).ok_or("give the APP to check (a drop-in file, module:callable or path/to/file.py)")?;
+        let spec_text =
+            serve.app_arg.clone().or_else(|| serve.app.clone()).ok_or("give the APP to check (a drop-in file, module:callable or path/to/file.py)")?;
         let spec = AppSpec::parse(&spec_text).map_err(|e| e.to_string())?;
         let app_file = spec.file().filter(|p| p.is_file()).map(Path::to_owned);
         if let (AppTarget::File(p), None) = (&spec.target, &app_file) {
@@ -230,22 +231,46 @@ fn settings_table(origin: &Origin, config: &crate::config::Config, positional: b
     settings.push(Setting { key: "venv".into(), value: venv, source: venv_source });
     let joined = |v: &[PathBuf]| v.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":");
     settings.push(Setting { key: "pythonpath".into(), value: or_none(joined(&config.pythonpath)), source: origin.of("pythonpath", "pythonpath", "default") });
-    settings.push(Setting { key: "chdir".into(), value: or_none(config.chdir.as_ref().map(|p| p.display().to_string()).unwrap_or_default()), source: origin.of("chdir", "chdir", "default") });
+    settings.push(Setting {
+        key: "chdir".into(),
+        value: or_none(config.chdir.as_ref().map(|p| p.display().to_string()).unwrap_or_default()),
+        source: origin.of("chdir", "chdir", "default"),
+    });
     let env = config.env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
     settings.push(Setting { key: "env".into(), value: or_none(env), source: origin.of("env", "env", "default") });
-    settings.push(Setting { key: "max-body".into(), value: config.max_body.map_or("unlimited".into(), |n| format!("{n} bytes")), source: origin.of("max_body", "max-body", "default") });
-    settings.push(Setting { key: "script-name".into(), value: or_none(config.script_name.clone().unwrap_or_default()), source: origin.of("script_name", "script-name", "none: the server's SCRIPT_NAME") });
+    settings.push(Setting {
+        key: "max-body".into(),
+        value: config.max_body.map_or("unlimited".into(), |n| format!("{n} bytes")),
+        source: origin.of("max_body", "max-body", "default"),
+    });
+    settings.push(Setting {
+        key: "script-name".into(),
+        value: or_none(config.script_name.clone().unwrap_or_default()),
+        source: origin.of("script_name", "script-name", "none: the server's SCRIPT_NAME"),
+    });
     settings.push(Setting { key: "log-level".into(), value: config.log_level.clone(), source: origin.of("log_level", "log-level", "default") });
     settings.push(Setting { key: "debug".into(), value: on_off(config.debug), source: origin.of("debug", "debug", "default") });
     settings.push(Setting { key: "persist".into(), value: on_off(config.persist.enabled), source: origin.of("persist", "persist", "default") });
     if config.persist.enabled {
-        settings.push(Setting { key: "persist-idle-timeout".into(), value: format!("{} s", config.persist.idle_timeout.as_secs()), source: origin.of("persist_idle_timeout", "persist-idle-timeout", "default") });
+        settings.push(Setting {
+            key: "persist-idle-timeout".into(),
+            value: format!("{} s", config.persist.idle_timeout.as_secs()),
+            source: origin.of("persist_idle_timeout", "persist-idle-timeout", "default"),
+        });
         let dir = config.persist.dir.as_ref().map_or("$XDG_RUNTIME_DIR/cgi2wsgi, else /tmp/cgi2wsgi-UID".into(), |d| d.display().to_string());
         settings.push(Setting { key: "persist-dir".into(), value: dir, source: origin.of("persist_dir", "persist-dir", "default") });
     }
-    settings.push(Setting { key: "max-requests".into(), value: config.max_requests.map_or("none".into(), |n| n.to_string()), source: origin.of("max_requests", "max-requests", "default") });
+    settings.push(Setting {
+        key: "max-requests".into(),
+        value: config.max_requests.map_or("none".into(), |n| n.to_string()),
+        source: origin.of("max_requests", "max-requests", "default"),
+    });
     settings.push(Setting { key: "threads".into(), value: config.threads.to_string(), source: origin.of("threads", "threads", "default") });
-    settings.push(Setting { key: "timeout".into(), value: config.timeout.map_or("none".into(), |t| format!("{} s", t.as_secs())), source: origin.of("timeout", "timeout", "default") });
+    settings.push(Setting {
+        key: "timeout".into(),
+        value: config.timeout.map_or("none".into(), |t| format!("{} s", t.as_secs())),
+        source: origin.of("timeout", "timeout", "default"),
+    });
     // FastCGI only (a `.fcgi` drop-in under mod_fcgid); check's request is a responder's.
     settings.push(Setting { key: "roles".into(), value: config.roles.describe(), source: origin.of("roles", "roles", "default") });
     settings
@@ -255,7 +280,26 @@ fn settings_table(origin: &Origin, config: &crate::config::Config, positional: b
 fn other_flags(matches: &ArgMatches) -> Vec<Setting> {
     let mut settings = Vec::new();
     // Serving flags check does not show above, when given.
-    let shown = ["app_arg", "app", "venv", "pythonpath", "chdir", "env", "max_body", "script_name", "log_level", "debug", "persist", "persist_idle_timeout", "persist_dir", "max_requests", "threads", "timeout", "roles", "path"];
+    let shown = [
+        "app_arg",
+        "app",
+        "venv",
+        "pythonpath",
+        "chdir",
+        "env",
+        "max_body",
+        "script_name",
+        "log_level",
+        "debug",
+        "persist",
+        "persist_idle_timeout",
+        "persist_dir",
+        "max_requests",
+        "threads",
+        "timeout",
+        "roles",
+        "path",
+    ];
     for arg in CheckArgs::command().get_arguments() {
         let id = arg.get_id().as_str();
         if !shown.contains(&id) && matches.value_source(id) == Some(ValueSource::CommandLine) {
@@ -301,7 +345,11 @@ impl Origin<'_> {
 }
 
 fn or_none(s: String) -> String {
-    if s.is_empty() { "none".into() } else { s }
+    if s.is_empty() {
+        "none".into()
+    } else {
+        s
+    }
 }
 
 fn on_off(b: bool) -> String {
@@ -391,7 +439,12 @@ fn run_child(args: &[OsString], vars: &[(String, String)]) -> std::io::Result<Ch
 
 /// Print the CGI response and the log; whether the app answered (a status below 500).
 fn report_response(out: &ChildOutput) -> bool {
-    let end = out.stdout.windows(4).position(|w| w == b"\r\n\r\n").map(|i| (i, i + 4)).or_else(|| out.stdout.windows(2).position(|w| w == b"\n\n").map(|i| (i, i + 2)));
+    let end = out
+        .stdout
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, i + 4))
+        .or_else(|| out.stdout.windows(2).position(|w| w == b"\n\n").map(|i| (i, i + 2)));
     let mut ok = false;
     match end {
         None => println!("  no CGI response (exit status {:?}): the web server would log \"Premature end of script headers\" and answer 500", out.code),
@@ -405,7 +458,11 @@ fn report_response(out: &ChildOutput) -> bool {
             }
             let body = String::from_utf8_lossy(&out.stdout[body_start..]);
             let lines: Vec<&str> = body.lines().collect();
-            println!("Body ({} bytes{}):", out.stdout.len() - body_start, if lines.len() > BODY_LINES { format!(", the first {BODY_LINES} of {} lines", lines.len()) } else { String::new() });
+            println!(
+                "Body ({} bytes{}):",
+                out.stdout.len() - body_start,
+                if lines.len() > BODY_LINES { format!(", the first {BODY_LINES} of {} lines", lines.len()) } else { String::new() }
+            );
             for line in lines.iter().take(BODY_LINES) {
                 println!("  | {}", line.chars().take(160).collect::<String>());
             }
@@ -441,7 +498,10 @@ pub fn file_warnings(path: &Path, exe: Option<&Path>) -> Vec<String> {
     let interp = PathBuf::from(shebang.split_whitespace().next().unwrap_or_default());
     let this = exe.map_or_else(String::new, |e| e.display().to_string());
     if !interp.is_file() {
-        out.push(format!("the #! line names {}, which does not exist here: the server cannot start the drop-in; fix the #! line (this binary is {this})", interp.display()));
+        out.push(format!(
+            "the #! line names {}, which does not exist here: the server cannot start the drop-in; fix the #! line (this binary is {this})",
+            interp.display()
+        ));
     } else if exe.is_some_and(|e| !crate::cli::argv::same_file(&interp, e)) {
         out.push(format!("the #! line runs {}, not this cgi2wsgi ({this}): the server runs that binary, and check tested this one", interp.display()));
     } else if let Some(blocked) = not_reachable_by_others(&interp) {
@@ -464,7 +524,12 @@ pub fn file_warnings(path: &Path, exe: Option<&Path>) -> Vec<String> {
     if let Some((dir, dmeta)) = dir.and_then(|d| std::fs::metadata(&d).ok().map(|m| (d, m))) {
         let dmode = dmeta.permissions().mode();
         if dmode & 0o022 != 0 {
-            out.push(format!("its directory {} is writable by group or others (mode {:04o}): suEXEC refuses it (\"directory is writable by others\"); fix: chmod 755 {}", dir.display(), dmode & 0o7777, dir.display()));
+            out.push(format!(
+                "its directory {} is writable by group or others (mode {:04o}): suEXEC refuses it (\"directory is writable by others\"); fix: chmod 755 {}",
+                dir.display(),
+                dmode & 0o7777,
+                dir.display()
+            ));
         }
         if dmeta.uid() != meta.uid() {
             out.push(format!("{p} belongs to uid {} but its directory {} to uid {}: suEXEC requires both to belong to the account it runs as (\"target uid/gid mismatch\"); fix: chown that account's user:group on both", meta.uid(), dir.display(), dmeta.uid()));
@@ -511,7 +576,9 @@ mod tests {
         set_mode(&bad, 0o666);
         set_mode(dir.path(), 0o777);
         let w = file_warnings(&bad, Some(&exe)).join("\n");
-        for needle in ["CRLF", "/no/such/cgi2wsgi, which does not exist", "is not executable", "writable by group or others (mode 0666)", "directory", "(mode 0777)"] {
+        for needle in
+            ["CRLF", "/no/such/cgi2wsgi, which does not exist", "is not executable", "writable by group or others (mode 0666)", "directory", "(mode 0777)"]
+        {
             assert!(w.contains(needle), "{needle:?} missing from:\n{w}");
         }
         let other = dir.path().join("other");
@@ -532,7 +599,10 @@ mod tests {
     fn request_vars_for_a_drop_in_a_module_and_a_rewrite() {
         let get = |vars: &[(String, String)], k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         let v = request_vars(Some(Path::new("/srv/app.cgi")), "/x?a=1", None);
-        assert_eq!((get(&v, "SCRIPT_NAME"), get(&v, "PATH_INFO"), get(&v, "REQUEST_URI")), (Some("/app.cgi".into()), Some("/x".into()), Some("/app.cgi/x?a=1".into())));
+        assert_eq!(
+            (get(&v, "SCRIPT_NAME"), get(&v, "PATH_INFO"), get(&v, "REQUEST_URI")),
+            (Some("/app.cgi".into()), Some("/x".into()), Some("/app.cgi/x?a=1".into()))
+        );
         assert_eq!(get(&v, "QUERY_STRING"), Some("a=1".into()));
         let v = request_vars(None, "/", None);
         assert_eq!((get(&v, "SCRIPT_NAME"), get(&v, "PATH_INFO"), get(&v, "REQUEST_URI")), (Some(String::new()), Some("/".into()), Some("/".into())));

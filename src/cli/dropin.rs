@@ -46,8 +46,23 @@ const MARKER: &str = "cgi2wsgi:";
 
 /// Every key a drop-in line may set.
 pub const KEYS: [&str; 17] = [
-    "app", "venv", "pythonpath", "chdir", "env", "callable", "max-body", "script-name", "log-level", "debug", "persist",
-    "persist-idle-timeout", "persist-dir", "roles", "max-requests", "threads", "timeout",
+    "app",
+    "venv",
+    "pythonpath",
+    "chdir",
+    "env",
+    "callable",
+    "max-body",
+    "script-name",
+    "log-level",
+    "debug",
+    "persist",
+    "persist-idle-timeout",
+    "persist-dir",
+    "roles",
+    "max-requests",
+    "threads",
+    "timeout",
 ];
 /// The comment block is read up to this many bytes; settings further down are not looked for.
 const HEADER_LIMIT: u64 = 64 * 1024;
@@ -67,8 +82,7 @@ impl DropIn {
             }
             let Some(comment) = line.strip_prefix('#') else { break };
             let Some(setting) = comment.trim_start().strip_prefix(MARKER) else { continue };
-            out.apply(setting.trim(), base)
-                .map_err(|why| ConfigError::DropIn { file: path.to_owned(), line: index + 1, why })?;
+            out.apply(setting.trim(), base).map_err(|why| ConfigError::DropIn { file: path.to_owned(), line: index + 1, why })?;
             let key = setting.split_once('=').map_or("", |(k, _)| k).trim().replace('_', "-");
             out.lines.push((key, index + 1));
         }

@@ -15,11 +15,7 @@ use std::io::Write;
 fn command() -> clap::Command {
     Cli::command()
         .version(env!("CARGO_PKG_VERSION"))
-        .subcommand(
-            BenchArgs::command().name("bench").about(
-                "Measure per-request CGI, accelerated CGI and persistent FastCGI for an app",
-            ),
-        )
+        .subcommand(BenchArgs::command().name("bench").about("Measure per-request CGI, accelerated CGI and persistent FastCGI for an app"))
         .subcommand(
             super::check::CheckArgs::command()
                 .name("check")

@@ -490,7 +490,10 @@ mod tests {
         let f = file.to_str().unwrap();
         let cfg = Cli::try_parse_from(["cgi2wsgi", "--mode", "fastcgi", f]).unwrap().into_config(false).unwrap();
         assert_eq!((cfg.max_requests, cfg.threads, cfg.timeout), (Some(500), 4, Some(Duration::from_secs(30))));
-        let cfg = Cli::try_parse_from(["cgi2wsgi", "--mode", "fastcgi", "--threads", "2", "--max-requests", "9", "--timeout", "0", f]).unwrap().into_config(false).unwrap();
+        let cfg = Cli::try_parse_from(["cgi2wsgi", "--mode", "fastcgi", "--threads", "2", "--max-requests", "9", "--timeout", "0", f])
+            .unwrap()
+            .into_config(false)
+            .unwrap();
         assert_eq!((cfg.max_requests, cfg.threads, cfg.timeout), (Some(9), 2, None));
         std::fs::write(&file, "#!/x\n# cgi2wsgi: threads = many\n").unwrap();
         let err = Cli::try_parse_from(["cgi2wsgi", "--mode", "fastcgi", f]).unwrap().into_config(false).unwrap_err().to_string();

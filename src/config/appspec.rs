@@ -84,11 +84,7 @@ impl AppSpec {
         // cgi2wsgi gets the script's bare name (suEXEC runs `app.cgi` in its directory),
         // which would otherwise read as module `app`, submodule `cgi`.
         let looks_like_path = target.contains('/') || target.ends_with(".py") || !is_dotted(target) || Path::new(target).is_file();
-        let target = if looks_like_path {
-            AppTarget::File(PathBuf::from(target))
-        } else {
-            AppTarget::Module(target.to_owned())
-        };
+        let target = if looks_like_path { AppTarget::File(PathBuf::from(target)) } else { AppTarget::Module(target.to_owned()) };
         Ok(AppSpec { target, callable, factory })
     }
 
@@ -133,7 +129,10 @@ mod tests {
     fn an_existing_file_is_a_file_even_with_a_bare_dotted_name() {
         // Cargo runs unit tests in the package root, where Cargo.toml and README.md exist.
         assert_eq!(AppSpec::parse("Cargo.toml").unwrap().target, AppTarget::File("Cargo.toml".into()));
-        assert_eq!(AppSpec::parse("README.md:application").unwrap(), AppSpec { target: AppTarget::File("README.md".into()), callable: Some("application".into()), factory: false });
+        assert_eq!(
+            AppSpec::parse("README.md:application").unwrap(),
+            AppSpec { target: AppTarget::File("README.md".into()), callable: Some("application".into()), factory: false }
+        );
         assert_eq!(AppSpec::parse("no_such.module").unwrap().target, AppTarget::Module("no_such.module".into()));
     }
 

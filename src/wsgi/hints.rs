@@ -38,7 +38,9 @@ pub fn for_load_error(py: Python<'_>, err: &PyErr, spec: &AppSpec, venv: Option<
 fn dotted_callable(py: Python<'_>, target: &str) -> Option<String> {
     let (module, attr) = target.rsplit_once('.')?;
     let found = py.import(module).ok()?.hasattr(attr).ok()?;
-    found.then(|| format!("did you mean `{module}:{attr}`? A colon separates the module from the callable (`pkg.module.app` is wfastcgi's WSGI_HANDLER spelling)"))
+    found.then(|| {
+        format!("did you mean `{module}:{attr}`? A colon separates the module from the callable (`pkg.module.app` is wfastcgi's WSGI_HANDLER spelling)")
+    })
 }
 
 /// Which Python and venv looked for `missing`, and how to point cgi2wsgi at the right one.

@@ -1,4 +1,7 @@
-//! Domain errors, one enum per layer; `main` turns them into one-line messages.
+//! The ground's errors: bad configuration values and a request refused before the app
+//! sees it. Each layer above has its own enum beside its code (`wsgi::EmbedError`,
+//! `server::ServerError`, `gateway::fastcgi::ConnError`, `bench::BenchError`); the entry
+//! layer turns each into one line.
 
 use std::path::PathBuf;
 use thiserror::Error;
@@ -36,19 +39,6 @@ pub enum ConfigError {
     BadRoles(String),
 }
 
-/// Problems bringing up the embedded interpreter or loading the app.
-#[derive(Debug, Error)]
-pub enum EmbedError {
-    #[error("venv {path}: {why}")]
-    Venv { path: PathBuf, why: String },
-    #[error("the venv {path} is for Python {venv}, but this cgi2wsgi is linked against Python {linked} (a binary embeds one Python version): rebuild it for the venv's Python with `PYO3_PYTHON={venv_python} cargo build --release`, or recreate the venv with Python {linked}: `python{linked_xy} -m venv {path}`")]
-    VersionMismatch { path: PathBuf, venv: String, linked: String, venv_python: String, linked_xy: String },
-    #[error("Python initialization failed: {0}")]
-    Init(String),
-    #[error("cannot load the app: {0}")]
-    Load(String),
-}
-
 /// A request the gateway must refuse before the app sees it.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum RequestError {
@@ -60,30 +50,11 @@ pub enum RequestError {
 
 impl RequestError {
     /// The HTTP status that answers this error.
+    #[must_use]
     pub fn status(&self) -> &'static str {
         match self {
             RequestError::BadContentLength(_) => "400 Bad Request",
             RequestError::BodyTooLarge { .. } => "413 Content Too Large",
         }
     }
-}
-
-/// Problems setting up or running the FastCGI server.
-#[derive(Debug, Error)]
-pub enum ServerError {
-    #[error("{0}")]
-    Listen(String),
-    #[error("no socket to serve: give --bind unix:/path or --bind HOST:PORT, start under a web server that passes a listening socket on fd 0, or use systemd socket activation")]
-    NoSocket,
-}
-
-/// Why a FastCGI connection ended early (logged; the connection is closed).
-#[derive(Debug, Error)]
-pub enum ConnError {
-    #[error(transparent)]
-    Protocol(#[from] crate::fastcgi::ProtocolError),
-    #[error("i/o: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("the web server does not read its answers ({0} bytes queued for it)")]
-    NotReading(usize),
 }

@@ -1,29 +1,50 @@
 //! cgi2wsgi: host a Python WSGI app as a CGI program or a persistent FastCGI responder.
 //!
 //! Data flows one way: CGI environment / FastCGI records → `http::request::Request` → WSGI
-//! environ → the app → `response` → CGI stdout / FastCGI records.
-//!
-//! `unsafe` lives in `sys` (the OS plumbing), in `wsgi` (the embedding API) and in the
-//! listeners, each module allowing it for itself.
+//! environ → the app → `http::response` → CGI stdout / FastCGI records. `ARCHITECTURE.md`
+//! is the map: the layers, what each folder may import, and where `unsafe` may appear
+//! (`sys`, the embedding API in `wsgi`, the listeners, one measured conversion in
+//! `http::request`), each file allowing it for itself.
 #![deny(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+#![warn(clippy::pedantic)]
+// The docs name CGI variables and protocols (CONTENT_LENGTH, FastCGI) in prose: backticks on each would bury it.
+#![allow(clippy::doc_markdown)]
+// The bench's statistics turn nanosecond counts and sample sizes (far below 2^52) into f64.
+#![allow(clippy::cast_precision_loss)]
+// libc's C integers (pid_t, c_int, ssize_t) and the wire format's fixed-width fields are
+// converted where they are used, after their range is checked (the codec is fuzzed).
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)]
+// The public API serves the crate's own tests and fuzz targets; each error enum says its cases.
+#![allow(clippy::missing_errors_doc)]
+// The CLI and the connection settings hold on/off flags one to one, as the user gives them.
+#![allow(clippy::struct_excessive_bools)]
+// Errors handed to `map_err(f)` and values moved into threads are taken by value on purpose.
+#![allow(clippy::needless_pass_by_value)]
+// `#[pymethods]` and the event loop's methods keep `self` for the shape they are called in.
+#![allow(clippy::unused_self)]
 
-pub mod accel;
-pub mod bench;
-pub mod cli;
-pub mod config;
+// Public: what the tests, the fuzz targets and `main` use (the codec, the request, its
+// errors); the rest is the crate's own.
+pub(crate) mod accel;
+pub(crate) mod bench;
+pub(crate) mod cli;
+pub(crate) mod config;
 pub mod error;
 pub mod fastcgi;
-pub mod gateway;
+pub(crate) mod gateway;
 pub mod http;
-pub mod server;
-pub mod sys;
-pub mod timings;
-pub mod wsgi;
+pub(crate) mod server;
+pub(crate) mod sys;
+pub(crate) mod timings;
+pub(crate) mod wsgi;
+
+pub use sys::allocator_release_at_once;
 
 use std::io::Write;
 
 /// `--version`: ours and the Python actually linked (with the interpreter it was built for).
-pub fn version_string() -> String {
+pub(crate) fn version_string() -> String {
     let built_for = option_env!("PYO3_PYTHON").unwrap_or("the default python3");
     // build.rs says how libpython is linked: "static" (the default) or "dynamic".
     let link = env!("CGI2WSGI_LIBPYTHON_LINK");
@@ -63,7 +84,7 @@ pub fn run() -> i32 {
         let mut bench_args = args;
         bench_args.remove(1);
         return match cli::parse_args::<bench::BenchArgs>(bench::BenchArgs::command_line(version_string()), bench_args) {
-            Ok(a) => bench::main(&a),
+            Ok(a) => bench::main(&a, cli::resolve_cgi_app),
             Err(cli::ArgsExit::Shown) => 0,
             Err(cli::ArgsExit::Error(line)) => {
                 eprintln!("cgi2wsgi bench: {line}");
@@ -106,10 +127,4 @@ pub fn run() -> i32 {
     }
 }
 
-/// Leave the process: run the app's atexit handlers, flush, and `_exit` without Py_Finalize.
-pub fn exit(code: i32) -> ! {
-    wsgi::interp::shutdown();
-    let _ = std::io::stderr().flush();
-    // Everything worth keeping was flushed above.
-    sys::exit_now(code)
-}
+pub use wsgi::process::exit;

@@ -9,7 +9,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     // Before any thread exists (see `sys::allocator_release_at_once`).
-    cgi2wsgi::sys::allocator_release_at_once();
+    cgi2wsgi::allocator_release_at_once();
     let code = cgi2wsgi::run();
     cgi2wsgi::exit(code)
 }

@@ -103,7 +103,7 @@ fn relay(mut sock: UnixStream, max_body: Option<u64>) -> i32 {
     // The body's length, as the in-process gateway would read it; a bad CONTENT_LENGTH, or
     // one over --max-body, is forwarded without its body (never read from stdin) and the
     // worker answers 400 or 413.
-    let body = Request::from_params(params.iter().cloned(), max_body).map(|r| r.body).unwrap_or(BodyLength::None);
+    let body = Request::from_params(params.iter().cloned(), max_body).map_or(BodyLength::None, |r| r.body);
     let mut out = Vec::with_capacity(4096);
     fcgi::begin_request(&mut out, ID, Role::Responder, false);
     if let Err(e) = fcgi::params(&mut out, ID, &params) {

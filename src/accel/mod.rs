@@ -201,6 +201,7 @@ impl Stamp {
     }
 
     /// Parse a stamp; `None` for anything malformed (the worker is then replaced).
+    #[allow(clippy::many_single_char_names, reason = "t, s, i, p: the four fields of a stamp line (mtime, size, inode, path)")]
     fn decode(bytes: &[u8]) -> Option<Stamp> {
         let mut lines = bytes.split(|b| *b == b'\n');
         if lines.next()? != b"cgi2wsgi-stamp 1" {

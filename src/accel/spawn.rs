@@ -159,7 +159,7 @@ fn wait_ready(mut ready: ReadyWait, paths: &Paths) -> Result<(), AccelError> {
         match ready.wait(left) {
             Some(true) => return Ok(()),
             Some(false) => return Err(AccelError::WorkerFailed(paths.log.clone())),
-            None => continue,
+            None => {}
         }
     }
 }

@@ -32,14 +32,6 @@ impl Variant {
             Variant::Accelerated => "accelerated CGI",
         }
     }
-
-    pub fn key(self) -> &'static str {
-        match self {
-            Variant::Cgi => "cgi",
-            Variant::Wsgiref => "wsgiref",
-            Variant::Accelerated => "accelerated",
-        }
-    }
 }
 
 /// The phases of one cgi2wsgi CGI run, in order; they add up to the run's total exactly.
@@ -157,13 +149,7 @@ fn command(target: &Target, variant: Variant, dir: &Path) -> Result<(Command, Op
             let driver = dir.join("wsgiref_driver.py");
             std::fs::write(&driver, WSGIREF_DRIVER).map_err(BenchError::io("cannot write the wsgiref driver"))?;
             // The settings as cgi2wsgi resolves them, a drop-in's `# cgi2wsgi:` lines included.
-            let config = <crate::cli::Cli as clap::Parser>::try_parse_from(["cgi2wsgi", "--mode", "cgi"])
-                .map_err(|e| e.to_string())
-                .and_then(|mut cli| {
-                    cli.app_arg = Some(target.app.clone());
-                    cli.python = target.python.clone();
-                    cli.into_config(true).map_err(|e| e.to_string())
-                })
+            let config = (target.resolve)(&target.app, &target.python)
                 .map_err(|e| BenchError::BadApp(format!("--compare-wsgiref: {}", e.lines().next().unwrap_or_default())))?;
             let spec = config.app.as_ref().ok_or_else(|| BenchError::BadApp("--compare-wsgiref: no app".into()))?;
             let python = super::python_for(config.venv.as_deref());
@@ -309,7 +295,7 @@ pub fn measure(target: &Target, variants: &[Variant], dir: &Path, budget: Durati
                 r.fallback = Some(match super::accelerated::log_tail(&persist) {
                     Some(tail) => format!("{why} (the worker's log ended: {tail})"),
                     None => why,
-                })
+                });
             }
             Err(e) => return Err(e),
         }

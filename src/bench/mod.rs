@@ -14,8 +14,8 @@ pub mod report;
 pub mod stats;
 pub mod svg;
 
-use crate::cli::PythonArgs;
 use crate::config::appspec::{AppSpec, AppTarget};
+use crate::config::{Config, PythonArgs};
 use clap::{CommandFactory, Parser};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -120,7 +120,13 @@ pub struct Target {
     /// PATH_INFO and QUERY_STRING of the request.
     pub path_info: String,
     pub query: String,
+    /// How cgi2wsgi resolves APP and the Python options (for `--compare-wsgiref`).
+    pub resolve: Resolve,
 }
+
+/// The entry layer's resolution of APP and its Python options into the configuration a
+/// `--mode cgi` run would use (`cli::resolve_cgi_app`), handed down to `bench::main`.
+pub type Resolve = fn(&str, &PythonArgs) -> Result<Config, String>;
 
 impl Target {
     /// The CGI variables of the one GET every mode sends (as CGI environment or as FastCGI
@@ -203,7 +209,7 @@ fn check_app(args: &BenchArgs) -> Result<(), BenchError> {
 }
 
 /// Run the whole bench and return the report (nothing printed yet).
-pub fn measure(args: &BenchArgs) -> Result<report::Report, BenchError> {
+pub fn measure(args: &BenchArgs, resolve: Resolve) -> Result<report::Report, BenchError> {
     check_app(args)?;
     if args.concurrency.iter().any(|c| *c == 0 || *c > 1024) {
         return Err(BenchError::BadApp("--concurrency levels must be between 1 and 1024".into()));
@@ -216,14 +222,14 @@ pub fn measure(args: &BenchArgs) -> Result<report::Report, BenchError> {
     if !path_info.starts_with('/') {
         return Err(BenchError::BadApp(format!("--path {:?} must start with /", args.path)));
     }
-    let target = Target { exe, app: args.app.clone(), python: args.python.clone(), path_info, query };
+    let target = Target { exe, app: args.app.clone(), python: args.python.clone(), path_info, query, resolve };
     let budget = Budget::plan(args);
     let tmp = tempfile::Builder::new().prefix("cgi2wsgi-bench-").tempdir().map_err(BenchError::io("cannot make a temp dir"))?;
     // Dropped before `tmp` (declared after it): the accelerator's workers are stopped by
     // PID before their directory goes, on success, error and panic alike.
     let accel_workers = accelerated::WorkerGuard::new(accelerated::persist_dir(tmp.path()));
     let mut bar = progress::Progress::new(!args.no_progress);
-    let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map(usize::from).unwrap_or(1)).max(1);
+    let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)).max(1);
     let threads = args.threads.max(1);
 
     let mut variants = vec![cgi_runs::Variant::Cgi];
@@ -235,7 +241,7 @@ pub fn measure(args: &BenchArgs) -> Result<report::Report, BenchError> {
     }
     let cold = cgi_runs::measure(&target, &variants, tmp.path(), budget.cgi, budget.max_runs, &mut bar)?;
     let take = |v: cgi_runs::Variant| cold.iter().find(|r| r.variant == v).cloned();
-    let cgi = take(cgi_runs::Variant::Cgi).expect("one result per variant");
+    let cgi = take(cgi_runs::Variant::Cgi).ok_or_else(|| BenchError::AppFailed("the cold CGI runs gave no result".into()))?;
     let wsgiref = take(cgi_runs::Variant::Wsgiref);
     let accel = take(cgi_runs::Variant::Accelerated);
     // Its runs are over: stopped now, so it does not share the machine with the persistent part.
@@ -245,11 +251,12 @@ pub fn measure(args: &BenchArgs) -> Result<report::Report, BenchError> {
     Ok(report::Report::new(&target, args, cgi, persistent, wsgiref, accel, accelerated::persist_dir(tmp.path())))
 }
 
-fn bench(args: &BenchArgs) -> Result<(), BenchError> {
-    let report = measure(args)?;
+fn bench(args: &BenchArgs, resolve: Resolve) -> Result<(), BenchError> {
+    let report = measure(args, resolve)?;
     // The figures first: a plot that cannot be written must not lose them.
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report.to_json()).expect("a JSON value serialises"));
+        let json = serde_json::to_string_pretty(&report.to_json()).map_err(|e| BenchError::io("cannot write the JSON report")(std::io::Error::other(e)))?;
+        println!("{json}");
     } else {
         print!("{}", report.table());
     }
@@ -266,10 +273,11 @@ impl BenchArgs {
     }
 }
 
-/// `cgi2wsgi bench ...`, its arguments parsed. Returns the exit status.
-pub fn main(args: &BenchArgs) -> i32 {
+/// `cgi2wsgi bench ...`, its arguments parsed; `resolve` is `cli::resolve_cgi_app`.
+/// Returns the exit status.
+pub fn main(args: &BenchArgs, resolve: Resolve) -> i32 {
     let _ = env_logger::Builder::new().parse_filters("warn").target(env_logger::Target::Stderr).try_init();
-    match bench(args) {
+    match bench(args, resolve) {
         Ok(()) => 0,
         Err(e) => {
             // One line, whatever the cause (a traceback's last line is enough to act on).

@@ -15,16 +15,18 @@ impl Progress {
         Progress { on: wanted && tty, last: None, drawn: false }
     }
 
+    /// The bar's width in characters.
+    const WIDTH: usize = 30;
+
     /// Show `label` with `fraction` (0..=1) of the current part done; redrawn at most 10×/s.
     pub fn update(&mut self, label: &str, fraction: f64) {
         if !self.on || self.last.is_some_and(|t| t.elapsed().as_millis() < 100) {
             return;
         }
         self.last = Some(Instant::now());
-        const WIDTH: usize = 30;
-        let filled = ((fraction.clamp(0.0, 1.0) * WIDTH as f64).round() as usize).min(WIDTH);
+        let filled = ((fraction.clamp(0.0, 1.0) * Self::WIDTH as f64).round() as usize).min(Self::WIDTH);
         let mut err = std::io::stderr().lock();
-        let _ = write!(err, "\r\x1b[2Kbench [{}{}] {label}", "#".repeat(filled), "-".repeat(WIDTH - filled));
+        let _ = write!(err, "\r\x1b[2Kbench [{}{}] {label}", "#".repeat(filled), "-".repeat(Self::WIDTH - filled));
         let _ = err.flush();
         self.drawn = true;
     }

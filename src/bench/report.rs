@@ -30,10 +30,9 @@ impl Machine {
         let os = read("/etc/os-release")
             .lines()
             .find_map(|l| l.strip_prefix("PRETTY_NAME="))
-            .map(|v| v.trim_matches('"').to_owned())
-            .unwrap_or_else(|| "unknown OS".into());
+            .map_or_else(|| "unknown OS".into(), |v| v.trim_matches('"').to_owned());
         Machine {
-            cpus: std::thread::available_parallelism().map(usize::from).unwrap_or(1),
+            cpus: std::thread::available_parallelism().map_or(1, usize::from),
             cpu_model,
             memory_gib: (kib / 1024.0 / 1024.0 * 10.0).round() / 10.0,
             os,
@@ -120,6 +119,7 @@ impl Report {
 
     /// The persistent level the CGI figure is set against: the lowest concurrency
     /// (one request at a time, as a cold CGI run is).
+    #[allow(clippy::expect_used, reason = "clap takes at least one --concurrency value, and each level gives one result")]
     pub fn baseline(&self) -> &super::persistent::Level {
         self.persistent.levels.iter().min_by_key(|l| l.concurrency).expect("at least one level was measured")
     }
@@ -213,7 +213,7 @@ impl Report {
         let _ = writeln!(t, "machine: {}", self.machine.describe());
         let _ = writeln!(t);
         let title = format!("CGI: a process per request, {} runs", self.cgi.runs.len());
-        let typical = self.cgi.median_run_breakdown().map(|(b, _)| b).unwrap_or([f64::NAN; 5]);
+        let typical = self.cgi.median_run_breakdown().map_or([f64::NAN; 5], |(b, _)| b);
         let typical_sum: f64 = typical.iter().sum();
         let _ = writeln!(t, "{title:<42} {:>12} {:>12} {:>10}", "median run", "median", "p95");
         for (i, (_, label)) in PHASES.iter().enumerate() {

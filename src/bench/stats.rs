@@ -62,6 +62,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::float_cmp, reason = "interpolations between integers, exact in binary")]
     fn quantiles_interpolate() {
         let s = [10, 20, 30, 40, 50];
         assert_eq!(quantile(&s, 0.5), 30.0);

@@ -56,7 +56,29 @@ pub fn write(path: &std::path::Path, report: &Report) -> Result<(), BenchError> 
     }
 }
 
-pub fn render(report: &Report) -> String {
+/// The log axis: whole decades that hold every point (ms).
+struct Axis {
+    lo: f64,
+    hi: f64,
+}
+
+impl Axis {
+    fn over(rows: &[Row]) -> Axis {
+        // ns → ms.
+        let all_min = rows.iter().filter_map(|r| r.sorted.first()).min().copied().unwrap_or(1_000) as f64 / 1e6;
+        let all_max = rows.iter().filter_map(|r| r.sorted.last()).max().copied().unwrap_or(1_000_000) as f64 / 1e6;
+        let lo = all_min.max(1e-4).log10().floor();
+        Axis { lo, hi: all_max.max(1e-4).log10().ceil().max(lo + 1.0) }
+    }
+
+    /// The x coordinate of `ms`.
+    fn x(&self, ms: f64) -> f64 {
+        LEFT + (ms.max(1e-4).log10() - self.lo) / (self.hi - self.lo) * (WIDTH - LEFT - RIGHT)
+    }
+}
+
+/// One row per mode, each sorted.
+fn rows(report: &Report) -> Vec<Row> {
     let mut rows = vec![Row { label: format!("CGI, cold (cgi2wsgi, {} runs)", report.cgi.runs.len()), sorted: report.cgi.totals(), color: COLORS[0] }];
     if let Some(w) = &report.wsgiref {
         rows.push(Row { label: format!("CGI, cold (wsgiref, {} runs)", w.runs.len()), sorted: w.totals(), color: COLORS[1] });
@@ -75,13 +97,12 @@ pub fn render(report: &Report) -> String {
     for r in &mut rows {
         r.sorted.sort_unstable();
     }
-    // Log axis over whole decades that hold every point (ns → ms).
-    let all_min = rows.iter().filter_map(|r| r.sorted.first()).min().copied().unwrap_or(1_000) as f64 / 1e6;
-    let all_max = rows.iter().filter_map(|r| r.sorted.last()).max().copied().unwrap_or(1_000_000) as f64 / 1e6;
-    let lo = all_min.max(1e-4).log10().floor();
-    let hi = all_max.max(1e-4).log10().ceil().max(lo + 1.0);
-    let x = |ms: f64| LEFT + (ms.max(1e-4).log10() - lo) / (hi - lo) * (WIDTH - LEFT - RIGHT);
+    rows
+}
 
+pub fn render(report: &Report) -> String {
+    let rows = rows(report);
+    let axis = Axis::over(&rows);
     let plot_bottom = TOP + rows.len() as f64 * ROW;
     let height = plot_bottom + 60.0 + 120.0;
     let mut s = String::new();
@@ -93,70 +114,81 @@ pub fn render(report: &Report) -> String {
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(s, r#"<text x="16" y="24" font-size="16" font-weight="bold">cgi2wsgi bench: {} ({})</text>"#, esc(&report.app), esc(&report.request));
     let _ = writeln!(s, r#"<text x="16" y="44" fill="dimgray">{}; latency per request, log scale</text>"#, esc(&report.machine.describe()));
+    grid(&mut s, &axis, plot_bottom);
+    for (i, r) in rows.iter().enumerate() {
+        row(&mut s, &axis, r, TOP + i as f64 * ROW + ROW / 2.0);
+    }
+    let _ = writeln!(s, r#"<text x="{LEFT}" y="{:.1}" fill="dimgray">box: quartiles; whiskers: p5–p95; black bar: median</text>"#, plot_bottom + 34.0);
+    phases(&mut s, report, plot_bottom + 70.0);
+    let _ = writeln!(s, "</svg>");
+    s
+}
 
-    // Grid: decades, labelled; 2× and 5× ticks faint.
-    let mut decade = lo;
-    while decade <= hi {
-        for m in [1.0, 2.0, 5.0] {
-            let v = 10f64.powf(decade) * m;
-            if v.log10() > hi + 1e-9 {
+/// Grid: decades, labelled; 2× and 5× ticks faint.
+fn grid(s: &mut String, axis: &Axis, plot_bottom: f64) {
+    let mut decade = axis.lo;
+    while decade <= axis.hi {
+        for m in [1u8, 2, 5] {
+            let v = 10f64.powf(decade) * f64::from(m);
+            if v.log10() > axis.hi + 1e-9 {
                 break;
             }
-            let gx = x(v);
-            let (stroke, label) = if m == 1.0 { ("#bbb", true) } else { ("#eee", false) };
+            let gx = axis.x(v);
+            let (stroke, label) = if m == 1 { ("#bbb", true) } else { ("#eee", false) };
             let _ = writeln!(s, r#"<line x1="{gx:.1}" y1="{TOP}" x2="{gx:.1}" y2="{plot_bottom}" stroke="{stroke}"/>"#);
-            if label || hi - lo <= 2.0 {
+            if label || axis.hi - axis.lo <= 2.0 {
                 let text = if v >= 1.0 { format!("{v:.0} ms") } else { format!("{} ms", (v * 1e4).round() / 1e4) };
                 let _ = writeln!(s, r#"<text x="{gx:.1}" y="{:.1}" text-anchor="middle" fill="dimgray">{text}</text>"#, plot_bottom + 16.0);
             }
         }
         decade += 1.0;
     }
+}
 
-    for (i, r) in rows.iter().enumerate() {
-        let mid = TOP + i as f64 * ROW + ROW / 2.0;
-        let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#, LEFT - 10.0, mid + 4.0, esc(&r.label));
-        if r.sorted.is_empty() {
-            continue;
-        }
-        let q = |p: f64| quantile(&r.sorted, p) / 1e6;
-        // Points spread over the row's height, deterministically.
-        for (k, v) in strip(&r.sorted, 400).iter().enumerate() {
-            let jitter = ((k * 7919) % 97) as f64 / 97.0 - 0.5;
-            let _ = writeln!(s, r#"<circle cx="{:.1}" cy="{:.1}" r="1.8" fill="{}" fill-opacity="0.35"/>"#, x(v / 1e6), mid + jitter * ROW * 0.7, r.color);
-        }
-        let (p5, p25, p50, p75, p95) = (q(0.05), q(0.25), q(0.5), q(0.75), q(0.95));
-        let _ = writeln!(s, r#"<line x1="{:.1}" y1="{mid:.1}" x2="{:.1}" y2="{mid:.1}" stroke="{}" stroke-width="1.5"/>"#, x(p5), x(p95), r.color);
-        let _ = writeln!(
-            s,
-            r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="none" stroke="{}" stroke-width="1.5"/>"#,
-            x(p25),
-            mid - ROW * 0.25,
-            (x(p75) - x(p25)).max(1.0),
-            ROW * 0.5,
-            r.color
-        );
-        let _ = writeln!(
-            s,
-            r#"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="black" stroke-width="2.5"/>"#,
-            x(p50),
-            mid - ROW * 0.3,
-            x(p50),
-            mid + ROW * 0.3
-        );
-        let _ = writeln!(
-            s,
-            r#"<text x="{:.1}" y="{:.1}" font-size="11">{}</text>"#,
-            x(p50) + 4.0,
-            mid - ROW * 0.3 + 2.0,
-            esc(&format!("median {}", super::report::ms(p50)))
-        );
+/// One mode's row, centred on `mid`: its label, a strip of points, the box and the median.
+fn row(s: &mut String, axis: &Axis, r: &Row, mid: f64) {
+    let x = |ms: f64| axis.x(ms);
+    let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#, LEFT - 10.0, mid + 4.0, esc(&r.label));
+    if r.sorted.is_empty() {
+        return;
     }
-    let _ = writeln!(s, r#"<text x="{LEFT}" y="{:.1}" fill="dimgray">box: quartiles; whiskers: p5–p95; black bar: median</text>"#, plot_bottom + 34.0);
+    let q = |p: f64| quantile(&r.sorted, p) / 1e6;
+    // Points spread over the row's height, deterministically.
+    for (k, v) in strip(&r.sorted, 400).iter().enumerate() {
+        let jitter = ((k * 7919) % 97) as f64 / 97.0 - 0.5;
+        let _ = writeln!(s, r#"<circle cx="{:.1}" cy="{:.1}" r="1.8" fill="{}" fill-opacity="0.35"/>"#, x(v / 1e6), mid + jitter * ROW * 0.7, r.color);
+    }
+    let (p5, p25, p50, p75, p95) = (q(0.05), q(0.25), q(0.5), q(0.75), q(0.95));
+    let _ = writeln!(s, r#"<line x1="{:.1}" y1="{mid:.1}" x2="{:.1}" y2="{mid:.1}" stroke="{}" stroke-width="1.5"/>"#, x(p5), x(p95), r.color);
+    let _ = writeln!(
+        s,
+        r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="none" stroke="{}" stroke-width="1.5"/>"#,
+        x(p25),
+        mid - ROW * 0.25,
+        (x(p75) - x(p25)).max(1.0),
+        ROW * 0.5,
+        r.color
+    );
+    let _ = writeln!(
+        s,
+        r#"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="black" stroke-width="2.5"/>"#,
+        x(p50),
+        mid - ROW * 0.3,
+        x(p50),
+        mid + ROW * 0.3
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.1}" y="{:.1}" font-size="11">{}</text>"#,
+        x(p50) + 4.0,
+        mid - ROW * 0.3 + 2.0,
+        esc(&format!("median {}", super::report::ms(p50)))
+    );
+}
 
-    // The CGI run's phases, medians stacked (linear scale).
-    let by = plot_bottom + 70.0;
-    let medians = report.cgi.median_run_breakdown().map(|(b, _)| b).unwrap_or([0.0; 5]);
+/// The CGI run's phases, medians stacked (linear scale), at `by`.
+fn phases(s: &mut String, report: &Report, by: f64) {
+    let medians = report.cgi.median_run_breakdown().map_or([0.0; 5], |(b, _)| b);
     let sum: f64 = medians.iter().sum();
     let _ = writeln!(
         s,
@@ -180,8 +212,6 @@ pub fn render(report: &Report) -> String {
         );
         at += w;
     }
-    let _ = writeln!(s, "</svg>");
-    s
 }
 
 #[cfg(test)]

@@ -9,9 +9,9 @@ pub mod generate;
 
 use crate::cli::dropin::DropIn;
 use crate::config::appspec::{AppSpec, AppTarget};
-use crate::config::{AccelSettings, BindSpec, Config, Gateway, RunAs, SocketPerms, DEFAULT_IDLE_TIMEOUT};
+use crate::config::{AccelSettings, BindSpec, Config, Gateway, PythonArgs, RunAs, SocketPerms, DEFAULT_IDLE_TIMEOUT};
 use crate::error::ConfigError;
-use clap::{Args, CommandFactory, FromArgMatches, Parser, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,48 +24,6 @@ pub enum Mode {
     Cgi,
     /// A persistent responder on fd 0, --bind or the systemd socket
     Fastcgi,
-}
-
-/// The app's Python options, shared by serving and `cgi2wsgi bench` (which passes them on
-/// to every run it starts).
-#[derive(Debug, Clone, Default, Args)]
-pub struct PythonArgs {
-    /// A virtualenv whose packages the app uses (made with the Python cgi2wsgi is linked against)
-    #[arg(long, value_name = "DIR", env = "CGI2WSGI_VENV")]
-    pub venv: Option<PathBuf>,
-
-    /// A directory put at the front of sys.path (repeatable; ':'-separated in the variable)
-    #[arg(long, value_name = "DIR", env = "CGI2WSGI_PYTHONPATH", value_delimiter = ':')]
-    pub pythonpath: Vec<PathBuf>,
-
-    /// Change to this directory before loading the app
-    #[arg(long, value_name = "DIR", env = "CGI2WSGI_CHDIR")]
-    pub chdir: Option<PathBuf>,
-
-    /// Set an environment variable for the app, e.g. DJANGO_SETTINGS_MODULE=site.settings (repeatable)
-    #[arg(long = "env", value_name = "KEY=VALUE", env = "CGI2WSGI_ENV")]
-    pub env: Vec<String>,
-}
-
-impl PythonArgs {
-    /// The options as flags, to pass on to another cgi2wsgi; APP goes after them (a
-    /// drop-in path ends a CGI argv).
-    pub fn to_flags(&self) -> Vec<OsString> {
-        let mut v: Vec<OsString> = Vec::new();
-        if let Some(venv) = &self.venv {
-            v.extend(["--venv".into(), venv.into()]);
-        }
-        for p in &self.pythonpath {
-            v.extend(["--pythonpath".into(), p.into()]);
-        }
-        if let Some(dir) = &self.chdir {
-            v.extend(["--chdir".into(), dir.into()]);
-        }
-        for e in &self.env {
-            v.extend(["--env".into(), e.into()]);
-        }
-        v
-    }
 }
 
 #[derive(Debug, Parser)]
@@ -237,6 +195,16 @@ fn parse_env(pair: &str) -> Result<(String, String), ConfigError> {
     }
 }
 
+/// The configuration `cgi2wsgi --mode cgi [PYTHON OPTIONS] APP` would run with, a drop-in's
+/// `# cgi2wsgi:` lines included: how `cgi2wsgi bench --compare-wsgiref` sees the app as
+/// cgi2wsgi does (handed to `bench` from here, so `bench` never imports the entry layer).
+pub fn resolve_cgi_app(app: &str, python: &PythonArgs) -> Result<Config, String> {
+    let mut cli = <Cli as Parser>::try_parse_from(["cgi2wsgi", "--mode", "cgi"]).map_err(|e| e.to_string())?;
+    cli.app_arg = Some(app.to_owned());
+    cli.python = python.clone();
+    cli.into_config(true).map_err(|e| e.to_string())
+}
+
 impl Cli {
     /// Validate the parsed command line into the configuration. `gateway_interface` is
     /// whether GATEWAY_INTERFACE is set.
@@ -257,7 +225,7 @@ impl Cli {
             env.retain(|(old, _)| *old != k);
             env.push((k, v));
         }
-        let persist = accel_settings(&cli.persist_worker, cli.persist, cli.persist_idle_timeout, cli.persist_dir.clone(), &dropin)?;
+        let persist = accel_settings(cli.persist_worker.as_ref(), cli.persist, cli.persist_idle_timeout, cli.persist_dir.clone(), &dropin)?;
         let max_body = match cli.max_body.or(dropin.max_body) {
             Some(s) => Some(parse_size(&s)?),
             None => None,
@@ -360,7 +328,7 @@ fn dropin_number(key: &'static str, text: &Option<String>) -> Result<Option<u64>
 }
 
 /// The accelerator's settings: flags and variables beat the drop-in's `persist*` settings.
-fn accel_settings(worker: &Option<PathBuf>, flag: bool, idle: Option<u64>, dir: Option<PathBuf>, dropin: &DropIn) -> Result<AccelSettings, ConfigError> {
+fn accel_settings(worker: Option<&PathBuf>, flag: bool, idle: Option<u64>, dir: Option<PathBuf>, dropin: &DropIn) -> Result<AccelSettings, ConfigError> {
     let idle = match (idle, &dropin.persist_idle_timeout) {
         (Some(s), _) => s,
         (None, Some(text)) => text.trim().parse().map_err(|_| ConfigError::BadIdleTimeout(text.clone()))?,
@@ -370,7 +338,7 @@ fn accel_settings(worker: &Option<PathBuf>, flag: bool, idle: Option<u64>, dir: 
         enabled: flag || dropin.persist.unwrap_or(false),
         idle_timeout: Duration::from_secs(idle.max(1)),
         dir: dir.or_else(|| dropin.persist_dir.clone()),
-        worker_socket: worker.clone(),
+        worker_socket: worker.cloned(),
     })
 }
 

@@ -80,9 +80,11 @@ impl AppSpec {
         }
         let factory = callable.is_some_and(|c| c.ends_with("()"));
         let callable = callable.map(|c| c.trim_end_matches("()").to_owned());
-        // An existing file is a file, whatever it looks like: run as a script's interpreter,
+        // Python imports `.py` files only (lower case), so `.PY` is not taken for a file. An
+        // existing file is a file, whatever it looks like: run as a script's interpreter,
         // cgi2wsgi gets the script's bare name (suEXEC runs `app.cgi` in its directory),
         // which would otherwise read as module `app`, submodule `cgi`.
+        #[allow(clippy::case_sensitive_file_extension_comparisons, reason = "Python's own rule")]
         let looks_like_path = target.contains('/') || target.ends_with(".py") || !is_dotted(target) || Path::new(target).is_file();
         let target = if looks_like_path { AppTarget::File(PathBuf::from(target)) } else { AppTarget::Module(target.to_owned()) };
         Ok(AppSpec { target, callable, factory })

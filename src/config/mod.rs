@@ -5,9 +5,53 @@
 pub mod appspec;
 
 use crate::config::appspec::AppSpec;
-use std::ffi::CString;
+use clap::Args;
+use std::ffi::{CString, OsString};
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// The app's Python options, shared by serving and `cgi2wsgi bench` (which passes them on
+/// to every run it starts): plain values that clap fills in, flattened into both commands
+/// (`cli::Cli`, `bench::BenchArgs`), so they live here, below both.
+#[derive(Debug, Clone, Default, Args)]
+pub struct PythonArgs {
+    /// A virtualenv whose packages the app uses (made with the Python cgi2wsgi is linked against)
+    #[arg(long, value_name = "DIR", env = "CGI2WSGI_VENV")]
+    pub venv: Option<PathBuf>,
+
+    /// A directory put at the front of sys.path (repeatable; ':'-separated in the variable)
+    #[arg(long, value_name = "DIR", env = "CGI2WSGI_PYTHONPATH", value_delimiter = ':')]
+    pub pythonpath: Vec<PathBuf>,
+
+    /// Change to this directory before loading the app
+    #[arg(long, value_name = "DIR", env = "CGI2WSGI_CHDIR")]
+    pub chdir: Option<PathBuf>,
+
+    /// Set an environment variable for the app, e.g. DJANGO_SETTINGS_MODULE=site.settings (repeatable)
+    #[arg(long = "env", value_name = "KEY=VALUE", env = "CGI2WSGI_ENV")]
+    pub env: Vec<String>,
+}
+
+impl PythonArgs {
+    /// The options as flags, to pass on to another cgi2wsgi; APP goes after them (a
+    /// drop-in path ends a CGI argv).
+    pub fn to_flags(&self) -> Vec<OsString> {
+        let mut v: Vec<OsString> = Vec::new();
+        if let Some(venv) = &self.venv {
+            v.extend(["--venv".into(), venv.into()]);
+        }
+        for p in &self.pythonpath {
+            v.extend(["--pythonpath".into(), p.into()]);
+        }
+        if let Some(dir) = &self.chdir {
+            v.extend(["--chdir".into(), dir.into()]);
+        }
+        for e in &self.env {
+            v.extend(["--env".into(), e.into()]);
+        }
+        v
+    }
+}
 
 /// The resolved way this process serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

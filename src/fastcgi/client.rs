@@ -85,6 +85,7 @@ pub struct ClientDecoder {
 }
 
 impl ClientDecoder {
+    #[must_use]
     pub fn new() -> Self {
         Self::default()
     }
@@ -110,6 +111,7 @@ impl ClientDecoder {
     }
 }
 
+#[allow(clippy::many_single_char_names, reason = "a, b, c, d are the four bytes of appStatus, as in the spec's diagram")]
 fn decode_response(h: Header, content: Vec<u8>) -> Result<ClientEvent, ProtocolError> {
     let id = h.request_id;
     let record_type = h.record_type;

@@ -51,6 +51,7 @@ impl Default for Config {
 impl Config {
     /// Builds the GET_VALUES_RESULT pairs for `names`; names this codec
     /// does not understand are left out, as the spec asks (§4.1).
+    #[must_use]
     pub fn get_values_answer(&self, names: &[Vec<u8>]) -> Vec<Pair> {
         names
             .iter()
@@ -207,10 +208,12 @@ pub struct Connection {
 }
 
 impl Connection {
+    #[must_use]
     pub fn new(config: Config) -> Self {
         Self { config, framer: Framer::default(), requests: HashMap::new(), error: None }
     }
 
+    #[must_use]
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -238,15 +241,18 @@ impl Connection {
         self.requests.remove(&id).map(|r| r.keep_conn)
     }
 
+    #[must_use]
     pub fn is_active(&self, id: u16) -> bool {
         self.requests.contains_key(&id)
     }
 
+    #[must_use]
     pub fn active_count(&self) -> usize {
         self.requests.len()
     }
 
     /// Received bytes not yet consumed (part of a record).
+    #[must_use]
     pub fn has_buffered(&self) -> bool {
         self.framer.buf.len() > self.framer.pos
     }
@@ -307,14 +313,15 @@ impl Connection {
                 ReqState::StdinDone => Err(ProtocolError::StdinAfterEnd(id)),
                 ReqState::Aborted => Ok(None),
             },
-            Some(RecordType::AbortRequest) => match req.state {
-                ReqState::Aborted => Ok(None),
-                _ => {
+            Some(RecordType::AbortRequest) => {
+                if let ReqState::Aborted = req.state {
+                    Ok(None)
+                } else {
                     // Drop buffered params now: they will never be used.
                     req.state = ReqState::Aborted;
                     Ok(Some(Event::Abort { id }))
                 }
-            },
+            }
             // Filter-role DATA never reaches us (FILTER is rejected), and
             // unknown application record types are skipped for forward
             // compatibility.

@@ -45,6 +45,7 @@ pub fn encode_len(out: &mut Vec<u8>, len: usize) -> Result<(), NvError> {
 }
 
 /// Wire size of one encoded pair (saturating; only meaningful for valid pairs).
+#[must_use]
 pub fn encoded_len(name: &[u8], value: &[u8]) -> usize {
     let l = |n: usize| -> usize {
         if n <= 0x7f {
@@ -84,6 +85,7 @@ pub fn encode_pairs<N: AsRef<[u8]>, V: AsRef<[u8]>>(out: &mut Vec<u8>, pairs: &[
 
 /// Decodes one length at the start of `buf`. Returns `(length, bytes used)`,
 /// or `None` if `buf` does not yet hold the whole length.
+#[must_use]
 pub fn decode_len(buf: &[u8]) -> Option<(usize, usize)> {
     let first = *buf.first()?;
     if first & 0x80 == 0 {
@@ -112,6 +114,7 @@ pub struct NvDecoder {
 }
 
 impl NvDecoder {
+    #[must_use]
     pub fn new(max_bytes: usize, max_pairs: usize) -> Self {
         Self { buf: Vec::new(), pairs: Vec::new(), received: 0, consumed: 0, max_bytes, max_pairs }
     }
@@ -162,6 +165,7 @@ impl NvDecoder {
     }
 
     /// Pairs decoded so far.
+    #[must_use]
     pub fn pairs(&self) -> &[Pair] {
         &self.pairs
     }

@@ -43,6 +43,7 @@ pub enum RecordType {
 impl RecordType {
     /// Maps a wire value to a known type; `None` for types this codec does
     /// not know (the header keeps the raw byte so they can be reported).
+    #[must_use]
     pub fn from_u8(v: u8) -> Option<Self> {
         Some(match v {
             1 => Self::BeginRequest,
@@ -60,6 +61,7 @@ impl RecordType {
         })
     }
 
+    #[must_use]
     pub fn as_u8(self) -> u8 {
         self as u8
     }
@@ -75,6 +77,7 @@ pub enum Role {
 }
 
 impl Role {
+    #[must_use]
     pub fn from_u16(v: u16) -> Option<Self> {
         match v {
             1 => Some(Self::Responder),
@@ -84,6 +87,7 @@ impl Role {
         }
     }
 
+    #[must_use]
     pub fn as_u16(self) -> u16 {
         self as u16
     }
@@ -100,6 +104,7 @@ pub enum ProtocolStatus {
 }
 
 impl ProtocolStatus {
+    #[must_use]
     pub fn from_u8(v: u8) -> Option<Self> {
         match v {
             0 => Some(Self::RequestComplete),
@@ -110,6 +115,7 @@ impl ProtocolStatus {
         }
     }
 
+    #[must_use]
     pub fn as_u8(self) -> u8 {
         self as u8
     }
@@ -117,6 +123,7 @@ impl ProtocolStatus {
 
 /// Padding needed to bring `content_len` up to a multiple of 8, as the
 /// spec recommends for aligned processing on the receiving side.
+#[must_use]
 pub fn padding_for(content_len: usize) -> u8 {
     match content_len % 8 {
         0 => 0,
@@ -138,16 +145,19 @@ pub struct Header {
 
 impl Header {
     /// A version-1 header with padding chosen for 8-byte alignment.
+    #[must_use]
     pub fn new(record_type: u8, request_id: u16, content_length: u16) -> Self {
         Self { version: VERSION_1, record_type, request_id, content_length, padding_length: padding_for(usize::from(content_length)) }
     }
 
     /// Decodes the fixed layout; the reserved byte is ignored.
+    #[must_use]
     pub fn from_bytes(b: [u8; HEADER_LEN]) -> Self {
         let [version, record_type, id1, id0, len1, len0, padding_length, _reserved] = b;
         Self { version, record_type, request_id: u16::from_be_bytes([id1, id0]), content_length: u16::from_be_bytes([len1, len0]), padding_length }
     }
 
+    #[must_use]
     pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
         let [id1, id0] = self.request_id.to_be_bytes();
         let [len1, len0] = self.content_length.to_be_bytes();
@@ -155,6 +165,7 @@ impl Header {
     }
 
     /// Content plus padding: the bytes that follow this header.
+    #[must_use]
     pub fn body_len(&self) -> usize {
         usize::from(self.content_length).saturating_add(usize::from(self.padding_length))
     }

@@ -3,6 +3,7 @@
 
 use serde_json::json;
 use std::collections::BTreeMap;
+use std::fmt::Write;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Warning {
@@ -12,7 +13,7 @@ pub struct Warning {
 }
 
 fn get<'a>(env: &'a BTreeMap<String, String>, key: &str) -> &'a str {
-    env.get(key).map(String::as_str).unwrap_or("")
+    env.get(key).map_or("", String::as_str)
 }
 
 /// A raw URL path as PATH_INFO holds it: percent-decoded bytes as a latin-1 str.
@@ -91,15 +92,15 @@ pub fn render_html(env: &BTreeMap<String, String>, warns: &[Warning]) -> String 
     if warns.is_empty() {
         h.push_str("<h2>No warnings</h2>\n");
     } else {
-        h.push_str(&format!("<h2>{} warning(s)</h2>\n<ul>\n", warns.len()));
+        let _ = write!(h, "<h2>{} warning(s)</h2>\n<ul>\n", warns.len());
         for w in warns {
-            h.push_str(&format!("<li id=\"{}\"><p>{}</p><p>Fix: <code>{}</code></p></li>\n", w.code, escape(&w.message), escape(w.fix)));
+            let _ = writeln!(h, "<li id=\"{}\"><p>{}</p><p>Fix: <code>{}</code></p></li>", w.code, escape(&w.message), escape(w.fix));
         }
         h.push_str("</ul>\n");
     }
     h.push_str("<h2>environ</h2>\n<table>\n");
     for (k, v) in env {
-        h.push_str(&format!("<tr><th align=\"left\">{}</th><td><code>{}</code></td></tr>\n", escape(k), escape(v)));
+        let _ = writeln!(h, "<tr><th align=\"left\">{}</th><td><code>{}</code></td></tr>", escape(k), escape(v));
     }
     h.push_str("</table>\n</body></html>\n");
     h

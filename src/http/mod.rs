@@ -2,9 +2,9 @@
 //! (`Request`, the body `Spool`) and what the WSGI side answers through (`Response`,
 //! `ResponseSink`). No Python, no wire protocol.
 
-pub mod authorizer;
-pub mod doctor;
+pub(crate) mod authorizer;
+pub(crate) mod doctor;
 pub mod request;
-pub mod response;
+pub(crate) mod response;
 pub mod role;
-pub mod spool;
+pub(crate) mod spool;

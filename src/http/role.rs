@@ -16,6 +16,7 @@ pub enum Role {
 
 impl Role {
     /// The value of `FCGI_ROLE` in the environ.
+    #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Responder => "RESPONDER",
@@ -24,6 +25,7 @@ impl Role {
     }
 
     /// The name used on the command line (`--roles responder,authorizer`).
+    #[must_use]
     pub fn flag_name(self) -> &'static str {
         match self {
             Role::Responder => "responder",
@@ -52,6 +54,7 @@ impl Default for Roles {
 }
 
 impl Roles {
+    #[must_use]
     pub fn contains(self, role: Role) -> bool {
         match role {
             Role::Responder => self.responder,

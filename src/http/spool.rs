@@ -36,10 +36,6 @@ impl Spool {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
         match self {
             Spool::Memory(v) if v.len() + data.len() <= MEMORY_LIMIT => {

@@ -5,7 +5,7 @@
 #![allow(unsafe_code)]
 
 use crate::config::{BindSpec, SocketPerms};
-use crate::error::ServerError;
+use crate::server::ServerError;
 use crate::sys::{self, Stream};
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -24,7 +24,7 @@ fn socket_family(fd: RawFd) -> Option<libc::sa_family_t> {
     unsafe {
         let mut addr: libc::sockaddr_storage = std::mem::zeroed();
         let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        if libc::getsockname(fd, (&mut addr as *mut libc::sockaddr_storage).cast(), &mut len) != 0 {
+        if libc::getsockname(fd, (&raw mut addr).cast(), &raw mut len) != 0 {
             return None;
         }
         Some(addr.ss_family)
@@ -116,7 +116,7 @@ impl Listener {
         unsafe {
             let mut addr: libc::sockaddr_storage = std::mem::zeroed();
             let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            let fd = libc::accept4(self.raw_fd(), (&mut addr as *mut libc::sockaddr_storage).cast(), &mut len, libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+            let fd = libc::accept4(self.raw_fd(), (&raw mut addr).cast(), &raw mut len, libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
             if fd < 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -127,11 +127,11 @@ impl Listener {
                     let _ = s.set_nodelay(true);
                     let peer = match i32::from(addr.ss_family) {
                         libc::AF_INET => {
-                            let a = &*(&addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>();
+                            let a = &*(&raw const addr).cast::<libc::sockaddr_in>();
                             Some(IpAddr::from(u32::from_be(a.sin_addr.s_addr).to_be_bytes()))
                         }
                         libc::AF_INET6 => {
-                            let a = &*(&addr as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>();
+                            let a = &*(&raw const addr).cast::<libc::sockaddr_in6>();
                             Some(IpAddr::from(a.sin6_addr.s6_addr))
                         }
                         _ => None,
@@ -185,8 +185,8 @@ pub fn allowed_peers() -> Option<Vec<IpAddr>> {
 
 pub fn peer_allowed(allowed: &[IpAddr], peer: IpAddr) -> bool {
     let canonical = |ip: IpAddr| match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
     };
     allowed.iter().any(|a| canonical(*a) == canonical(peer))
 }

@@ -8,7 +8,6 @@ pub mod watchdog;
 pub mod worker;
 
 use crate::config::Config;
-use crate::error::ServerError;
 use crate::fastcgi;
 use crate::gateway::fastcgi as conn;
 use crate::sys::{secure_stdio, set_signal};
@@ -16,6 +15,15 @@ use crate::wsgi;
 use listen::Listener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+/// Problems setting up or running the FastCGI server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{0}")]
+    Listen(String),
+    #[error("no socket to serve: give --bind unix:/path or --bind HOST:PORT, start under a web server that passes a listening socket on fd 0, or use systemd socket activation")]
+    NoSocket,
+}
 
 /// Set by SIGTERM or SIGINT: stop accepting, let requests in flight finish, exit 0.
 pub(crate) static STOP: AtomicBool = AtomicBool::new(false);
@@ -68,7 +76,7 @@ fn worker_count(config: &Config) -> usize {
     if config.bind.is_none() && std::env::var_os("LISTEN_FDS").is_none() {
         return 1;
     }
-    std::thread::available_parallelism().map(usize::from).unwrap_or(1)
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 /// The start-up the persistent server and the accelerator's worker share: stdio made
@@ -155,7 +163,7 @@ pub fn serve(config: &Config, listener: &Listener, app: &wsgi::App, spec: &crate
             mpxs_conns: threads > 1,
             max_conns: u32::try_from(max_conns * threads * processes).unwrap_or(u32::MAX),
             max_reqs: u32::try_from(threads * processes).unwrap_or(u32::MAX),
-            limits: Default::default(),
+            limits: fastcgi::Limits::default(),
             roles: if accel_worker { crate::http::role::Roles::default() } else { config.roles },
         },
         fcgi_role: !accel_worker,

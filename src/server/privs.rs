@@ -3,7 +3,7 @@
 //! The account is resolved with the configuration (`config::RunAs`); the syscalls are in `sys`.
 
 use crate::config::RunAs;
-use crate::error::ServerError;
+use crate::server::ServerError;
 
 /// Become `target` for good. Running as root is needed unless the target is already who we are.
 pub fn drop_to(target: &RunAs) -> Result<(), ServerError> {

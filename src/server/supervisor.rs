@@ -92,19 +92,7 @@ pub fn run(plan: &Plan<'_>) -> i32 {
             RELOAD.store(true, Ordering::SeqCst);
         }
         if RELOAD.swap(false, Ordering::SeqCst) {
-            match spawn_generation(plan).map(|mut g| (wait_ready(&mut g), g)) {
-                Ok((true, next)) => {
-                    log::warn!("reloaded: new workers are serving; the old ones finish their requests");
-                    kill(current.zygote, libc::SIGTERM);
-                    draining.push((current.zygote, Instant::now()));
-                    current = next;
-                }
-                Ok((false, next)) => {
-                    log::error!("reload failed (the new app did not start); the old workers keep serving");
-                    kill(next.zygote, libc::SIGKILL);
-                }
-                Err(e) => log::error!("reload failed: {e}"),
-            }
+            reload(plan, &mut current, &mut draining);
         }
         while let Some((pid, status)) = reap() {
             if let Some(i) = draining.iter().position(|(p, _)| *p == pid) {
@@ -131,7 +119,31 @@ pub fn run(plan: &Plan<'_>) -> i32 {
             }
         }
     }
-    // Stop: every generation drains; its workers finish the requests in flight.
+    stop_generations(&current, &draining, graceful);
+    0
+}
+
+/// SIGHUP or `--reload`: start a new generation; once it is ready, the current one drains.
+/// If it fails, the current one keeps serving.
+fn reload(plan: &Plan<'_>, current: &mut Generation, draining: &mut Vec<(libc::pid_t, Instant)>) {
+    match spawn_generation(plan).map(|mut g| (wait_ready(&mut g), g)) {
+        Ok((true, next)) => {
+            log::warn!("reloaded: new workers are serving; the old ones finish their requests");
+            kill(current.zygote, libc::SIGTERM);
+            draining.push((current.zygote, Instant::now()));
+            *current = next;
+        }
+        Ok((false, next)) => {
+            log::error!("reload failed (the new app did not start); the old workers keep serving");
+            kill(next.zygote, libc::SIGKILL);
+        }
+        Err(e) => log::error!("reload failed: {e}"),
+    }
+}
+
+/// Stop: every generation drains; its workers finish the requests in flight. One that
+/// overstays the graceful timeout is killed.
+fn stop_generations(current: &Generation, draining: &[(libc::pid_t, Instant)], graceful: Duration) {
     kill(current.zygote, libc::SIGTERM);
     let mut left: Vec<libc::pid_t> = draining.iter().map(|(p, _)| *p).chain([current.zygote]).collect();
     let deadline = Instant::now() + graceful + Duration::from_secs(5);
@@ -145,7 +157,6 @@ pub fn run(plan: &Plan<'_>) -> i32 {
         log::error!("zygote {pid} did not stop in time: killing it");
         kill(pid, libc::SIGKILL);
     }
-    0
 }
 
 /// How long a new generation may take to import the app and start its workers.
@@ -177,7 +188,7 @@ fn spawn_generation(plan: &Plan<'_>) -> std::io::Result<Generation> {
             drop(ready);
             sys::die_with_parent(me);
             let code = zygote(plan, signal);
-            crate::exit(code)
+            wsgi::process::exit(code)
         }
         Fork::Parent(pid) => {
             drop(signal);
@@ -196,11 +207,10 @@ struct Slot {
 /// The zygote: import the app (unless `--lazy-apps`), fork the workers, keep them.
 fn zygote(plan: &Plan<'_>, ready: ReadySignal) -> i32 {
     sys::set_signal(libc::SIGHUP, None);
-    let config = plan.config;
-    let app = if config.lazy_apps {
+    let app = if plan.config.lazy_apps {
         None
     } else {
-        match wsgi::boot::boot(config, plan.spec) {
+        match wsgi::boot::boot(plan.config, plan.spec) {
             Ok(app) => {
                 // Objects alive now are never collected: the GC leaves their pages shared.
                 wsgi::process::gc_freeze();
@@ -212,29 +222,7 @@ fn zygote(plan: &Plan<'_>, ready: ReadySignal) -> i32 {
             }
         }
     };
-    let mut slots: Vec<Slot> = Vec::with_capacity(plan.workers);
-    // With --lazy-apps the workers import the app: the generation is ready only once each
-    // of the first ones says so (through this pipe), so a broken app never replaces a
-    // working one.
-    let boot_pipe = if config.lazy_apps { sys::ready_pipe().ok() } else { None };
-    for i in 0..plan.workers {
-        match fork_worker(plan, app.as_ref(), i, boot_pipe.as_ref().map(|(_, w)| w.as_raw_fd())) {
-            Ok(pid) => slots.push(Slot { pid, started: Instant::now(), backoff: crash_backoff() }),
-            Err(e) => log::error!("cannot fork worker {i}: {e}"),
-        }
-    }
-    if let Some((booted, signal)) = boot_pipe {
-        // The zygote's copy of the sending end is closed (the workers hold theirs): one
-        // byte from each worker, or EOF once they all failed.
-        drop(signal);
-        if slots.is_empty() || !booted.wait_all(slots.len()) {
-            log::error!("the workers could not load the app");
-            for s in &slots {
-                kill(s.pid, libc::SIGKILL);
-            }
-            return 3;
-        }
-    }
+    let Some(mut slots) = start_workers(plan, app.as_ref()) else { return 3 };
     // The supervisor's "ready".
     ready.signal();
     log::info!("{} worker(s) serving {}", slots.len(), plan.spec);
@@ -251,35 +239,15 @@ fn zygote(plan: &Plan<'_>, ready: ReadySignal) -> i32 {
             let Some(i) = slots.iter().position(|s| s.pid == pid) else { continue };
             if stopping.is_some() {
                 slots.swap_remove(i);
-                continue;
-            }
-            let clean = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-            let slot = &mut slots[i];
-            if clean {
-                // Recycled (--max-requests, --max-rss) or stopped on purpose.
-                slot.backoff.reset();
             } else {
-                log::error!("worker {pid} died ({}); starting another", describe_exit(status));
-                let repeating = slot.backoff.is_repeating();
-                let pause = slot.backoff.after_exit(slot.started.elapsed(), QUICK_DEATH);
-                if repeating && !pause.is_zero() {
-                    log::error!("worker crash loop: waiting {pause:?} before the next start");
-                }
-                std::thread::sleep(pause);
-            }
-            match fork_worker(plan, app.as_ref(), i, None) {
-                Ok(new) => {
-                    slots[i].pid = new;
-                    slots[i].started = Instant::now();
-                }
-                Err(e) => log::error!("cannot fork a worker: {e}"),
+                replace_worker(plan, app.as_ref(), &mut slots[i], i, status);
             }
         }
         if let Some(since) = stopping {
             if slots.is_empty() {
                 return 0;
             }
-            if since.elapsed() > config.graceful_timeout + Duration::from_secs(2) {
+            if since.elapsed() > plan.config.graceful_timeout + Duration::from_secs(2) {
                 for s in &slots {
                     log::error!("worker {} did not stop in time: killing it", s.pid);
                     kill(s.pid, libc::SIGKILL);
@@ -287,6 +255,60 @@ fn zygote(plan: &Plan<'_>, ready: ReadySignal) -> i32 {
                 return 0;
             }
         }
+    }
+}
+
+/// Fork the first workers; None (and none left running) when, with `--lazy-apps`, they
+/// could not load the app.
+fn start_workers(plan: &Plan<'_>, app: Option<&wsgi::App>) -> Option<Vec<Slot>> {
+    let mut slots: Vec<Slot> = Vec::with_capacity(plan.workers);
+    // With --lazy-apps the workers import the app: the generation is ready only once each
+    // of the first ones says so (through this pipe), so a broken app never replaces a
+    // working one.
+    let boot_pipe = if plan.config.lazy_apps { sys::ready_pipe().ok() } else { None };
+    for i in 0..plan.workers {
+        match fork_worker(plan, app, i, boot_pipe.as_ref().map(|(_, w)| w.as_raw_fd())) {
+            Ok(pid) => slots.push(Slot { pid, started: Instant::now(), backoff: crash_backoff() }),
+            Err(e) => log::error!("cannot fork worker {i}: {e}"),
+        }
+    }
+    if let Some((booted, signal)) = boot_pipe {
+        // The zygote's copy of the sending end is closed (the workers hold theirs): one
+        // byte from each worker, or EOF once they all failed.
+        drop(signal);
+        if slots.is_empty() || !booted.wait_all(slots.len()) {
+            log::error!("the workers could not load the app");
+            for s in &slots {
+                kill(s.pid, libc::SIGKILL);
+            }
+            return None;
+        }
+    }
+    Some(slots)
+}
+
+/// A worker exited (`status`) while serving: fork its replacement into the same slot, after
+/// the crash backoff's pause if it died.
+fn replace_worker(plan: &Plan<'_>, app: Option<&wsgi::App>, slot: &mut Slot, index: usize, status: libc::c_int) {
+    let clean = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    if clean {
+        // Recycled (--max-requests, --max-rss) or stopped on purpose.
+        slot.backoff.reset();
+    } else {
+        log::error!("worker {} died ({}); starting another", slot.pid, describe_exit(status));
+        let repeating = slot.backoff.is_repeating();
+        let pause = slot.backoff.after_exit(slot.started.elapsed(), QUICK_DEATH);
+        if repeating && !pause.is_zero() {
+            log::error!("worker crash loop: waiting {pause:?} before the next start");
+        }
+        std::thread::sleep(pause);
+    }
+    match fork_worker(plan, app, index, None) {
+        Ok(new) => {
+            slot.pid = new;
+            slot.started = Instant::now();
+        }
+        Err(e) => log::error!("cannot fork a worker: {e}"),
     }
 }
 
@@ -323,7 +345,7 @@ fn fork_worker(plan: &Plan<'_>, app: Option<&wsgi::App>, index: usize, boot_fd: 
             }
         },
     };
-    crate::exit(code)
+    wsgi::process::exit(code)
 }
 
 /// `--reload`: the modification times of the app's files, polled once a second.

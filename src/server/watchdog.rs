@@ -30,7 +30,7 @@ impl Busy {
     /// `on_timeout` is only made when the watchdog is enabled.
     pub fn enter(enabled: bool, id: u16, on_timeout: impl FnOnce() -> OnTimeout) -> Busy {
         if enabled {
-            busy().lock().unwrap_or_else(|p| p.into_inner()).insert(std::thread::current().id(), (Instant::now(), id, on_timeout()));
+            busy().lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(std::thread::current().id(), (Instant::now(), id, on_timeout()));
         }
         Busy(enabled)
     }
@@ -39,7 +39,7 @@ impl Busy {
 impl Drop for Busy {
     fn drop(&mut self) {
         if self.0 {
-            busy().lock().unwrap_or_else(|p| p.into_inner()).remove(&std::thread::current().id());
+            busy().lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&std::thread::current().id());
         }
     }
 }
@@ -56,7 +56,7 @@ pub fn arm(timeout: Duration) {
     let spawned = std::thread::Builder::new().name("watchdog".into()).spawn(move || loop {
         std::thread::sleep(Duration::from_millis(250).min(timeout / 4).max(Duration::from_millis(10)));
         let stuck = {
-            let map = busy().lock().unwrap_or_else(|p| p.into_inner());
+            let map = busy().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             map.values().find(|(since, _, _)| since.elapsed() > timeout).map(|(since, id, on_timeout)| (since.elapsed(), *id, on_timeout.clone()))
         };
         if let Some((elapsed, id, on_timeout)) = stuck {

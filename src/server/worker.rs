@@ -3,12 +3,11 @@
 //! never blocks on a peer: what it owes a connection waits in that connection's queue until
 //! epoll says the socket is writable. Kept-alive connections from nginx never tie a thread
 //! down.
-// TODO(layout): move to sys (the Epoll wrapper).
-#![allow(unsafe_code)]
 
 use super::listen::{self, Listener};
 use super::{watchdog, STOP};
 use crate::gateway::fastcgi::{self as conn, Conn, Settings, Step};
+use crate::sys::Epoll;
 use crate::wsgi;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -40,42 +39,6 @@ fn drop_conn(conns: &mut Table, fd: RawFd) {
     if let Some(e) = conns.remove(&fd) {
         // Closing the fd takes it out of the epoll set (it is never dup'ed).
         e.conn.close();
-    }
-}
-
-/// An epoll instance, closed on drop.
-struct Epoll(RawFd);
-
-impl Epoll {
-    fn new() -> std::io::Result<Epoll> {
-        // SAFETY: plain syscall; the fd is owned by the returned value.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(Epoll(fd))
-    }
-
-    fn ctl(&self, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> std::io::Result<()> {
-        let mut ev = libc::epoll_event { events, u64: token };
-        // SAFETY: `ev` outlives the call; the kernel copies it.
-        if unsafe { libc::epoll_ctl(self.0, op, fd, &mut ev) } < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    fn wait(&self, events: &mut [libc::epoll_event], ms: i32) -> usize {
-        // SAFETY: the buffer holds `events.len()` entries.
-        let n = unsafe { libc::epoll_wait(self.0, events.as_mut_ptr(), events.len() as i32, ms) };
-        usize::try_from(n).unwrap_or(0)
-    }
-}
-
-impl Drop for Epoll {
-    fn drop(&mut self) {
-        // SAFETY: we own the fd.
-        unsafe { libc::close(self.0) };
     }
 }
 
@@ -129,7 +92,7 @@ impl Recycle {
             return true;
         }
         let Some(limit) = self.max_rss_kib else { return false };
-        let mut last = self.last_rss_check.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = self.last_rss_check.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if last.elapsed() < Duration::from_secs(1) {
             return false;
         }

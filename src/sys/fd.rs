@@ -87,7 +87,7 @@ pub fn ready_pipe() -> io::Result<(ReadyWait, ReadySignal)> {
 fn poll_one(fd: RawFd, events: libc::c_short, ms: i32) -> io::Result<bool> {
     let mut pfd = libc::pollfd { fd, events, revents: 0 };
     // SAFETY: one valid pollfd.
-    let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+    let rc = unsafe { libc::poll(&raw mut pfd, 1, ms) };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -106,7 +106,7 @@ pub fn wait_writable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
     let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
     loop {
         match poll_one(fd, libc::POLLOUT, ms) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             other => return other,
         }
     }
@@ -124,7 +124,7 @@ pub fn is_listening_socket(fd: RawFd) -> bool {
     let mut val: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: getsockopt writes at most `len` bytes into `val`, which is that large.
-    let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN, (&mut val as *mut libc::c_int).cast(), &mut len) };
+    let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN, (&raw mut val).cast(), &raw mut len) };
     rc == 0 && val != 0
 }
 

@@ -49,7 +49,7 @@ pub fn raise(sig: libc::c_int) {
 pub fn reap() -> Option<(libc::pid_t, libc::c_int)> {
     let mut status = 0;
     // SAFETY: waitpid writes the status into a live int.
-    let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+    let pid = unsafe { libc::waitpid(-1, &raw mut status, libc::WNOHANG) };
     (pid > 0).then_some((pid, status))
 }
 
@@ -80,8 +80,8 @@ pub fn set_signal(sig: libc::c_int, handler: Option<extern "C" fn(libc::c_int)>)
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
         sa.sa_sigaction = handler.map_or(libc::SIG_IGN, |h| h as usize);
-        libc::sigemptyset(&mut sa.sa_mask);
-        libc::sigaction(sig, &sa, std::ptr::null_mut());
+        libc::sigemptyset(&raw mut sa.sa_mask);
+        libc::sigaction(sig, &raw const sa, std::ptr::null_mut());
     }
 }
 
@@ -94,7 +94,7 @@ pub fn page_size() -> u64 {
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes one timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
@@ -124,7 +124,7 @@ pub fn detach_on_exec(cmd: &mut Command, keep: RawFd) {
                 }
                 if libc::syscall(libc::SYS_close_range, first, last, libc::CLOSE_RANGE_CLOEXEC) != 0 {
                     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-                    let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 { lim.rlim_cur.min(1 << 20) as libc::c_uint } else { 1024 };
+                    let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) == 0 { lim.rlim_cur.min(1 << 20) as libc::c_uint } else { 1024 };
                     for fd in first..last.min(max) {
                         libc::fcntl(fd as RawFd, libc::F_SETFD, libc::FD_CLOEXEC);
                     }

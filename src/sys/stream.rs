@@ -44,7 +44,7 @@ impl Stream {
     pub fn has_unread(&self) -> bool {
         let mut byte = 0u8;
         // SAFETY: recv writes at most one byte into `byte`.
-        let n = unsafe { libc::recv(self.fd(), (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+        let n = unsafe { libc::recv(self.fd(), (&raw mut byte).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
         n > 0
     }
 
@@ -62,8 +62,7 @@ impl Stream {
         }
         let e = io::Error::last_os_error();
         match e.kind() {
-            io::ErrorKind::WouldBlock => Ok(None),
-            io::ErrorKind::Interrupted => Ok(None),
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
             _ => Err(e),
         }
     }

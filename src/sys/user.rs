@@ -21,7 +21,7 @@ pub fn peer_cred(fd: RawFd) -> io::Result<(i32, u32)> {
     let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
     let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
     // SAFETY: getsockopt writes at most `len` bytes into `cred`, which is that large.
-    let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_PEERCRED, (&mut cred as *mut libc::ucred).cast(), &mut len) };
+    let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_PEERCRED, (&raw mut cred).cast(), &raw mut len) };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
@@ -107,7 +107,7 @@ pub fn drop_privileges(uid: u32, gid: u32, user: Option<&CStr>) -> Result<(), St
     unsafe {
         let groups_ok = match user {
             Some(name) => libc::initgroups(name.as_ptr(), gid) == 0,
-            None => libc::setgroups(1, &gid) == 0,
+            None => libc::setgroups(1, &raw const gid) == 0,
         };
         if !groups_ok {
             return Err(fail("setgroups"));

@@ -33,12 +33,11 @@ fn run_file<'py>(py: Python<'py>, path: &Path) -> PyResult<Bound<'py, PyAny>> {
     // (~1 ms a CGI request), and importlib.util more (~3 ms). SourceFileLoader takes any
     // extension (a drop-in is `app.cgi`) and caches bytecode.
     let modules = sys.getattr("modules")?;
-    let (external, bootstrap) = match (modules.get_item("_frozen_importlib_external"), modules.get_item("_frozen_importlib")) {
-        (Ok(e), Ok(b)) => (e, b),
-        _ => {
-            let m = py.import("importlib.machinery")?.into_any();
-            (m.clone(), m)
-        }
+    let (external, bootstrap) = if let (Ok(e), Ok(b)) = (modules.get_item("_frozen_importlib_external"), modules.get_item("_frozen_importlib")) {
+        (e, b)
+    } else {
+        let m = py.import("importlib.machinery")?.into_any();
+        (m.clone(), m)
     };
     let loader = external.getattr("SourceFileLoader")?.call1((&name, path_str.as_ref()))?;
     let spec = bootstrap.getattr("ModuleSpec")?.call1((&name, &loader))?;

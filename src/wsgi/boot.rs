@@ -12,7 +12,7 @@ pub enum BootError {
     #[error("--chdir {0}")]
     Chdir(String),
     #[error(transparent)]
-    Embed(#[from] crate::error::EmbedError),
+    Embed(#[from] crate::wsgi::EmbedError),
     /// `hint` is empty or a `\nhint: …` line saying what to do.
     #[error("cannot load the app {spec}:\n{traceback}{hint}")]
     Load { spec: String, traceback: String, hint: String },

@@ -20,8 +20,8 @@ impl Doctor {
             env.insert(k.str()?.to_str()?.to_owned(), value);
         }
         let warns = doctor::warnings(&env);
-        let query = env.get("QUERY_STRING").map(String::as_str).unwrap_or("");
-        let accept = env.get("HTTP_ACCEPT").map(String::as_str).unwrap_or("");
+        let query = env.get("QUERY_STRING").map_or("", String::as_str);
+        let accept = env.get("HTTP_ACCEPT").map_or("", String::as_str);
         let json = query.split('&').any(|p| p == "format=json") || accept.contains("application/json");
         let (body, ctype) =
             if json { (doctor::render_json(&env, &warns), "application/json") } else { (doctor::render_html(&env, &warns), "text/html; charset=utf-8") };

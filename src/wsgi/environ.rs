@@ -99,14 +99,13 @@ impl Template {
     }
 
     pub fn build<'py>(&self, py: Python<'py>, req: &Request, input: Bound<'py, Input>, errors: Bound<'py, Errors>) -> PyResult<Bound<'py, PyDict>> {
-        let current = self.learned.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let learned = match current {
-            Some(l) => l,
-            None => {
-                let l = Arc::new(Learned::from_request(py, req, self.model)?);
-                self.swap(Some(l.clone()));
-                l
-            }
+        let current = self.learned.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let learned = if let Some(l) = current {
+            l
+        } else {
+            let l = Arc::new(Learned::from_request(py, req, self.model)?);
+            self.swap(Some(l.clone()));
+            l
         };
         let environ = learned.dict.bind(py).copy()?;
         let mut used = [false; MAX_LEARNED];
@@ -117,15 +116,12 @@ impl Template {
                 _ if name.len() <= MAX_LEARNED_NAME => learned.names.iter().position(|(n, _)| n == name),
                 _ => None,
             };
-            match slot {
-                Some(j) => {
-                    used[j] = true;
-                    environ.set_item(learned.names[j].1.bind(py), value)?;
-                }
-                None => {
-                    misses += 1;
-                    environ.set_item(name, value)?;
-                }
+            if let Some(j) = slot {
+                used[j] = true;
+                environ.set_item(learned.names[j].1.bind(py), value)?;
+            } else {
+                misses += 1;
+                environ.set_item(name, value)?;
             }
         }
         for (j, (_, key)) in learned.names.iter().enumerate() {
@@ -143,7 +139,7 @@ impl Template {
 
     /// Install a new template; the old one is dropped after the lock is released.
     fn swap(&self, new: Option<Arc<Learned>>) {
-        let old = std::mem::replace(&mut *self.learned.lock().unwrap_or_else(|p| p.into_inner()), new);
+        let old = std::mem::replace(&mut *self.learned.lock().unwrap_or_else(std::sync::PoisonError::into_inner), new);
         drop(old);
     }
 }

@@ -3,7 +3,7 @@
 // The embedding API (PyConfig, the version string) is C: allowed here, each with its SAFETY.
 #![allow(unsafe_code)]
 
-use crate::error::EmbedError;
+use crate::wsgi::EmbedError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
@@ -69,7 +69,9 @@ pub fn initialize(venv: Option<&Path>) -> Result<(), EmbedError> {
         Some(v) => Some(check_venv(v)?),
         None => built_for,
     };
-    let executable = executable.map(|p| CString::new(p.as_os_str().as_bytes()).expect("paths hold no NUL"));
+    let executable = executable
+        .map(|p| CString::new(p.as_os_str().as_bytes()).map_err(|_| EmbedError::Init(format!("{}: a NUL byte in the path", p.display()))))
+        .transpose()?;
     // SAFETY: the standard embedding sequence (PEP 587), run once on this thread before any
     // other Python call; the config structs are initialised by CPython before use and cleared after.
     unsafe {
@@ -78,7 +80,7 @@ pub fn initialize(venv: Option<&Path>) -> Result<(), EmbedError> {
         let mut pre = pre.assume_init();
         // Apache gives CGI programs an empty environment: without this the locale is ASCII.
         pre.utf8_mode = 1;
-        if let Some(e) = status_error(ffi::Py_PreInitialize(&pre)) {
+        if let Some(e) = status_error(ffi::Py_PreInitialize(&raw const pre)) {
             return Err(e);
         }
         let mut cfg = MaybeUninit::<ffi::PyConfig>::zeroed();
@@ -126,14 +128,14 @@ pub fn site_dirs(prefix: &Path, base_prefix: &Path, version: &str, include_syste
             p.join(format!("lib/python{xy}/site-packages")),
         ]
     };
-    let mut dirs = if prefix != base_prefix {
+    let mut dirs = if prefix == base_prefix {
+        system(prefix)
+    } else {
         let mut d = vec![prefix.join(format!("lib/python{xy}/site-packages"))];
         if include_system {
             d.extend(system(base_prefix));
         }
         d
-    } else {
-        system(prefix)
     };
     dirs.retain(|d| d.is_dir());
     dirs.dedup();
@@ -169,6 +171,7 @@ fn process_pth(py: Python<'_>, dir: &Path, name: &str, path: &Bound<'_, PyList>)
 }
 
 /// Add the site-packages directories (and run their `.pth` files), as `site` would.
+#[allow(clippy::case_sensitive_file_extension_comparisons, reason = "`site` itself reads lower-case .pth files only")]
 pub fn add_site_packages(py: Python<'_>, venv: Option<&Path>) -> PyResult<()> {
     let sys = py.import("sys")?;
     if let Some(venv) = venv {
@@ -190,11 +193,12 @@ pub fn add_site_packages(py: Python<'_>, venv: Option<&Path>) -> PyResult<()> {
         if !path.contains(dir_str.as_ref())? {
             path.append(dir_str.as_ref())?;
         }
-        let mut pth: Vec<String> =
-            std::fs::read_dir(&dir).map(|rd| rd.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).collect()).unwrap_or_default();
-        pth.retain(|n| n.ends_with(".pth") && !n.starts_with('.') && !SKIPPED_PTH.contains(&n.as_str()));
-        pth.sort();
-        for name in &pth {
+        let mut pth_files: Vec<String> = std::fs::read_dir(&dir)
+            .map(|rd| rd.filter_map(std::result::Result::ok).filter_map(|e| e.file_name().into_string().ok()).collect())
+            .unwrap_or_default();
+        pth_files.retain(|n| n.ends_with(".pth") && !n.starts_with('.') && !SKIPPED_PTH.contains(&n.as_str()));
+        pth_files.sort();
+        for name in &pth_files {
             process_pth(py, &dir, name, &path);
         }
     }

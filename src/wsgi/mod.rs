@@ -23,6 +23,17 @@ use crate::http::response::ResponseSink;
 use crate::http::role::Role;
 use pyo3::prelude::*;
 
+/// Problems bringing up the embedded interpreter or loading the app.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    #[error("venv {path}: {why}")]
+    Venv { path: std::path::PathBuf, why: String },
+    #[error("the venv {path} is for Python {venv}, but this cgi2wsgi is linked against Python {linked} (a binary embeds one Python version): rebuild it for the venv's Python with `PYO3_PYTHON={venv_python} cargo build --release`, or recreate the venv with Python {linked}: `python{linked_xy} -m venv {path}`")]
+    VersionMismatch { path: std::path::PathBuf, venv: String, linked: String, venv_python: String, linked_xy: String },
+    #[error("Python initialization failed: {0}")]
+    Init(String),
+}
+
 /// The loaded WSGI callable. Only `boot` makes one; gateways hold it and hand it to `serve`.
 pub struct App(Py<PyAny>);
 

@@ -1,5 +1,6 @@
 //! What a process (not a request) needs from Python: a request thread's thread state, the
-//! fork protocol, `gc.freeze` before forking workers, and the stack dump of `--timeout`.
+//! fork protocol, `gc.freeze` before forking workers, the stack dump of `--timeout`, and
+//! leaving the process (`exit`).
 // The fork hooks are C calls: allowed here, with their SAFETY.
 #![allow(unsafe_code)]
 
@@ -49,4 +50,13 @@ pub fn register_stack_dump(signal: i32) -> Result<(), String> {
         fh.call_method("register", (signal,), Some(&kwargs)).map(|_| ())
     })
     .map_err(|e| e.to_string())
+}
+
+/// Leave the process: run the app's atexit handlers, flush, and `_exit` without
+/// `Py_Finalize` (which would wait on the app's threads and can crash in extensions).
+pub fn exit(code: i32) -> ! {
+    super::interp::shutdown();
+    let _ = std::io::Write::flush(&mut std::io::stderr());
+    // Everything worth keeping was flushed above.
+    sys::exit_now(code)
 }

@@ -12,13 +12,11 @@
 //! server that sends the whole body before reading the response (mod_proxy_fcgi) can never
 //! deadlock against an app that answers without reading it.
 
-use crate::error::ConnError;
-use crate::error::ConnError;
 use crate::fastcgi::codec::{Config as CodecConfig, Connection, Event};
 use crate::fastcgi::encode;
-use crate::fastcgi::record::{ProtocolStatus, MAX_CONTENT_LEN};
+use crate::fastcgi::record::ProtocolStatus;
 use crate::http::request::{BodyLength, Request};
-use crate::http::response::{error_response_bytes, ResponseHead, ResponseSink};
+use crate::http::response::error_response_bytes;
 use crate::http::role::Role;
 use crate::http::spool::Spool;
 use crate::sys::Stream;
@@ -26,9 +24,19 @@ use crate::wsgi;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+/// Why a FastCGI connection ended early (logged; the connection is closed).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error(transparent)]
+    Protocol(#[from] crate::fastcgi::ProtocolError),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the web server does not read its answers ({0} bytes queued for it)")]
+    NotReading(usize),
+}
 
 /// What every connection of this process shares.
 pub struct Settings {
@@ -126,7 +134,7 @@ impl Conn {
     }
 
     fn lock(&self) -> MutexGuard<'_, Shared> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn fd(&self) -> std::os::fd::RawFd {
@@ -263,103 +271,111 @@ impl Shared {
 
     fn advance(&mut self, settings: &Settings) -> Result<Step, ConnError> {
         while let Some(event) = self.next_event()? {
-            match event {
-                Event::Request { id, keep_conn, role, params } => {
-                    let request = Request::from_cgi_vars(params, settings.max_body, settings.script_name.as_deref()).map(|mut r| {
-                        if settings.fcgi_role || role != Role::Responder {
-                            r.serve_as(role);
-                        }
-                        r
-                    });
-                    let request = request.map_err(|e| {
-                        log::warn!("request {id} refused: {e}");
-                        (e.status(), e.to_string())
-                    });
-                    // An authorizer has no body (FastCGI 6.3) and mod_authnz_fcgi sends no STDIN
-                    // at all: it is answered now; STDIN records for it are ignored.
-                    if role == Role::Authorizer {
-                        match request {
-                            Ok(request) => return Ok(Step::Run(Ready { id, keep_conn, request, spool: Spool::with_expected(None) })),
-                            Err((status, detail)) => {
-                                self.refuse(id, status, &detail)?;
-                                if self.finish(id, keep_conn) {
-                                    return Ok(Step::Close);
-                                }
-                                continue;
-                            }
-                        }
-                    }
-                    let expected = match &request {
-                        Ok(Request { body: BodyLength::Exact(n), .. }) => Some(*n),
-                        _ => None,
-                    };
-                    self.pending.insert(id, Pending { keep_conn, request, spool: Spool::with_expected(expected) });
-                }
+            let step = match event {
+                Event::Request { id, keep_conn, role, params } => self.on_request(settings, id, keep_conn, role, params)?,
                 Event::Stdin { id, data } => {
-                    let Some(p) = self.pending.get_mut(&id) else { continue };
-                    // Bytes past CONTENT_LENGTH are dropped (FastCGI §6.2).
-                    if let Ok(req) = &p.request {
-                        let want = match req.body {
-                            BodyLength::None => 0,
-                            BodyLength::Exact(n) => n,
-                            BodyLength::UntilEof => u64::MAX,
-                        };
-                        let room = want.saturating_sub(p.spool.len());
-                        let take = data.len().min(usize::try_from(room).unwrap_or(usize::MAX));
-                        match (req.body, settings.max_body) {
-                            (BodyLength::UntilEof, Some(limit)) if p.spool.len() + take as u64 > limit => {
-                                log::warn!("request {id}: chunked body over --max-body ({limit} bytes)");
-                                p.request = Err(("413 Content Too Large", "The request body is too large.".into()));
-                            }
-                            _ => p.spool.write(&data[..take])?,
-                        }
-                    }
+                    self.on_stdin(settings, id, &data)?;
+                    None
                 }
-                Event::StdinEnd { id } => {
-                    let Some(p) = self.pending.remove(&id) else { continue };
-                    match p.request {
-                        Ok(request) => {
-                            if let BodyLength::Exact(n) = request.body {
-                                if p.spool.len() < n {
-                                    log::warn!("request {id}: STDIN ended after {} of {n} bytes (CONTENT_LENGTH); the client hung up mid-body", p.spool.len());
-                                    self.refuse(id, "400 Bad Request", "The request body is shorter than its Content-Length.")?;
-                                    if self.finish(id, p.keep_conn) {
-                                        return Ok(Step::Close);
-                                    }
-                                    continue;
-                                }
-                            }
-                            return Ok(Step::Run(Ready { id, keep_conn: p.keep_conn, request, spool: p.spool }));
-                        }
-                        // Refused: the body was read and dropped first, so a web server still
-                        // sending it never sees a reset (its 413 would become a 502), and a
-                        // kept-alive connection stays usable (FastCGI §5.1).
-                        Err((status, detail)) => {
-                            self.refuse(id, status, &detail)?;
-                            if self.finish(id, p.keep_conn) {
-                                return Ok(Step::Close);
-                            }
-                        }
-                    }
-                }
+                Event::StdinEnd { id } => self.on_stdin_end(id)?,
                 Event::Abort { id } => {
                     // Before or during its STDIN (an abort during the app is seen by the sink).
                     let keep_conn = self.pending.remove(&id).is_none_or(|p| p.keep_conn);
                     self.end_request(id)?;
-                    if self.finish(id, keep_conn) {
-                        return Ok(Step::Close);
-                    }
+                    self.close_if_done(id, keep_conn)
                 }
                 event @ (Event::GetValues { .. } | Event::UnknownManagementType { .. } | Event::Reject { .. }) => {
                     let close = matches!(event, Event::Reject { keep_conn: false, .. }) && self.codec.active_count() == 0;
                     self.answer_management(&event)?;
-                    if close {
-                        return Ok(Step::Close);
-                    }
+                    close.then_some(Step::Close)
                 }
+            };
+            if let Some(step) = step {
+                return Ok(step);
             }
         }
         Ok(Step::Wait)
+    }
+
+    /// PARAMS are complete: build the request (or its refusal) and wait for its STDIN, or,
+    /// for an authorizer, run it now.
+    fn on_request(&mut self, settings: &Settings, id: u16, keep_conn: bool, role: Role, params: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Option<Step>, ConnError> {
+        let request = Request::from_cgi_vars(params, settings.max_body, settings.script_name.as_deref()).map(|mut r| {
+            if settings.fcgi_role || role != Role::Responder {
+                r.serve_as(role);
+            }
+            r
+        });
+        let request = request.map_err(|e| {
+            log::warn!("request {id} refused: {e}");
+            (e.status(), e.to_string())
+        });
+        // An authorizer has no body (FastCGI 6.3) and mod_authnz_fcgi sends no STDIN
+        // at all: it is answered now; STDIN records for it are ignored.
+        if role == Role::Authorizer {
+            return match request {
+                Ok(request) => Ok(Some(Step::Run(Ready { id, keep_conn, request, spool: Spool::with_expected(None) }))),
+                Err((status, detail)) => self.refuse_and_finish(id, keep_conn, status, &detail),
+            };
+        }
+        let expected = match &request {
+            Ok(Request { body: BodyLength::Exact(n), .. }) => Some(*n),
+            _ => None,
+        };
+        self.pending.insert(id, Pending { keep_conn, request, spool: Spool::with_expected(expected) });
+        Ok(None)
+    }
+
+    /// A STDIN record: spool what CONTENT_LENGTH allows (bytes past it are dropped,
+    /// FastCGI §6.2), refuse a chunked body over `--max-body`.
+    fn on_stdin(&mut self, settings: &Settings, id: u16, data: &[u8]) -> Result<(), ConnError> {
+        let Some(p) = self.pending.get_mut(&id) else { return Ok(()) };
+        let Ok(req) = &p.request else { return Ok(()) };
+        let want = match req.body {
+            BodyLength::None => 0,
+            BodyLength::Exact(n) => n,
+            BodyLength::UntilEof => u64::MAX,
+        };
+        let room = want.saturating_sub(p.spool.len());
+        let take = data.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        match (req.body, settings.max_body) {
+            (BodyLength::UntilEof, Some(limit)) if p.spool.len() + take as u64 > limit => {
+                log::warn!("request {id}: chunked body over --max-body ({limit} bytes)");
+                p.request = Err(("413 Content Too Large", "The request body is too large.".into()));
+            }
+            _ => p.spool.write(&data[..take])?,
+        }
+        Ok(())
+    }
+
+    /// The end of a request's STDIN: run it, or answer its refusal.
+    fn on_stdin_end(&mut self, id: u16) -> Result<Option<Step>, ConnError> {
+        let Some(p) = self.pending.remove(&id) else { return Ok(None) };
+        match p.request {
+            Ok(request) => {
+                if let BodyLength::Exact(n) = request.body {
+                    if p.spool.len() < n {
+                        log::warn!("request {id}: STDIN ended after {} of {n} bytes (CONTENT_LENGTH); the client hung up mid-body", p.spool.len());
+                        return self.refuse_and_finish(id, p.keep_conn, "400 Bad Request", "The request body is shorter than its Content-Length.");
+                    }
+                }
+                Ok(Some(Step::Run(Ready { id, keep_conn: p.keep_conn, request, spool: p.spool })))
+            }
+            // Refused: the body was read and dropped first, so a web server still
+            // sending it never sees a reset (its 413 would become a 502), and a
+            // kept-alive connection stays usable (FastCGI §5.1).
+            Err((status, detail)) => self.refuse_and_finish(id, p.keep_conn, status, &detail),
+        }
+    }
+
+    fn refuse_and_finish(&mut self, id: u16, keep_conn: bool, status: &str, detail: &str) -> Result<Option<Step>, ConnError> {
+        self.refuse(id, status, detail)?;
+        Ok(self.close_if_done(id, keep_conn))
+    }
+
+    /// After a request's END_REQUEST: `Close` if the connection must now close.
+    fn close_if_done(&mut self, id: u16, keep_conn: bool) -> Option<Step> {
+        self.finish(id, keep_conn).then_some(Step::Close)
     }
 
     /// The request is over (END_REQUEST sent): true if the connection must now close (no
@@ -545,110 +561,5 @@ fn refusal(role: u16, status: ProtocolStatus) -> Option<(&'static str, String)> 
     }
 }
 
-/// The response of one request as STDOUT records. The head waits for the first chunk, and
-/// the last chunk (when the app's result says which it is) waits for the end records, so a
-/// short response leaves in one write.
-struct FastCgiSink {
-    conn: Conn,
-    id: u16,
-    pending_head: Vec<u8>,
-    /// Encoded records not yet written.
-    held: Vec<u8>,
-    ended: Arc<AtomicBool>,
-}
-
-impl ResponseSink for FastCgiSink {
-    fn send_head(&mut self, head: &ResponseHead) -> io::Result<()> {
-        self.pending_head = head.to_cgi_bytes();
-        Ok(())
-    }
-
-    fn send_body(&mut self, chunk: &[u8], last: bool) -> io::Result<()> {
-        let head = std::mem::take(&mut self.pending_head);
-        let first = !head.is_empty();
-        stdout_with_head(&mut self.held, self.id, &head, chunk);
-        if last {
-            return Ok(());
-        }
-        let out = std::mem::take(&mut self.held);
-        let mut conn = self.conn.lock();
-        conn.stdout_written = true;
-        conn.send(&out)?;
-        // Most responses are one chunk (Flask's too, behind an iterator of unknown length):
-        // look for an ABORT from the second chunk on, sparing them a read that finds nothing.
-        if first {
-            return Ok(());
-        }
-        conn.poll_for_abort(self.id)
-    }
-
-    fn finish(&mut self) -> io::Result<()> {
-        let mut out = std::mem::take(&mut self.held);
-        let head = std::mem::take(&mut self.pending_head);
-        encode::stdout(&mut out, self.id, &head);
-        let mut conn = self.conn.lock();
-        conn.end_records(&mut out, self.id);
-        self.ended.store(true, Ordering::SeqCst);
-        conn.send(&out)
-    }
-}
-
-/// STDOUT records for `head` (maybe empty) and then `chunk`, the head and the start of the
-/// chunk sharing the first record: mod_authnz_fcgi passes a denial's body on only when it
-/// arrives in the record that ends the headers.
-fn stdout_with_head(out: &mut Vec<u8>, id: u16, head: &[u8], chunk: &[u8]) {
-    if head.is_empty() {
-        return encode::stdout(out, id, chunk);
-    }
-    let room = MAX_CONTENT_LEN.saturating_sub(head.len()).min(chunk.len());
-    let mut first = Vec::with_capacity(head.len() + room);
-    first.extend_from_slice(head);
-    first.extend_from_slice(&chunk[..room]);
-    encode::stdout(out, id, &first);
-    encode::stdout(out, id, &chunk[room..]);
-}
-
-/// `wsgi.errors`: our own log, and STDERR records (written with the GIL released).
-fn errors_sink(conn: Conn, id: u16) -> wsgi::ErrorSink {
-    Arc::new(move |text: &str| {
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            log::warn!("wsgi.errors: {line}");
-        }
-        let mut out = Vec::new();
-        encode::stderr(&mut out, id, text.as_bytes());
-        if out.is_empty() {
-            return;
-        }
-        let mut c = conn.lock();
-        // A thread the app left running may write after its request ended: records then
-        // belong to no request (and must not wait on the socket under this lock, which the
-        // event loop takes), so only the log has them.
-        if !c.codec.is_active(id) {
-            return;
-        }
-        // The web server may be gone; the text is in our own log anyway.
-        c.stderr_used = true;
-        let _ = c.send(&out);
-    })
-}
-
-impl Ready {
-    /// The FastCGI request id.
-    pub fn id(&self) -> u16 {
-        self.id
-    }
-}
-
-/// Run the app for a ready request on this thread (through the WSGI door, which takes the
-/// GIL); then end it and continue the connection.
-pub fn run(conn: &Conn, app: &wsgi::App, settings: &Settings, ready: Ready) -> Step {
-    let Ready { id, keep_conn, request, spool } = ready;
-    conn.lock().stdout_written = false;
-    let ended = Arc::new(AtomicBool::new(false));
-    let sink = FastCgiSink { conn: conn.clone(), id, pending_head: Vec::new(), held: Vec::new(), ended: ended.clone() };
-    match spool.into_reader() {
-        Ok(body) => wsgi::serve(app, &request, body, errors_sink(conn.clone(), id), Box::new(sink), &settings.policy).log(&request),
-        Err(e) => log::error!("request {id}: {e}"),
-    }
-    conn.after_request(settings, id, keep_conn, ended.load(Ordering::SeqCst), request.role)
-}
+mod respond;
+pub use respond::run;

@@ -418,8 +418,13 @@ fn run_child(args: &[OsString], vars: &[(String, String)]) -> std::io::Result<Ch
             v
         })
     };
-    let out = drain(Box::new(child.stdout.take().expect("piped")));
-    let err = drain(Box::new(child.stderr.take().expect("piped")));
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(std::io::Error::other("the child's output pipes are missing"));
+    };
+    let out = drain(Box::new(stdout));
+    let err = drain(Box::new(stderr));
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait()? {

@@ -231,9 +231,9 @@ impl Cli {
             None => None,
         };
         // Flags and variables beat the drop-in's lines (a `.fcgi` drop-in under mod_fcgid).
-        let max_requests = cli.max_requests.map_or_else(|| dropin_number("max-requests", &dropin.max_requests), |n| Ok(Some(n)))?;
-        let threads = cli.threads.map_or_else(|| dropin_number("threads", &dropin.threads), |n| Ok(Some(n as u64)))?;
-        let timeout = cli.timeout.map_or_else(|| dropin_number("timeout", &dropin.timeout), |n| Ok(Some(n)))?;
+        let max_requests = cli.max_requests.map_or_else(|| dropin_number("max-requests", dropin.max_requests.as_deref()), |n| Ok(Some(n)))?;
+        let threads = cli.threads.map_or_else(|| dropin_number("threads", dropin.threads.as_deref()), |n| Ok(Some(n as u64)))?;
+        let timeout = cli.timeout.map_or_else(|| dropin_number("timeout", dropin.timeout.as_deref()), |n| Ok(Some(n)))?;
         let roles = match cli.roles.as_deref().or(dropin.roles.as_deref()) {
             Some(list) => crate::http::role::Roles::parse(list).map_err(ConfigError::BadRoles)?,
             None => crate::http::role::Roles::default(),
@@ -323,8 +323,8 @@ impl Cli {
 }
 
 /// A whole-number drop-in setting, if the line is there.
-fn dropin_number(key: &'static str, text: &Option<String>) -> Result<Option<u64>, ConfigError> {
-    text.as_deref().map(|t| t.trim().parse::<u64>().map_err(|_| ConfigError::BadNumber { key, value: t.to_owned() })).transpose()
+fn dropin_number(key: &'static str, text: Option<&str>) -> Result<Option<u64>, ConfigError> {
+    text.map(|t| t.trim().parse::<u64>().map_err(|_| ConfigError::BadNumber { key, value: t.to_owned() })).transpose()
 }
 
 /// The accelerator's settings: flags and variables beat the drop-in's `persist*` settings.

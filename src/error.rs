@@ -13,8 +13,8 @@ pub enum ConfigError {
     NoApp,
     #[error("invalid app {spec:?}: {why}")]
     BadAppSpec { spec: String, why: String },
-    #[error("not started by a web server: fd 0 is not a listening socket and GATEWAY_INTERFACE is unset; run cgi2wsgi as a CGI program (cgi-bin or a '#!' drop-in) or a FastCGI responder, or force --mode cgi|fastcgi")]
-    NoGateway,
+    #[error("not started by a web server: fd 0 is not a listening socket and GATEWAY_INTERFACE is unset; to try the app from a shell as a server would run it, use `cgi2wsgi check {0}`; to serve, run cgi2wsgi as a CGI program (cgi-bin or a '#!' drop-in) or a FastCGI responder (--bind), or force --mode cgi|fastcgi")]
+    NoGateway(String),
     #[error("--socket-mode {0:?}: expected an octal mode such as 0660")]
     BadMode(String),
     #[error("'{0}' is a subcommand (cgi2wsgi {0} APP, first on the command line, not under a web server); an app module with that name is written ./{0}.py or {0}:application")]
@@ -35,6 +35,8 @@ pub enum ConfigError {
     BadIdleTimeout(String),
     #[error("{0} {1:?}: expected a whole number of seconds")]
     BadSeconds(&'static str, String),
+    #[error("drop-in setting {key} = {value:?}: expected a whole number")]
+    BadNumber { key: &'static str, value: String },
     #[error("--roles: {0}")]
     BadRoles(String),
 }

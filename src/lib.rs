@@ -92,6 +92,12 @@ pub fn run() -> i32 {
             }
         };
     }
+    // `cgi2wsgi check APP`: one request as a web server would run it, from a shell.
+    if !in_cgi && args.get(1).is_some_and(|a| a == "check") {
+        let mut check_args = args;
+        check_args.remove(1);
+        return cli::check::main(check_args, version_string());
+    }
     // `cgi2wsgi --generate man|bash|...` (dev/package): the man page and completions.
     if !in_cgi && args.get(1).is_some_and(|a| a == "--generate") {
         return cli::generate::main(&args);
@@ -101,10 +107,14 @@ pub fn run() -> i32 {
         Err(cli::ArgsExit::Shown) => return 0,
         Err(cli::ArgsExit::Error(line)) => return config_failure(&line, in_cgi),
     };
-    let config = match config {
+    let mut config = match config {
         Ok(c) => c,
         Err(e) => return config_failure(&e.to_string(), in_cgi),
     };
+    // `cgi2wsgi check`'s child serves in-process: its log is what check reports.
+    if std::env::var_os(cli::check::CHILD_VAR).is_some() {
+        config.persist.enabled = false;
+    }
     init_logging(&config.log_level);
     if config.persist.worker_socket.is_some() {
         return accel::worker::run(&config);

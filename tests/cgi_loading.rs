@@ -124,6 +124,7 @@ fn not_started_by_a_server_is_exit_2_naming_gateway_interface() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.starts_with("cgi2wsgi:") && stderr.contains("GATEWAY_INTERFACE"), "{stderr:?}");
+    assert!(stderr.contains(&format!("cgi2wsgi check {}", example("hello.py"))), "the error names `cgi2wsgi check`: {stderr:?}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr:?}");
     assert!(out.stdout.is_empty());
 }

@@ -290,7 +290,8 @@ pub fn main(args: &BenchArgs, resolve: Resolve) -> i32 {
 
 /// The last non-empty line of a child's log, where a traceback names its exception.
 pub(crate) fn last_line(text: &str) -> Option<&str> {
-    text.lines().map(str::trim).rfind(|l| !l.is_empty())
+    // A `hint:` line after a load error's traceback is advice, not the exception.
+    text.lines().map(str::trim).rfind(|l| !l.is_empty() && !l.starts_with("hint: "))
 }
 
 /// The interpreter wsgiref runs under: the venv's, else the one cgi2wsgi was built for.

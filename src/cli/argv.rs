@@ -13,7 +13,8 @@ use std::path::Path;
 /// Environment lookup, so tests can pass a synthetic environment.
 pub type Env<'a> = &'a dyn Fn(&str) -> Option<OsString>;
 
-fn same_file(a: &Path, b: &Path) -> bool {
+/// The same file (by device and inode), however each is named.
+pub fn same_file(a: &Path, b: &Path) -> bool {
     if a == b {
         return true;
     }

@@ -39,9 +39,39 @@ pub struct DropIn {
     pub access_log: Option<PathBuf>,
     /// `roles = responder,authorizer` (FastCGI drop-ins under mod_fcgid).
     pub roles: Option<String>,
+    /// FastCGI settings a `.fcgi` drop-in under mod_fcgid has no other way to give.
+    pub max_requests: Option<String>,
+    pub threads: Option<String>,
+    pub timeout: Option<String>,
+    /// Each setting's key as written and its line number, in file order (for `cgi2wsgi check`).
+    pub lines: Vec<(String, usize)>,
 }
 
 const MARKER: &str = "cgi2wsgi:";
+
+/// Every key a drop-in line may set.
+pub const KEYS: [&str; 20] = [
+    "app",
+    "venv",
+    "pythonpath",
+    "chdir",
+    "env",
+    "callable",
+    "max-body",
+    "script-name",
+    "log-level",
+    "debug",
+    "persist",
+    "persist-idle-timeout",
+    "persist-dir",
+    "persist-timeout",
+    "persist-start-timeout",
+    "access-log",
+    "roles",
+    "max-requests",
+    "threads",
+    "timeout",
+];
 /// The comment block is read up to this many bytes; settings further down are not looked for.
 const HEADER_LIMIT: u64 = 64 * 1024;
 
@@ -61,6 +91,8 @@ impl DropIn {
             let Some(comment) = line.strip_prefix('#') else { break };
             let Some(setting) = comment.trim_start().strip_prefix(MARKER) else { continue };
             out.apply(setting.trim(), base).map_err(|why| ConfigError::DropIn { file: path.to_owned(), line: index + 1, why })?;
+            let key = setting.split_once('=').map_or("", |(k, _)| k).trim().replace('_', "-");
+            out.lines.push((key, index + 1));
         }
         Ok(out)
     }
@@ -87,7 +119,10 @@ impl DropIn {
             "persist-start-timeout" | "persist_start_timeout" => self.persist_start_timeout = Some(value),
             "access-log" | "access_log" => self.access_log = Some(path(&value)),
             "roles" => self.roles = Some(value),
-            _ => return Err(format!("unknown setting {key:?} (known: app, venv, pythonpath, chdir, env, callable, max-body, script-name, log-level, debug, persist, persist-idle-timeout, persist-dir, persist-timeout, persist-start-timeout, access-log, roles)")),
+            "max-requests" | "max_requests" => self.max_requests = Some(value),
+            "threads" => self.threads = Some(value),
+            "timeout" => self.timeout = Some(value),
+            _ => return Err(format!("unknown setting {key:?} (known: {})", KEYS.join(", "))),
         }
         Ok(())
     }
@@ -118,6 +153,14 @@ mod tests {
         assert!(d.pythonpath[0].ends_with("lib") && d.pythonpath[0].is_absolute());
         assert_eq!(d.env, vec!["A=b=c".to_string()]);
         assert_eq!(d.debug, Some(true));
+    }
+
+    #[test]
+    fn fastcgi_keys_and_their_lines() {
+        let d = parse("#!/x\n# cgi2wsgi: max-requests = 500\n# cgi2wsgi: threads = 4\n# cgi2wsgi: timeout = 30\n# cgi2wsgi: max_body = 1M\n").unwrap();
+        assert_eq!((d.max_requests.as_deref(), d.threads.as_deref(), d.timeout.as_deref()), (Some("500"), Some("4"), Some("30")));
+        let keys: Vec<(&str, usize)> = d.lines.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+        assert_eq!(keys, vec![("max-requests", 2), ("threads", 3), ("timeout", 4), ("max-body", 5)]);
     }
 
     #[test]

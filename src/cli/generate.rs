@@ -10,11 +10,18 @@ use clap_complete::Shell;
 use std::ffi::OsString;
 use std::io::Write;
 
-/// The whole command as a user sees it: the serving options plus the `bench` subcommand.
+/// The whole command as a user sees it: the serving options plus the `bench` and `check`
+/// subcommands.
 fn command() -> clap::Command {
     Cli::command()
         .version(env!("CARGO_PKG_VERSION"))
         .subcommand(BenchArgs::command().name("bench").about("Measure per-request CGI, accelerated CGI and persistent FastCGI for an app"))
+        .subcommand(
+            super::check::CheckArgs::command()
+                .name("check")
+                .about("Run APP once as a web server would and say what would go wrong")
+                .mut_args(|a| a.env(None::<&str>)),
+        )
 }
 
 /// Write what `what` names to stdout; returns the exit status.
@@ -52,7 +59,7 @@ mod tests {
         let mut buf = Vec::new();
         clap_mangen::Man::new(command()).render(&mut buf).unwrap();
         let page = String::from_utf8(buf).unwrap();
-        for needle in [".TH cgi2wsgi", "\\-\\-venv", "CGI2WSGI_VENV", "bench"] {
+        for needle in [".TH cgi2wsgi", "\\-\\-venv", "CGI2WSGI_VENV", "bench", "check"] {
             assert!(page.contains(needle), "man page lacks {needle}");
         }
     }

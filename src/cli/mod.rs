@@ -3,6 +3,7 @@
 //! drop-in's settings) into the plain values of `config`. clap's errors become one line here.
 
 pub mod argv;
+pub mod check;
 pub mod dropin;
 pub mod generate;
 
@@ -39,6 +40,7 @@ pub enum Mode {
                     cgi2wsgi --bind unix:/run/cgi2wsgi/app.sock --socket-group www-data --venv /srv/app/venv /srv/app/app.py\n  \
                     cgi2wsgi --bind 127.0.0.1:9000 --pythonpath /srv/mysite mysite.wsgi:application\n  \
                     cgi2wsgi --app builtin:doctor     (mount it where the app goes: shows what the server sends, with fixes)\n  \
+                    cgi2wsgi check app.cgi             (from a shell: run the app once as a web server would, and say what would go wrong)\n  \
                     cgi2wsgi bench APP                 (per-request CGI against a persistent worker: see cgi2wsgi bench --help)\n\n\
                   Recipes for Apache, nginx, lighttpd, systemd, shared hosting and Django: see the README."
 )]
@@ -142,8 +144,8 @@ pub struct Cli {
     pub reload: bool,
 
     /// FastCGI: request threads per worker (default 1: no GIL contention)
-    #[arg(long, value_name = "N", env = "CGI2WSGI_THREADS", default_value_t = 1)]
-    pub threads: usize,
+    #[arg(long, value_name = "N", env = "CGI2WSGI_THREADS")]
+    pub threads: Option<usize>,
 
     /// FastCGI: connections kept open per request thread (default 256)
     #[arg(long, value_name = "N", env = "CGI2WSGI_MAX_CONNS")]
@@ -190,7 +192,7 @@ pub struct Cli {
 }
 
 /// Words that are (or will be) subcommands and so cannot name an app in the first position.
-pub const RESERVED: [&str; 1] = ["bench"];
+pub const RESERVED: [&str; 2] = ["bench", "check"];
 
 /// Parse `10`, `64K`, `1M`, `2G` (powers of 1024).
 pub fn parse_size(s: &str) -> Result<u64, ConfigError> {
@@ -247,6 +249,10 @@ impl Cli {
             Some(s) => Some(parse_size(&s)?),
             None => None,
         };
+        // Flags and variables beat the drop-in's lines (a `.fcgi` drop-in under mod_fcgid).
+        let max_requests = cli.max_requests.map_or_else(|| dropin_number("max-requests", dropin.max_requests.as_deref()), |n| Ok(Some(n)))?;
+        let threads = cli.threads.map_or_else(|| dropin_number("threads", dropin.threads.as_deref()), |n| Ok(Some(n as u64)))?;
+        let timeout = cli.timeout.map_or_else(|| dropin_number("timeout", dropin.timeout.as_deref()), |n| Ok(Some(n)))?;
         let roles = match cli.roles.as_deref().or(dropin.roles.as_deref()) {
             Some(list) => crate::http::role::Roles::parse(list).map_err(ConfigError::BadRoles)?,
             None => crate::http::role::Roles::default(),
@@ -270,14 +276,14 @@ impl Cli {
             log_file: cli.log_file,
             access_log: cli.access_log.or_else(|| dropin.access_log.clone()),
             max_conns: cli.max_conns.filter(|n| *n > 0),
-            threads: cli.threads.max(1),
+            threads: threads.map_or(1, |n| usize::try_from(n).unwrap_or(usize::MAX)).max(1),
             workers: cli.workers,
             lazy_apps: cli.lazy_apps,
-            max_requests: cli.max_requests.filter(|n| *n > 0),
+            max_requests: max_requests.filter(|n| *n > 0),
             max_rss_mb: cli.max_rss.filter(|n| *n > 0),
             graceful_timeout: Duration::from_secs(cli.graceful_timeout),
             reload: cli.reload,
-            timeout: cli.timeout.filter(|t| *t > 0).map(Duration::from_secs),
+            timeout: timeout.filter(|t| *t > 0).map(Duration::from_secs),
             read_timeout: Some(cli.read_timeout).filter(|t| *t > 0).map(Duration::from_secs),
             run_as: run_as(cli.user.as_deref(), cli.group.as_deref()).map_err(ConfigError::RunAs)?,
             persist,
@@ -297,7 +303,7 @@ impl Cli {
             Mode::Fastcgi => Gateway::FastCgi,
             Mode::Auto if self.bind.is_some() || systemd || crate::sys::is_listening_socket(0) => Gateway::FastCgi,
             Mode::Auto if gateway_interface => Gateway::Cgi,
-            Mode::Auto => return Err(ConfigError::NoGateway),
+            Mode::Auto => return Err(ConfigError::NoGateway(self.app_arg.clone().or_else(|| self.app.clone()).unwrap_or_else(|| "APP".into()))),
         })
     }
 
@@ -309,6 +315,16 @@ impl Cli {
             Some(spec) => Some(AppSpec::parse(spec)?),
             None => None,
         };
+        // A drop-in named relative to the current directory (suEXEC runs `app.cgi` in its
+        // directory) stays that file after a `chdir` line; a --chdir flag keeps its meaning
+        // (a relative file app is taken from that directory).
+        if let Some(AppSpec { target: AppTarget::File(path), .. }) = app.as_mut() {
+            if path.is_relative() && self.python.chdir.is_none() && path.is_file() {
+                if let Ok(abs) = std::path::absolute(&*path) {
+                    *path = abs;
+                }
+            }
+        }
         let dropin = match app.as_ref().and_then(AppSpec::file) {
             Some(path) if path.is_file() => DropIn::read(path)?,
             _ => DropIn::default(),
@@ -341,6 +357,11 @@ fn seconds(flag: Option<u64>, text: Option<&String>, key: &'static str, default:
         (None, None) => default.as_secs(),
     };
     Ok(Duration::from_secs(secs.max(1)))
+}
+
+/// A whole-number drop-in setting, if the line is there.
+fn dropin_number(key: &'static str, text: Option<&str>) -> Result<Option<u64>, ConfigError> {
+    text.map(|t| t.trim().parse::<u64>().map_err(|_| ConfigError::BadNumber { key, value: t.to_owned() })).transpose()
 }
 
 /// The accelerator's settings: flags and variables beat the drop-in's `persist*` settings.
@@ -481,6 +502,26 @@ mod tests {
         std::fs::write(&file, "#!/x\n# cgi2wsgi: persist-start-timeout = soon\n").unwrap();
         let err = Cli::try_parse_from(["cgi2wsgi", "--mode", "cgi", file.to_str().unwrap()]).unwrap().into_config(true).unwrap_err();
         assert_eq!(err.to_string(), "persist-start-timeout \"soon\": expected a whole number of seconds");
+    }
+
+    #[test]
+    fn fastcgi_drop_in_keys_rank_below_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("app.fcgi");
+        std::fs::write(&file, "#!/x\n# cgi2wsgi: max-requests = 500\n# cgi2wsgi: threads = 4\n# cgi2wsgi: timeout = 30\n").unwrap();
+        let f = file.to_str().unwrap();
+        let cfg = Cli::try_parse_from(["cgi2wsgi", "--mode", "fastcgi", f]).unwrap().into_config(false).unwrap();
+        assert_eq!((cfg.max_requests, cfg.threads, cfg.timeout), (Some(500), 4, Some(Duration::from_secs(30))));
+        let cfg = Cli::try_parse_from(["cgi2wsgi", "--mode", "fastcgi", "--threads", "2", "--max-requests", "9", "--timeout", "0", f])
+            .unwrap()
+            .into_config(false)
+            .unwrap();
+        assert_eq!((cfg.max_requests, cfg.threads, cfg.timeout), (Some(9), 2, None));
+        std::fs::write(&file, "#!/x\n# cgi2wsgi: threads = many\n").unwrap();
+        let err = Cli::try_parse_from(["cgi2wsgi", "--mode", "fastcgi", f]).unwrap().into_config(false).unwrap_err().to_string();
+        assert!(err.contains("threads") && err.contains("many"), "{err}");
+        let cfg = Cli::try_parse_from(["cgi2wsgi", "--mode", "fastcgi", "m:app"]).unwrap().into_config(false).unwrap();
+        assert_eq!((cfg.max_requests, cfg.threads, cfg.timeout), (None, 1, None));
     }
 
     #[test]

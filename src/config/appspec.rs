@@ -80,9 +80,12 @@ impl AppSpec {
         }
         let factory = callable.is_some_and(|c| c.ends_with("()"));
         let callable = callable.map(|c| c.trim_end_matches("()").to_owned());
-        // Python imports `.py` files only (lower case), so `.PY` is not taken for a file.
+        // Python imports `.py` files only (lower case), so `.PY` is not taken for a file. An
+        // existing file is a file, whatever it looks like: run as a script's interpreter,
+        // cgi2wsgi gets the script's bare name (suEXEC runs `app.cgi` in its directory),
+        // which would otherwise read as module `app`, submodule `cgi`.
         #[allow(clippy::case_sensitive_file_extension_comparisons, reason = "Python's own rule")]
-        let looks_like_path = target.contains('/') || target.ends_with(".py") || !is_dotted(target);
+        let looks_like_path = target.contains('/') || target.ends_with(".py") || !is_dotted(target) || Path::new(target).is_file();
         let target = if looks_like_path { AppTarget::File(PathBuf::from(target)) } else { AppTarget::Module(target.to_owned()) };
         Ok(AppSpec { target, callable, factory })
     }
@@ -122,6 +125,17 @@ mod tests {
         let s = AppSpec::parse("/usr/lib/cgi-bin/app.cgi").unwrap();
         assert_eq!(s.target, AppTarget::File("/usr/lib/cgi-bin/app.cgi".into()));
         assert_eq!(AppSpec::parse("hello.py").unwrap().target, AppTarget::File("hello.py".into()));
+    }
+
+    #[test]
+    fn an_existing_file_is_a_file_even_with_a_bare_dotted_name() {
+        // Cargo runs unit tests in the package root, where Cargo.toml and README.md exist.
+        assert_eq!(AppSpec::parse("Cargo.toml").unwrap().target, AppTarget::File("Cargo.toml".into()));
+        assert_eq!(
+            AppSpec::parse("README.md:application").unwrap(),
+            AppSpec { target: AppTarget::File("README.md".into()), callable: Some("application".into()), factory: false }
+        );
+        assert_eq!(AppSpec::parse("no_such.module").unwrap().target, AppTarget::Module("no_such.module".into()));
     }
 
     #[test]

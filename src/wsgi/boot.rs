@@ -13,8 +13,9 @@ pub enum BootError {
     Chdir(String),
     #[error(transparent)]
     Embed(#[from] crate::wsgi::EmbedError),
-    #[error("cannot load the app {spec}:\n{traceback}")]
-    Load { spec: String, traceback: String },
+    /// `hint` is empty or a `\nhint: …` line saying what to do.
+    #[error("cannot load the app {spec}:\n{traceback}{hint}")]
+    Load { spec: String, traceback: String, hint: String },
 }
 
 impl BootError {
@@ -55,7 +56,10 @@ pub fn boot(config: &Config, spec: &AppSpec) -> Result<super::App, BootError> {
             .and_then(|()| interp::prepend_sys_path(py, &search_path))
             .and_then(|()| app::load(py, spec))
             .map(Bound::unbind)
-            .map_err(|e| BootError::Load { spec: spec.to_string(), traceback: format_exception(py, &e) })
+            .map_err(|e| {
+                let hint = super::hints::for_load_error(py, &e, spec, config.venv.as_deref()).map(|h| format!("\nhint: {h}")).unwrap_or_default();
+                BootError::Load { spec: spec.to_string(), traceback: format_exception(py, &e), hint }
+            })
     })?;
     crate::timings::stamp(crate::timings::Stamp::Import);
     Ok(super::App(app))

@@ -69,7 +69,9 @@ pub struct Template {
 
 struct Learned {
     dict: Py<PyDict>,
-    names: Vec<(String, Py<PyString>)>,
+    /// Each name, its key in `dict`, and the value `dict` holds for it (the learning
+    /// request's): a value that comes again is already in every copy.
+    names: Vec<(String, Py<PyString>, String)>,
 }
 
 impl Learned {
@@ -80,14 +82,14 @@ impl Learned {
         for key in ["wsgi.url_scheme", "wsgi.input", "wsgi.errors"] {
             dict.set_item(key, &none)?;
         }
-        let mut names: Vec<(String, Py<PyString>)> = Vec::new();
-        for (name, _) in &req.vars {
-            if names.len() == MAX_LEARNED || name.len() > MAX_LEARNED_NAME || names.iter().any(|(n, _)| n == name) {
+        let mut names: Vec<(String, Py<PyString>, String)> = Vec::new();
+        for (name, value) in &req.vars {
+            if names.len() == MAX_LEARNED || name.len() > MAX_LEARNED_NAME || names.iter().any(|(n, _, _)| n == name) {
                 continue;
             }
             let key = PyString::new(py, name);
-            dict.set_item(&key, "")?;
-            names.push((name.clone(), key.unbind()));
+            dict.set_item(&key, value)?;
+            names.push((name.clone(), key.unbind(), value.clone()));
         }
         Ok(Learned { dict: dict.unbind(), names })
     }
@@ -112,19 +114,25 @@ impl Template {
         let mut misses = 0;
         for (i, (name, value)) in req.vars.iter().enumerate() {
             let slot = match learned.names.get(i) {
-                Some((n, _)) if n == name => Some(i),
-                _ if name.len() <= MAX_LEARNED_NAME => learned.names.iter().position(|(n, _)| n == name),
+                Some((n, _, _)) if n == name => Some(i),
+                _ if name.len() <= MAX_LEARNED_NAME => learned.names.iter().position(|(n, _, _)| n == name),
                 _ => None,
             };
             if let Some(j) = slot {
+                let (_, key, held) = &learned.names[j];
+                // Most values come again on every request (SERVER_SOFTWARE, GATEWAY_INTERFACE,
+                // FCGI_ROLE…): the copy holds them already, so they cost a comparison, not a
+                // new str. A repeated name is always set: its last value wins.
+                if used[j] || held != value {
+                    environ.set_item(key.bind(py), value)?;
+                }
                 used[j] = true;
-                environ.set_item(learned.names[j].1.bind(py), value)?;
             } else {
                 misses += 1;
                 environ.set_item(name, value)?;
             }
         }
-        for (j, (_, key)) in learned.names.iter().enumerate() {
+        for (j, (_, key, _)) in learned.names.iter().enumerate() {
             if !used[j] {
                 misses += 1;
                 environ.del_item(key.bind(py))?;
@@ -172,7 +180,15 @@ mod tests {
             many_refs.extend(many.iter().map(|(k, v)| (k.as_str(), v.as_str())));
             let mut dup = base.to_vec();
             dup.push(("HTTP_HOST", "second"));
-            for pairs in [base.to_vec(), fewer, other, many_refs.clone(), base.to_vec(), dup, many_refs] {
+            // The same names with other values, and a repeated name whose first value is the
+            // learned one (the copy holds it) but whose last is not, and the reverse.
+            let changed: Vec<(&str, &str)> = base.iter().map(|(k, _)| (*k, "changed")).collect();
+            let mut dup_first_held = base.to_vec();
+            dup_first_held.push(("QUERY_STRING", "b=2"));
+            let mut dup_last_held = base.to_vec();
+            dup_last_held.insert(0, ("QUERY_STRING", "b=2"));
+            for pairs in [base.to_vec(), fewer, other, many_refs.clone(), base.to_vec(), changed, base.to_vec(), dup_first_held, dup_last_held, dup, many_refs]
+            {
                 let req = request(&pairs);
                 let mk_streams = || {
                     let input = Bound::new(py, Input::new(Box::new(std::io::empty()))).unwrap();

@@ -7,6 +7,7 @@ pub mod boot;
 mod builtin;
 mod call;
 mod environ;
+mod hints;
 pub mod interp;
 pub mod process;
 pub mod scan;

@@ -302,6 +302,20 @@ fn not_importable(fx: &Fixture, bind: &Bind) {
     if servers::is_root() {
         cmd.args(["--socket-group", "www-data"]);
     }
+    // The previous backend on this port has exited, but on a loaded machine a process of
+    // it may still be closing the listener: wait for the port rather than fail to bind.
+    if let Bind::Tcp(port) = bind {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpListener::bind(("127.0.0.1", *port)).is_err() {
+            let holders = std::process::Command::new("ss")
+                .args(["-ltnpH", &format!("sport = :{port}")])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            assert!(Instant::now() < deadline, "port {port} is still taken 20 s after its backend stopped: {holders}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
     let mut child = cmd.arg(&broken).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while child.try_wait().unwrap().is_none() {

@@ -33,6 +33,8 @@ pub enum ConfigError {
     BadSize(String),
     #[error("persist-idle-timeout {0:?}: expected a whole number of seconds")]
     BadIdleTimeout(String),
+    #[error("{0} {1:?}: expected a whole number of seconds")]
+    BadSeconds(&'static str, String),
     #[error("drop-in setting {key} = {value:?}: expected a whole number")]
     BadNumber { key: &'static str, value: String },
     #[error("--roles: {0}")]

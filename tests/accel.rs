@@ -580,3 +580,320 @@ fn editing_a_lazily_imported_module_is_a_deploy() {
     assert_eq!((after.status, after.body.as_slice()), (200, &b"v2, edited"[..]), "{}", after.stderr);
     assert_ne!(stamps(&dir)[0].1, pid, "a new worker serves the edited module");
 }
+
+// ---- Races and bounds (issue 15): each fails without its fix. ----
+
+/// `app` (Python source) as a persist drop-in in its own directory under `base`.
+fn write_app(base: &Path, name: &str, source: &str) -> PathBuf {
+    let app_dir = base.join("app");
+    std::fs::create_dir_all(&app_dir).unwrap();
+    let path = app_dir.join(name);
+    std::fs::write(&path, format!("#!/usr/local/bin/cgi2wsgi\n# cgi2wsgi: pythonpath = .\n{source}")).unwrap();
+    path
+}
+
+/// One CGI request to the drop-in `app` with `--persist --persist-dir DIR` and `flags`.
+fn app_run(dir: &Path, app: &Path, flags: &[&str], query: &str) -> common::CgiResponse {
+    let dir_arg = dir.display().to_string();
+    let mut args = vec!["--persist", "--persist-dir", &dir_arg, "--log-level", "info"];
+    args.extend_from_slice(flags);
+    args.push(app.to_str().unwrap());
+    common::parse_cgi(&common::cgi_run(&args, &common::cgi_env("GET", "/", query, &[("SCRIPT_FILENAME", app.to_str().unwrap())]), b""))
+}
+
+/// The one key (file name without extension) in a persist directory, from its lock.
+fn only_key(dir: &Path) -> PathBuf {
+    let locks: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "lock")).collect();
+    assert_eq!(locks.len(), 1, "{locks:?}");
+    locks[0].with_extension("")
+}
+
+/// A worker that sends nothing: after --persist-timeout seconds the relay answers 504 and
+/// names the worker's pid (here the test itself plays the worker).
+#[test]
+fn a_silent_worker_is_answered_504_after_the_persist_timeout() {
+    let (_, dir, _workers) = private_dir();
+    let env = [("CGI2WSGI_PERSIST_TIMEOUT", "2")];
+    assert_eq!(echo_run(&dir, &env, b"").status, 200);
+    let (key, pid) = stamps(&dir).into_iter().map(|(p, pid, _)| (p.with_extension(""), pid)).next().unwrap();
+    signal(pid, libc::SIGTERM);
+    let sock = key.with_extension("sock");
+    wait_until("the worker exits", Duration::from_secs(15), || !alive(pid) && !sock.exists());
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    std::fs::write(key.with_extension("stamp"), format!("cgi2wsgi-stamp 1\npid {}\n", std::process::id())).unwrap();
+    let (done, wait_done) = std::sync::mpsc::channel::<()>();
+    let silent = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut sink = Vec::new();
+        let _ = conn.read_to_end(&mut sink);
+        // Held open, never answered, until the client has given up (bounded).
+        let _ = wait_done.recv_timeout(Duration::from_secs(60));
+    });
+    let t0 = Instant::now();
+    let r = echo_run(&dir, &env, b"");
+    let took = t0.elapsed();
+    done.send(()).unwrap();
+    silent.join().unwrap();
+    std::fs::remove_file(&sock).unwrap();
+    std::fs::remove_file(key.with_extension("stamp")).unwrap();
+    assert_eq!(r.status, 504, "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("the worker (pid {}) sent nothing for 2 s", std::process::id())), "{}", r.stderr);
+    assert!(took < Duration::from_secs(20), "the 504 took {took:?}");
+}
+
+/// A worker still importing when --persist-start-timeout passes is killed (with its
+/// process group), and the request is served in-process.
+#[test]
+fn a_worker_that_starts_too_slowly_is_killed() {
+    let (base, dir, _workers) = private_dir();
+    let pidfile = base.join("worker.pid");
+    // Only the first importer (the worker) stalls; the in-process import that follows
+    // goes straight through.
+    let app = write_app(
+        &base,
+        "slow.cgi",
+        &format!(
+            "import os, time\nif not os.path.exists({p:?}):\n    open({p:?}, 'w').write(str(os.getpid()))\n    time.sleep(120)\n\
+             def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'in-process']\n",
+            p = pidfile.display().to_string()
+        ),
+    );
+    let r = app_run(&dir, &app, &["--persist-start-timeout", "2"], "");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"in-process"[..]), "{}", r.stderr);
+    assert!(r.stderr.contains("did not start within 2 s"), "{}", r.stderr);
+    let worker: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    // Reparented once the CGI exited; gone (or a zombie until init reaps it).
+    wait_until("the slow worker is killed", Duration::from_secs(10), || !alive(worker));
+}
+
+/// A worker that cannot bind because another one holds the socket leaves that one's stamp
+/// alone.
+#[test]
+fn a_worker_losing_the_bind_keeps_the_winners_stamp() {
+    let (_, dir, _workers) = private_dir();
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let sock = dir.join("0123456789abcdef.sock");
+    let stamp = dir.join("0123456789abcdef.stamp");
+    let _winner = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let text = format!("cgi2wsgi-stamp 1\npid {}\n", std::process::id());
+    std::fs::write(&stamp, &text).unwrap();
+    let echo = common::repo().join("examples/cgi-bin/echo.cgi");
+    let out = Command::new(common::binary())
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .arg("--persist-worker")
+        .arg(&sock)
+        .arg(&echo)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("in use by another process"), "{}: {stderr}", out.status);
+    assert_eq!(std::fs::read_to_string(&stamp).ok().as_deref(), Some(text.as_str()), "the winner's stamp: {stderr}");
+}
+
+/// A module rewritten while the worker imports the app (here by the import itself) is not
+/// taken as current: the next request gets a worker that imported the new text.
+#[test]
+fn a_module_rewritten_during_the_import_is_not_current() {
+    let (base, dir, _workers) = private_dir();
+    let app = write_app(
+        &base,
+        "rewrite.cgi",
+        "import os, lazymod\nif lazymod.VALUE == 'v1':\n    with open(os.path.join(os.path.dirname(lazymod.__file__), 'lazymod.py'), 'w') as f:\n        f.write(\"VALUE = 'v2, rewritten'\\n\")\n\
+         def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [lazymod.VALUE.encode()]\n",
+    );
+    let module = app.parent().unwrap().join("lazymod.py");
+    std::fs::write(&module, "VALUE = 'v1'\n").unwrap();
+    // Older than the worker's import, as a deployed file is.
+    std::thread::sleep(Duration::from_millis(100));
+    let first = app_run(&dir, &app, &[], "");
+    assert_eq!((first.status, first.body.as_slice()), (200, &b"v1"[..]), "{}", first.stderr);
+    let second = app_run(&dir, &app, &[], "");
+    assert_eq!((second.status, second.body.as_slice()), (200, &b"v2, rewritten"[..]), "{}", second.stderr);
+}
+
+/// The app's stdout goes to `K.log` in the private directory: past 10 MiB it is rotated,
+/// one old copy kept, and later output lands in a fresh `K.log`.
+#[test]
+fn the_workers_own_log_is_rotated_by_size() {
+    let (base, dir, _workers) = private_dir();
+    let app = write_app(
+        &base,
+        "noisy.cgi",
+        "import os\n\
+         def application(environ, start_response):\n    n = int(environ.get('QUERY_STRING') or 0)\n    \
+         os.write(1, b'x' * n + b'\\n' + ('MARK %d\\n' % n).encode())\n    \
+         start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'ok']\n",
+    );
+    let big = (11 << 20).to_string();
+    let r = app_run(&dir, &app, &[], &big);
+    assert_eq!(r.status, 200, "{}", r.stderr);
+    let key = only_key(&dir);
+    let (log, old) = (key.with_extension("log"), key.with_extension("log.1"));
+    assert!(std::fs::metadata(&log).unwrap().len() > 11 << 20);
+    // The worker looks every 2 s.
+    wait_until("K.log is rotated", Duration::from_secs(15), || old.exists());
+    assert!(std::fs::metadata(&old).unwrap().len() > 11 << 20);
+    let r = app_run(&dir, &app, &[], "7");
+    assert_eq!(r.status, 200, "{}", r.stderr);
+    let fresh = std::fs::read_to_string(&log).unwrap();
+    assert!(fresh.contains("MARK 7") && fresh.len() < 1 << 20, "{} bytes", fresh.len());
+    assert_eq!(std::fs::metadata(&log).unwrap().permissions().mode() & 0o777, 0o600);
+}
+
+/// A failed start's marker is written while the start-up lock is still held: frozen
+/// (the marker is a FIFO no one reads yet) at that write, the invocation still holds it.
+#[test]
+fn the_failed_start_marker_is_written_under_the_lock() {
+    let (base, dir, _workers) = private_dir();
+    let app = write_app(&base, "broken.cgi", "raise RuntimeError('boom at import')\n");
+    // A first run learns the key (and leaves a regular marker, replaced below).
+    assert_eq!(app_run(&dir, &app, &[], "").status, 500);
+    let key = only_key(&dir);
+    let marker = key.with_extension("fallback");
+    std::fs::remove_file(&marker).unwrap();
+    let made = Command::new("mkfifo").arg(&marker).status().unwrap();
+    assert!(made.success());
+    // Old enough not to count as a recent failure.
+    let touched = Command::new("touch").args(["-d", "1 hour ago"]).arg(&marker).status().unwrap();
+    assert!(touched.success());
+    let dir_arg = dir.display().to_string();
+    let env = common::cgi_env("GET", "/", "", &[]);
+    let mut child = Command::new(common::binary())
+        .args(["--persist", "--persist-dir", &dir_arg, "--log-level", "info"])
+        .arg(&app)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let blocked = || std::fs::read_to_string(format!("/proc/{pid}/wchan")).is_ok_and(|w| w.contains("wait_for_partner"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !blocked() && Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let was_blocked = blocked();
+    let lock = std::fs::OpenOptions::new().read(true).write(true).open(key.with_extension("lock")).unwrap();
+    // SAFETY: flock on a file this test opened.
+    let free = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    drop(lock);
+    // Let the writer go on: open the FIFO for reading and drain it.
+    let mut reader = std::fs::File::open(&marker).unwrap();
+    let mut said = String::new();
+    let _ = reader.read_to_string(&mut said);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(was_blocked, "the invocation never wrote the marker: {stderr}");
+    assert!(!free, "the lock was free while the marker was being written: {stderr}");
+    assert!(said.contains("did not start"), "{said:?}");
+}
+
+/// Removes a throwaway account (and what it owns in /tmp) when dropped.
+struct Account {
+    name: String,
+}
+
+impl Drop for Account {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.name).status();
+    }
+}
+
+/// Under suEXEC there is no HOME and no XDG_RUNTIME_DIR: the private directory is then
+/// `~/.cache/cgi2wsgi` from the password database, so another account creating
+/// `/tmp/cgi2wsgi-UID` first does not turn the accelerator off.
+#[test]
+fn without_home_the_private_dir_comes_from_the_password_database() {
+    assert!(servers::is_root(), "this test needs root (as CI has) to make a throwaway account");
+    let fx = Fixture::new(false);
+    let home = fx.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    // A uid no one uses, and an account for it for the length of the test.
+    let uid = (52_000..53_000)
+        .map(|u| u + std::process::id() % 500)
+        .find(|u| Command::new("getent").arg("passwd").arg(u.to_string()).output().is_ok_and(|o| !o.status.success()))
+        .unwrap();
+    let name = format!("c2wt{uid}");
+    let added = Command::new("useradd")
+        .args(["-M", "-N", "-g", "nogroup", "-s", "/usr/sbin/nologin", "-u", &uid.to_string(), "-d"])
+        .arg(&home)
+        .arg(&name)
+        .status()
+        .unwrap();
+    assert!(added.success(), "useradd failed");
+    let _account = Account { name };
+    std::os::unix::fs::chown(&home, Some(uid), None).unwrap();
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // Another account got there first.
+    let planted = PathBuf::from(format!("/tmp/cgi2wsgi-{uid}"));
+    let _ = std::fs::remove_dir_all(&planted);
+    std::fs::create_dir(&planted).unwrap();
+    std::os::unix::fs::chown(&planted, Some(WWW_DATA), Some(WWW_DATA)).unwrap();
+    struct Planted(PathBuf);
+    impl Drop for Planted {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _planted = Planted(planted);
+    let private = home.join(".cache/cgi2wsgi");
+    let _workers = Workers { dir: private.clone(), _base: None };
+    let echo = fx.examples().join("cgi-bin/echo.cgi");
+    let env = common::cgi_env("GET", "/e", "", &[("PATH", "/usr/local/bin:/usr/bin:/bin")]);
+    let run = || {
+        let out = Command::new(fx.bin())
+            .args(["--persist", "--log-level", "info"])
+            .arg(&echo)
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .current_dir(echo.parent().unwrap())
+            .uid(uid)
+            .gid(65534)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        common::parse_cgi(&out)
+    };
+    let r = run();
+    assert_eq!((r.status, r.json()["run_once"].as_bool()), (200, Some(false)), "served by a worker: {}", r.stderr);
+    assert_eq!(stamps(&private).len(), 1, "the worker's files are in {}: {}", private.display(), r.stderr);
+    assert_eq!(std::fs::metadata(&private).unwrap().permissions().mode() & 0o777, 0o700);
+    let r = run();
+    assert_eq!((r.status, r.json()["run_once"].as_bool()), (200, Some(false)), "{}", r.stderr);
+}
+
+/// SIGUSR1 means "reopen the logs" in the accelerator's worker too (it keeps serving);
+/// retirement, when the app changes, is SIGWINCH: the old worker exits.
+#[test]
+fn sigusr1_does_not_retire_a_worker_and_a_deploy_still_does() {
+    let (base, dir, _workers) = private_dir();
+    let app = write_app(
+        &base,
+        "plain.cgi",
+        "def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'one']\n",
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(app_run(&dir, &app, &[], "").body, b"one");
+    let pid = stamps(&dir)[0].1;
+    signal(pid, libc::SIGUSR1);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(alive(pid), "SIGUSR1 ended the worker");
+    let r = app_run(&dir, &app, &[], "");
+    assert_eq!((r.body.as_slice(), stamps(&dir)[0].1), (&b"one"[..], pid), "{}", r.stderr);
+    // The same settings (they are part of the worker's key), another body.
+    write_app(
+        &base,
+        "plain.cgi",
+        "def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'two, deployed']\n",
+    );
+    let r = app_run(&dir, &app, &[], "");
+    assert_eq!(r.body, b"two, deployed", "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("retiring worker {pid}")), "{}", r.stderr);
+    wait_until("the retired worker exits", Duration::from_secs(10), || !alive(pid));
+}

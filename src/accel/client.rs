@@ -30,41 +30,36 @@ pub fn run(config: &Config, args: &[OsString]) -> Option<i32> {
     };
     let stream = match connect_current(&paths) {
         Some(s) => s,
-        None => match spawn::ensure_worker(args, &paths) {
+        None => match spawn::ensure_worker(args, &paths, config.persist.start_timeout) {
             Ok(s) => s,
             Err(e) => {
-                note_fallback(&paths, &e);
+                note_fallback(&e);
                 return None;
             }
         },
     };
-    Some(relay(stream, config.max_body))
+    Some(relay(stream, config.max_body, config.persist.timeout))
 }
 
-/// Log a failed start once: the marker file makes later invocations serve in-process
-/// quietly until `RETRY_AFTER` has passed; a retry that fails again is logged at debug.
-fn note_fallback(paths: &Paths, e: &AccelError) {
-    if matches!(e, AccelError::Backoff) {
-        log::debug!("--persist: {e}");
-        return;
-    }
-    // Without a usable private directory there is nowhere to remember that we said it.
-    if matches!(e, AccelError::Dir { .. } | AccelError::PathTooLong(_)) {
-        log::warn!("--persist: {e}; serving in-process");
-        return;
-    }
-    let existed = paths.fallback.exists();
-    let marked = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(&paths.fallback).and_then(|mut f| writeln!(f, "{e}"));
-    if existed && marked.is_ok() {
-        log::debug!("--persist: {e}; serving in-process");
-    } else {
-        log::warn!("--persist: {e}; serving in-process (retried after {} s, logged once)", spawn::RETRY_AFTER.as_secs());
+/// Log why the accelerator was not used (a failed start was logged by its starter, once).
+fn note_fallback(e: &AccelError) {
+    match e {
+        AccelError::StartFailed => {}
+        AccelError::Backoff => log::debug!("--persist: {e}"),
+        _ => log::warn!("--persist: {e}; serving in-process"),
     }
 }
 
 /// A connection to the current worker, or `None` (no worker, a stale one, or anything
 /// that does not check out: the slow path then sorts it out under the lock).
 pub fn connect_current(paths: &Paths) -> Option<UnixStream> {
+    connect_checked(paths, true)
+}
+
+/// A connection to the worker at the socket, checked as `connect_current` does; `current`:
+/// also that its files are unchanged (the worker this invocation has just started is
+/// used even if a file changed while it loaded: the next invocation replaces it).
+pub fn connect_checked(paths: &Paths, current: bool) -> Option<UnixStream> {
     if check_dir(&paths.dir, false).is_err() {
         return None;
     }
@@ -77,7 +72,7 @@ pub fn connect_current(paths: &Paths) -> Option<UnixStream> {
         }
     }
     let stamp = Stamp::read(&paths.stamp)?;
-    if !stamp.is_current() {
+    if current && !stamp.is_current() {
         log::info!("{} changed: the worker will be replaced", stamp.changed_file().map(|p| p.display().to_string()).unwrap_or_default());
         return None;
     }
@@ -98,7 +93,13 @@ const ID: u16 = 1;
 
 /// Send the request and stream back the response. The worker spools the whole body
 /// before running the app (see `fastcgi::conn`), so writing it all first cannot deadlock.
-fn relay(mut sock: UnixStream, max_body: Option<u64>) -> i32 {
+/// `timeout` (`--persist-timeout`) bounds every wait on the worker: no byte for that long
+/// and the request is answered 504 (or cut short, once the response has begun).
+fn relay(mut sock: UnixStream, max_body: Option<u64>, timeout: std::time::Duration) -> i32 {
+    let worker = peer_cred(sock.as_raw_fd()).map_or(0, |(pid, _)| pid);
+    if let Err(e) = sock.set_read_timeout(Some(timeout)).and_then(|()| sock.set_write_timeout(Some(timeout))) {
+        log::warn!("--persist: cannot bound the wait for the worker: {e}");
+    }
     let params = crate::sys::process_params();
     // The body's length, as the in-process gateway would read it; a bad CONTENT_LENGTH, or
     // one over --max-body, is forwarded without its body (never read from stdin) and the
@@ -116,7 +117,7 @@ fn relay(mut sock: UnixStream, max_body: Option<u64>) -> i32 {
         log::debug!("--persist: sending the request stopped: {e}");
     }
     let _ = sock.shutdown(std::net::Shutdown::Write);
-    receive(&mut sock)
+    receive(&mut sock, worker, timeout)
 }
 
 fn send_request(sock: &mut UnixStream, mut out: Vec<u8>, body: BodyLength) -> io::Result<()> {
@@ -157,7 +158,7 @@ fn answer_502(out: &mut File, why: &str) -> i32 {
 
 /// Relay the worker's records until END_REQUEST. A worker that dies or sends garbage fails
 /// this request only: 502 if nothing was sent yet, else the response is cut short.
-fn receive(sock: &mut UnixStream) -> i32 {
+fn receive(sock: &mut UnixStream, worker: i32, timeout: std::time::Duration) -> i32 {
     let mut out = stdout();
     let mut err = io::stderr();
     let mut decoder = ClientDecoder::new();
@@ -176,6 +177,21 @@ fn receive(sock: &mut UnixStream) -> i32 {
             Ok(0) => return fail(&mut out, sent_any, "the worker closed the connection before the response ended".into()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                log::error!(
+                    "--persist: the worker (pid {worker}) sent nothing for {} s (--persist-timeout): {}",
+                    timeout.as_secs(),
+                    if sent_any { "the response is cut short" } else { "answering 504" }
+                );
+                if sent_any {
+                    return 1;
+                }
+                let _ = out.write_all(&crate::http::response::error_response_bytes(
+                    "504 Gateway Timeout",
+                    "the application did not answer in time; the reason is in the server's error log.",
+                ));
+                return 0;
+            }
             Err(e) => return fail(&mut out, sent_any, format!("reading from the worker: {e}")),
         };
         decoder.feed(&buf[..n]);

@@ -6,8 +6,9 @@
 //!
 //! Files in the private directory (0700, owned by the invoking uid), per app key `K`:
 //! `K.sock` the worker's socket (0600), `K.lock` the start-up lock (flock), `K.stamp` written
-//! by the worker before it binds, `K.log` its stdio, `K.fallback` when a start failed
-//! (so the failure is logged once and not retried on every request).
+//! by the worker once it has bound, `K.log` its stdio (rotated past 10 MiB, one old copy
+//! `K.log.1` kept), `K.fallback` when a start failed (so the failure is logged once and not
+//! retried on every request).
 
 pub mod client;
 pub mod lock;
@@ -20,6 +21,7 @@ use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 use thiserror::Error;
 
 /// Why the accelerator cannot serve this request (the CGI then serves it in-process).
@@ -39,6 +41,9 @@ pub enum AccelError {
     Timeout(u64),
     #[error("a recent start failed; serving in-process until it is retried")]
     Backoff,
+    /// A start failed and was logged (and marked) by the starter.
+    #[error("the worker did not start")]
+    StartFailed,
 }
 
 /// FNV-1a, 64 bits: stable across builds (std's hasher is not promised to be).
@@ -46,15 +51,35 @@ fn fnv64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
-/// The private directory: `--persist-dir`, else `$XDG_RUNTIME_DIR/cgi2wsgi` when that is
-/// ours, else `/tmp/cgi2wsgi-UID`.
+/// The private directory when `--persist-dir` is not given: `$XDG_RUNTIME_DIR/cgi2wsgi`,
+/// else `~/.cache/cgi2wsgi` (the home from `$HOME`, else from the password database, as
+/// under suEXEC, which clears the environment), each only when that directory is ours;
+/// else `/tmp/cgi2wsgi-UID`, which another local user can create first (the accelerator
+/// then refuses it and serves in-process).
 pub fn default_dir() -> PathBuf {
-    if let Some(run) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
-        if std::fs::symlink_metadata(&run).is_ok_and(|m| m.is_dir() && m.uid() == euid()) {
-            return run.join("cgi2wsgi");
+    let home = std::env::var_os("HOME").map(PathBuf::from).filter(|h| h.is_absolute()).or_else(|| crate::sys::home_of(euid()));
+    choose_dir(std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from), home, euid())
+}
+
+/// A directory of ours (not a symlink) where our socket names fit.
+fn ours(dir: &Path, uid: u32) -> bool {
+    // The longest name inside: "/cgi2wsgi/0123456789abcdef.sock" (with ".cache" before it).
+    const NAME: usize = 38;
+    dir.as_os_str().len() + NAME < 108 && std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir() && m.uid() == uid)
+}
+
+fn choose_dir(xdg_runtime: Option<PathBuf>, home: Option<PathBuf>, uid: u32) -> PathBuf {
+    if let Some(run) = xdg_runtime.filter(|d| ours(d, uid)) {
+        return run.join("cgi2wsgi");
+    }
+    if let Some(home) = home.filter(|d| ours(d, uid)) {
+        let cache = home.join(".cache");
+        // ~/.cache is made (0700) by check_dir if missing; one that is not ours is not used.
+        if std::fs::symlink_metadata(&cache).is_err() || ours(&cache, uid) {
+            return cache.join("cgi2wsgi");
         }
     }
-    PathBuf::from(format!("/tmp/cgi2wsgi-{}", euid()))
+    PathBuf::from(format!("/tmp/cgi2wsgi-{uid}"))
 }
 
 /// The accelerator's file names for one app.
@@ -169,6 +194,29 @@ fn mark(path: &Path) -> Option<FileMark> {
     Some(FileMark { mtime_ns: m.mtime().saturating_mul(1_000_000_000).saturating_add(m.mtime_nsec()), size: m.size(), ino: m.ino() })
 }
 
+/// File times come from the kernel's coarse clock, up to a tick behind the real one: a
+/// write just after `since` may carry a time just before it.
+const CLOCK_SLACK: Duration = Duration::from_millis(20);
+
+/// The moment a load begins, as a bound on file times: a file modified at or after it may
+/// have been read in its old state, so it is not vouched for.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadStart(i64);
+
+impl LoadStart {
+    pub fn now() -> LoadStart {
+        let t = SystemTime::now().checked_sub(CLOCK_SLACK).unwrap_or(SystemTime::UNIX_EPOCH);
+        let ns = t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        LoadStart(ns)
+    }
+}
+
+/// The mark of a file as loaded since `since`: `None` (never current, like a missing file)
+/// when it changed after the load began, since what was loaded may be its old content.
+fn mark_loaded(path: &Path, since: LoadStart) -> Option<FileMark> {
+    mark(path).filter(|m| m.mtime_ns < since.0)
+}
+
 /// The worker's pid and the files (the binary, the drop-in, the app's own modules) whose
 /// change means a deploy: the next invocation then retires the worker and starts another.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,10 +226,12 @@ pub struct Stamp {
 }
 
 impl Stamp {
-    pub fn new(pid: i32, files: impl IntoIterator<Item = PathBuf>) -> Stamp {
+    /// The stamp of a worker whose load began at `since`: a file changed after that is
+    /// marked as never current, so the next invocation replaces the worker.
+    pub fn new(pid: i32, files: impl IntoIterator<Item = PathBuf>, since: LoadStart) -> Stamp {
         let mut seen = std::collections::HashSet::new();
         let files = files.into_iter().filter(|p| !p.as_os_str().as_bytes().contains(&b'\n') && seen.insert(p.clone())).map(|p| {
-            let m = mark(&p);
+            let m = mark_loaded(&p, since);
             (p, m)
         });
         Stamp { pid, files: files.collect() }
@@ -236,13 +286,14 @@ impl Stamp {
         written
     }
 
-    /// Watch more files (modules the app imported after start-up), each as it is now;
-    /// files already watched keep their first mark. True if any was new.
-    pub fn add_files(&mut self, more: impl IntoIterator<Item = PathBuf>) -> bool {
+    /// Watch more files (modules the app imported after start-up, at or after `since`),
+    /// each as it is now unless it changed since then; files already watched keep their
+    /// first mark. True if any was new.
+    pub fn add_files(&mut self, more: impl IntoIterator<Item = PathBuf>, since: LoadStart) -> bool {
         let before = self.files.len();
         for p in more {
             if !p.as_os_str().as_bytes().contains(&b'\n') && !self.files.iter().any(|(q, _)| *q == p) {
-                let m = mark(&p);
+                let m = mark_loaded(&p, since);
                 self.files.push((p, m));
             }
         }
@@ -270,7 +321,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("a b.py");
         std::fs::write(&a, "x").unwrap();
-        let s = Stamp::new(42, [a.clone(), dir.path().join("missing.py"), a.clone()]);
+        std::thread::sleep(CLOCK_SLACK * 2);
+        let since = LoadStart::now();
+        let s = Stamp::new(42, [a.clone(), dir.path().join("missing.py"), a.clone()], since);
         assert_eq!(s.files.len(), 2);
         let path = dir.path().join("k.stamp");
         s.write(&path).unwrap();
@@ -280,6 +333,25 @@ mod tests {
         std::fs::write(&a, "xy").unwrap();
         assert!(!back.is_current());
         assert_eq!(back.changed_file(), Some(a.as_path()));
+    }
+
+    #[test]
+    fn a_file_changed_after_the_load_began_is_never_current() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.py");
+        std::fs::write(&a, "x").unwrap();
+        std::thread::sleep(CLOCK_SLACK * 2);
+        let since = LoadStart::now();
+        std::thread::sleep(CLOCK_SLACK * 2);
+        // Rewritten while the app was loading: what was loaded may be the old content.
+        std::fs::write(&a, "y").unwrap();
+        let s = Stamp::new(1, [a.clone()], since);
+        assert!(!s.is_current());
+        let mut later = Stamp::new(1, [], LoadStart::now());
+        let b = dir.path().join("b.py");
+        std::fs::write(&b, "z").unwrap();
+        assert!(later.add_files([b.clone()], since));
+        assert!(!later.is_current(), "a module first seen after a change is not vouched for either");
     }
 
     #[test]
@@ -306,6 +378,27 @@ mod tests {
         let file = base.path().join("f");
         std::fs::write(&file, "").unwrap();
         assert!(check_dir(&file, true).is_err());
+    }
+
+    #[test]
+    fn the_default_dir_prefers_what_only_we_can_create() {
+        let base = tempfile::tempdir().unwrap();
+        let me = euid();
+        let home = base.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        assert_eq!(choose_dir(None, Some(home.clone()), me), home.join(".cache/cgi2wsgi"));
+        let run = base.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        assert_eq!(choose_dir(Some(run.clone()), Some(home.clone()), me), run.join("cgi2wsgi"));
+        // A home of another uid, a missing one, or none: /tmp.
+        assert_eq!(choose_dir(None, Some(home.clone()), me + 1), PathBuf::from(format!("/tmp/cgi2wsgi-{}", me + 1)));
+        assert_eq!(choose_dir(None, Some(base.path().join("missing")), me), PathBuf::from(format!("/tmp/cgi2wsgi-{me}")));
+        assert_eq!(choose_dir(None, None, me), PathBuf::from(format!("/tmp/cgi2wsgi-{me}")));
+        // A ~/.cache that is a symlink is not followed.
+        let other = base.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        std::os::unix::fs::symlink(&other, home.join(".cache")).unwrap();
+        assert_eq!(choose_dir(None, Some(home), me), PathBuf::from(format!("/tmp/cgi2wsgi-{me}")));
     }
 
     #[test]

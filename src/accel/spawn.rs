@@ -17,8 +17,6 @@ use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-/// How long a start may take (the app's import) before this request is served in-process.
-pub const READY_WAIT: Duration = Duration::from_secs(30);
 /// After a failed start, invocations serve in-process this long before trying again.
 pub const RETRY_AFTER: Duration = Duration::from_secs(30);
 /// The variable naming the fd the worker reports readiness on.
@@ -29,14 +27,16 @@ pub fn recent_failure(paths: &Paths) -> bool {
     std::fs::metadata(&paths.fallback).and_then(|m| m.modified()).is_ok_and(|t| SystemTime::now().duration_since(t).unwrap_or_default() < RETRY_AFTER)
 }
 
-/// A connection to a worker that is current, starting one if needed.
-pub fn ensure_worker(args: &[OsString], paths: &Paths) -> Result<UnixStream, AccelError> {
+/// A connection to a worker that is current, starting one if needed (waiting up to
+/// `start_timeout` for it). A failed start is logged here and marked, both under the lock;
+/// it then returns `AccelError::StartFailed`.
+pub fn ensure_worker(args: &[OsString], paths: &Paths, start_timeout: Duration) -> Result<UnixStream, AccelError> {
     if recent_failure(paths) {
         return Err(AccelError::Backoff);
     }
     check_dir(&paths.dir, true)?;
-    let Some(_lock) = Lock::acquire(&paths.lock, READY_WAIT + Duration::from_secs(5))? else {
-        return Err(AccelError::Timeout(READY_WAIT.as_secs()));
+    let Some(_lock) = Lock::acquire(&paths.lock, start_timeout + Duration::from_secs(5))? else {
+        return Err(AccelError::Timeout(start_timeout.as_secs()));
     };
     // Whoever held the lock before us may have started it.
     if let Some(stream) = client::connect_current(paths) {
@@ -46,10 +46,38 @@ pub fn ensure_worker(args: &[OsString], paths: &Paths) -> Result<UnixStream, Acc
         return Err(AccelError::Backoff);
     }
     clear_old(paths);
-    let ready = spawn(args, paths)?;
-    wait_ready(ready, paths)?;
-    let _ = std::fs::remove_file(&paths.fallback);
-    client::connect_current(paths).ok_or_else(|| AccelError::WorkerFailed(paths.log.clone()))
+    let started = spawn(args, paths).and_then(|(ready, pid)| wait_ready(ready, pid, paths, start_timeout));
+    match started.and_then(|()| client::connect_checked(paths, false).ok_or_else(|| AccelError::WorkerFailed(paths.log.clone()))) {
+        Ok(stream) => {
+            let _ = std::fs::remove_file(&paths.fallback);
+            Ok(stream)
+        }
+        Err(e) => {
+            // Still under the lock: a start that succeeds after ours failed (and removes
+            // the marker) cannot have it written back over its success.
+            note_failure(paths, &e);
+            Err(AccelError::StartFailed)
+        }
+    }
+}
+
+/// Log a failed start once: the marker file makes later invocations serve in-process
+/// quietly until `RETRY_AFTER` has passed; a retry that fails again is logged at debug.
+fn note_failure(paths: &Paths, e: &AccelError) {
+    let existed = paths.fallback.exists();
+    let marked = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&paths.fallback)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{e}\n").as_bytes()));
+    if existed && marked.is_ok() {
+        log::debug!("--persist: {e}; serving in-process");
+    } else {
+        log::warn!("--persist: {e}; serving in-process (retried after {} s, logged once)", RETRY_AFTER.as_secs());
+    }
 }
 
 /// Called with the lock held: ask a live but stale worker to retire (it serves what is
@@ -63,7 +91,7 @@ fn clear_old(paths: &Paths) {
                     Ok((pid, uid)) if uid == euid() && pid > 0 => {
                         log::info!("retiring worker {pid}: its app changed");
                         // A process of our own uid (checked through SO_PEERCRED).
-                        sys::kill(pid, libc::SIGUSR1);
+                        sys::kill(pid, super::worker::RETIRE_SIGNAL);
                     }
                     other => log::warn!("{}: unexpected peer {other:?}; replacing the socket", paths.sock.display()),
                 }
@@ -114,8 +142,8 @@ fn passes_to_worker(name: &str) -> bool {
     name != READY_FD_VAR && (EXACT.contains(&name) || PREFIXES.iter().any(|p| name.starts_with(p)))
 }
 
-/// Start the worker; returns the waiting end of its readiness pipe.
-fn spawn(args: &[OsString], paths: &Paths) -> Result<ReadyWait, AccelError> {
+/// Start the worker; returns the waiting end of its readiness pipe and its pid.
+fn spawn(args: &[OsString], paths: &Paths) -> Result<(ReadyWait, libc::pid_t), AccelError> {
     let exe = std::env::current_exe().map_err(AccelError::Spawn)?;
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -146,15 +174,22 @@ fn spawn(args: &[OsString], paths: &Paths) -> Result<ReadyWait, AccelError> {
     // The child is not waited for: it outlives us and is reparented when we exit.
     let child = spawned.map_err(AccelError::Spawn)?;
     log::info!("started worker {} for {}", child.id(), paths.sock.display());
-    Ok(ready)
+    Ok((ready, child.id() as libc::pid_t))
 }
 
-fn wait_ready(mut ready: ReadyWait, paths: &Paths) -> Result<(), AccelError> {
-    let deadline = std::time::Instant::now() + READY_WAIT;
+/// Wait for the worker `pid` to say it listens. One that takes too long is killed, with
+/// whatever it started (its session is its own process group): left importing, it would
+/// bind later to no one's knowledge, and a slow import left running is load on a host
+/// that may be struggling already.
+fn wait_ready(mut ready: ReadyWait, pid: libc::pid_t, paths: &Paths, timeout: Duration) -> Result<(), AccelError> {
+    let deadline = std::time::Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         if left.is_zero() {
-            return Err(AccelError::Timeout(READY_WAIT.as_secs()));
+            log::warn!("the worker {pid} did not start within {} s (--persist-start-timeout): killing it", timeout.as_secs());
+            sys::kill_group(pid, libc::SIGKILL);
+            sys::kill(pid, libc::SIGKILL);
+            return Err(AccelError::Timeout(timeout.as_secs()));
         }
         match ready.wait(left) {
             Some(true) => return Ok(()),

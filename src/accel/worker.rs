@@ -1,13 +1,14 @@
 //! The accelerator's worker: the FastCGI responder (`server::serve`, one process) on the
 //! private socket (0600, peers of another uid refused with SO_PEERCRED), which imports the
 //! app, writes the stamp, binds, tells the invocation that started it, and serves until it
-//! has been idle for `--persist-idle-timeout` or is retired (SIGUSR1: its app changed).
+//! has been idle for `--persist-idle-timeout` or is retired (`RETIRE_SIGNAL`, SIGWINCH: its
+//! app changed; SIGUSR1 reopens `--log-file` and `--access-log`, as in every server process).
 //! Before it stops accepting it takes its socket's name away, so a new request either
 //! reaches it while it still accepts or finds no socket and starts a new worker.
 
 use super::lock::Lock;
 use super::spawn::READY_FD_VAR;
-use super::{Paths, Stamp};
+use super::{LoadStart, Paths, Stamp};
 use crate::config::Config;
 use crate::config::{BindSpec, SocketPerms};
 use crate::server::listen;
@@ -18,7 +19,11 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// SIGUSR1: a newer worker is taking over; finish what is queued and exit.
+/// The signal a client sends a stale worker: a newer worker is taking over, finish what is
+/// queued and exit. SIGWINCH, as nginx and Apache use it for "stop gracefully": SIGUSR1
+/// reopens the logs everywhere, and SIGUSR2 is `--timeout`'s stack dump.
+pub const RETIRE_SIGNAL: libc::c_int = libc::SIGWINCH;
+
 static RETIRE: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_retire(_: libc::c_int) {
@@ -62,10 +67,10 @@ const RESCAN: Duration = Duration::from_secs(2);
 /// lazily) are deploys too: add their files to the stamp. Only when `sys.modules` grew, so
 /// the GIL is taken for a moment every `RESCAN` and the scan itself is rare. The stamp is
 /// rewritten under the lock and only while it is still ours (a client may be replacing us).
-fn watch_new_modules(paths: &Paths, stamp: &mut Stamp, modules: &mut usize) {
+fn watch_new_modules(paths: &Paths, stamp: &mut Stamp, modules: &mut usize, since: LoadStart) {
     let files = wsgi::scan::app_files_if_new_modules(modules);
     let Some(files) = files else { return };
-    if !stamp.add_files(files) {
+    if !stamp.add_files(files, since) {
         return;
     }
     let Ok(Some(_lock)) = Lock::acquire(&paths.lock, Duration::from_secs(2)) else { return };
@@ -76,18 +81,38 @@ fn watch_new_modules(paths: &Paths, stamp: &mut Stamp, modules: &mut usize) {
     }
 }
 
-/// The idle timer, retirement and the watch on newly imported modules, on a thread of its
-/// own (Python only for the rare module scan).
-fn watch(paths: Paths, ours: Option<(u64, u64)>, idle_timeout: Duration, mut stamp: Stamp) {
+/// `K.log` (the worker's stdio, which no logrotate knows) is rotated past this size, one
+/// old copy (`K.log.1`) kept.
+pub const LOG_LIMIT: u64 = 10 << 20;
+
+/// Rotate `K.log` when it is too large, under the lock (a client starting a worker opens it).
+fn rotate_log(paths: &Paths) {
+    let Ok(Some(_lock)) = Lock::acquire(&paths.lock, Duration::from_secs(2)) else { return };
+    match crate::sys::rotate_stdio(&paths.log, LOG_LIMIT) {
+        Ok(true) => log::info!("{} passed {} MiB: the old one is now {}.1", paths.log.display(), LOG_LIMIT >> 20, paths.log.display()),
+        Ok(false) => {}
+        Err(e) => log::warn!("cannot rotate {}: {e}", paths.log.display()),
+    }
+}
+
+/// The idle timer, retirement, the log's size and the watch on newly imported modules, on
+/// a thread of its own (Python only for the rare module scan). `loaded`: when the app's
+/// import began.
+fn watch(paths: Paths, ours: Option<(u64, u64)>, idle_timeout: Duration, mut stamp: Stamp, loaded: LoadStart) {
     let mut seen = server::ACTIVITY.load(Ordering::SeqCst);
     let mut since = Instant::now();
     let mut modules = 0usize;
     let mut last_scan = Instant::now();
+    let mut scanned = loaded;
     while !STOP.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(200));
         if last_scan.elapsed() >= RESCAN {
             last_scan = Instant::now();
-            watch_new_modules(&paths, &mut stamp, &mut modules);
+            // Modules new in this scan were imported after the previous one began.
+            let now = LoadStart::now();
+            watch_new_modules(&paths, &mut stamp, &mut modules, scanned);
+            scanned = now;
+            rotate_log(&paths);
         }
         let now = server::ACTIVITY.load(Ordering::SeqCst);
         if now != seen || server::IN_FLIGHT.load(Ordering::SeqCst) > 0 {
@@ -119,6 +144,8 @@ pub fn run(config: &Config) -> i32 {
         }
     };
     let ready_fd = take_ready_fd();
+    // Before the import: a file rewritten from here on is not vouched for by the stamp.
+    let loaded = LoadStart::now();
     let spec = match server::prepare(config) {
         Ok(spec) => spec,
         Err(code) => return code,
@@ -133,26 +160,32 @@ pub fn run(config: &Config) -> i32 {
     let mut files: Vec<PathBuf> = std::env::current_exe().into_iter().collect();
     files.extend(spec.file().and_then(|f| std::fs::canonicalize(f).ok()));
     files.extend(wsgi::scan::app_files());
-    let stamp = Stamp::new(std::process::id() as i32, files);
-    if let Err(e) = stamp.write(&paths.stamp) {
-        log::error!("cannot write {}: {e}", paths.stamp.display());
-        return 1;
-    }
+    let stamp = Stamp::new(std::process::id() as i32, files, loaded);
+    // Bound first, the stamp written only then: a worker that loses the bind (another one
+    // holds the socket) never touches the winner's stamp. A client seeing the socket
+    // before the stamp waits on the lock, which our starter holds until we are ready.
     let perms = SocketPerms { mode: Some(0o600), owner: None, group: None };
     let listener = match listen::bind(&BindSpec::Unix(paths.sock.clone()), &perms) {
         Ok(l) => l,
         Err(e) => {
             log::error!("{e}");
-            let _ = std::fs::remove_file(&paths.stamp);
             return 1;
         }
     };
     let ours = identity(&paths.sock);
+    if let Err(e) = stamp.write(&paths.stamp) {
+        log::error!("cannot write {}: {e}", paths.stamp.display());
+        // Our starter holds the lock for us until we answer: the name is still ours.
+        if identity(&paths.sock) == ours {
+            let _ = std::fs::remove_file(&paths.sock);
+        }
+        return 1;
+    }
     if let Err(code) = server::ready_to_serve(&listener) {
         return code;
     }
     crate::sys::set_signal(libc::SIGHUP, None);
-    crate::sys::set_signal(libc::SIGUSR1, Some(on_retire));
+    crate::sys::set_signal(RETIRE_SIGNAL, Some(on_retire));
     log::info!(
         "persistent worker (pid {}) ready for {spec} on {}; idle timeout {} s",
         std::process::id(),
@@ -162,7 +195,7 @@ pub fn run(config: &Config) -> i32 {
     report_ready(ready_fd);
     let watcher = {
         let (paths, idle, stamp) = (paths.clone(), config.persist.idle_timeout, stamp.clone());
-        std::thread::Builder::new().name("persist-idle".into()).spawn(move || watch(paths, ours, idle, stamp))
+        std::thread::Builder::new().name("persist-idle".into()).spawn(move || watch(paths, ours, idle, stamp, loaded))
     };
     if let Err(e) = &watcher {
         log::warn!("cannot start the idle timer ({e}): the worker will not exit by itself");

@@ -257,9 +257,25 @@ fn settings_table(origin: &Origin, config: &crate::config::Config, positional: b
             value: format!("{} s", config.persist.idle_timeout.as_secs()),
             source: origin.of("persist_idle_timeout", "persist-idle-timeout", "default"),
         });
-        let dir = config.persist.dir.as_ref().map_or("$XDG_RUNTIME_DIR/cgi2wsgi, else /tmp/cgi2wsgi-UID".into(), |d| d.display().to_string());
+        let dir =
+            config.persist.dir.as_ref().map_or("$XDG_RUNTIME_DIR/cgi2wsgi, else ~/.cache/cgi2wsgi, else /tmp/cgi2wsgi-UID".into(), |d| d.display().to_string());
         settings.push(Setting { key: "persist-dir".into(), value: dir, source: origin.of("persist_dir", "persist-dir", "default") });
+        settings.push(Setting {
+            key: "persist-timeout".into(),
+            value: format!("{} s", config.persist.timeout.as_secs()),
+            source: origin.of("persist_timeout", "persist-timeout", "default"),
+        });
+        settings.push(Setting {
+            key: "persist-start-timeout".into(),
+            value: format!("{} s", config.persist.start_timeout.as_secs()),
+            source: origin.of("persist_start_timeout", "persist-start-timeout", "default"),
+        });
     }
+    settings.push(Setting {
+        key: "access-log".into(),
+        value: or_none(config.access_log.as_ref().map(|p| p.display().to_string()).unwrap_or_default()),
+        source: origin.of("access_log", "access-log", "default"),
+    });
     settings.push(Setting {
         key: "max-requests".into(),
         value: config.max_requests.map_or("none".into(), |n| n.to_string()),
@@ -294,6 +310,9 @@ fn other_flags(matches: &ArgMatches) -> Vec<Setting> {
         "persist",
         "persist_idle_timeout",
         "persist_dir",
+        "persist_timeout",
+        "persist_start_timeout",
+        "access_log",
         "max_requests",
         "threads",
         "timeout",

@@ -32,6 +32,11 @@ pub struct DropIn {
     pub persist: Option<bool>,
     pub persist_idle_timeout: Option<String>,
     pub persist_dir: Option<PathBuf>,
+    /// `persist-timeout = 300`, `persist-start-timeout = 30`.
+    pub persist_timeout: Option<String>,
+    pub persist_start_timeout: Option<String>,
+    /// `access-log = PATH` (`--access-log`): the one way to set it under suEXEC.
+    pub access_log: Option<PathBuf>,
     /// `roles = responder,authorizer` (FastCGI drop-ins under mod_fcgid).
     pub roles: Option<String>,
     /// FastCGI settings a `.fcgi` drop-in under mod_fcgid has no other way to give.
@@ -45,7 +50,7 @@ pub struct DropIn {
 const MARKER: &str = "cgi2wsgi:";
 
 /// Every key a drop-in line may set.
-pub const KEYS: [&str; 17] = [
+pub const KEYS: [&str; 20] = [
     "app",
     "venv",
     "pythonpath",
@@ -59,6 +64,9 @@ pub const KEYS: [&str; 17] = [
     "persist",
     "persist-idle-timeout",
     "persist-dir",
+    "persist-timeout",
+    "persist-start-timeout",
+    "access-log",
     "roles",
     "max-requests",
     "threads",
@@ -107,6 +115,9 @@ impl DropIn {
             "persist" => self.persist = Some(truthy(&value)),
             "persist-idle-timeout" | "persist_idle_timeout" => self.persist_idle_timeout = Some(value),
             "persist-dir" | "persist_dir" => self.persist_dir = Some(path(&value)),
+            "persist-timeout" | "persist_timeout" => self.persist_timeout = Some(value),
+            "persist-start-timeout" | "persist_start_timeout" => self.persist_start_timeout = Some(value),
+            "access-log" | "access_log" => self.access_log = Some(path(&value)),
             "roles" => self.roles = Some(value),
             "max-requests" | "max_requests" => self.max_requests = Some(value),
             "threads" => self.threads = Some(value),

@@ -9,7 +9,9 @@ pub mod generate;
 
 use crate::cli::dropin::DropIn;
 use crate::config::appspec::{AppSpec, AppTarget};
-use crate::config::{AccelSettings, BindSpec, Config, Gateway, PythonArgs, RunAs, SocketPerms, DEFAULT_IDLE_TIMEOUT};
+use crate::config::{
+    AccelSettings, BindSpec, Config, Gateway, PythonArgs, RunAs, SocketPerms, DEFAULT_IDLE_TIMEOUT, DEFAULT_PERSIST_TIMEOUT, DEFAULT_START_TIMEOUT,
+};
 use crate::error::ConfigError;
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use std::ffi::OsString;
@@ -101,9 +103,15 @@ pub struct Cli {
     #[arg(long, value_name = "SECONDS", env = "CGI2WSGI_READ_TIMEOUT", default_value_t = 60)]
     pub read_timeout: u64,
 
-    /// FastCGI: append the log (and the app's stdout/stderr) to this file instead of stderr
+    /// FastCGI: append the log (and the app's stdout/stderr) to this file instead of stderr;
+    /// reopened on SIGUSR1 (logrotate)
     #[arg(long, value_name = "PATH", env = "CGI2WSGI_LOG_FILE")]
     pub log_file: Option<PathBuf>,
+
+    /// Append one line per request to this file (remote address, time, request line,
+    /// status, bytes, microseconds, pid; see the README); reopened on SIGUSR1. Never stdout
+    #[arg(long, value_name = "PATH", env = "CGI2WSGI_ACCESS_LOG")]
+    pub access_log: Option<PathBuf>,
 
     /// FastCGI: worker processes (default: one per CPU with --bind or systemd; 1 when a web
     /// server passed the socket on fd 0, as mod_fcgid and lighttpd multiply processes)
@@ -164,9 +172,19 @@ pub struct Cli {
     pub persist_idle_timeout: Option<u64>,
 
     /// CGI accelerator: the private directory for the worker's socket, lock and log
-    /// (default $XDG_RUNTIME_DIR/cgi2wsgi, else /tmp/cgi2wsgi-UID)
+    /// (default $XDG_RUNTIME_DIR/cgi2wsgi, else ~/.cache/cgi2wsgi, else /tmp/cgi2wsgi-UID)
     #[arg(long, value_name = "DIR", env = "CGI2WSGI_PERSIST_DIR")]
     pub persist_dir: Option<PathBuf>,
+
+    /// CGI accelerator: answer 504 when the worker sends nothing for this many seconds
+    /// (default 300)
+    #[arg(long, value_name = "SECONDS", env = "CGI2WSGI_PERSIST_TIMEOUT")]
+    pub persist_timeout: Option<u64>,
+
+    /// CGI accelerator: serve in-process (and stop the worker) when a worker's start takes
+    /// longer than this many seconds (default 30)
+    #[arg(long, value_name = "SECONDS", env = "CGI2WSGI_PERSIST_START_TIMEOUT")]
+    pub persist_start_timeout: Option<u64>,
 
     /// Internal: run as the accelerator's worker on this socket (started by a CGI invocation)
     #[arg(long, value_name = "SOCKET", hide = true)]
@@ -225,7 +243,8 @@ impl Cli {
             env.retain(|(old, _)| *old != k);
             env.push((k, v));
         }
-        let persist = accel_settings(cli.persist_worker.as_ref(), cli.persist, cli.persist_idle_timeout, cli.persist_dir.clone(), &dropin)?;
+        let timeouts = AccelTimeouts { idle: cli.persist_idle_timeout, response: cli.persist_timeout, start: cli.persist_start_timeout };
+        let persist = accel_settings(cli.persist_worker.as_ref(), cli.persist, timeouts, cli.persist_dir.clone(), &dropin)?;
         let max_body = match cli.max_body.or(dropin.max_body) {
             Some(s) => Some(parse_size(&s)?),
             None => None,
@@ -255,6 +274,7 @@ impl Cli {
             bind: cli.bind.as_deref().map(BindSpec::parse),
             socket_perms: SocketPerms { mode: socket_mode, owner: cli.socket_owner, group: cli.socket_group },
             log_file: cli.log_file,
+            access_log: cli.access_log.or_else(|| dropin.access_log.clone()),
             max_conns: cli.max_conns.filter(|n| *n > 0),
             threads: threads.map_or(1, |n| usize::try_from(n).unwrap_or(usize::MAX)).max(1),
             workers: cli.workers,
@@ -322,14 +342,31 @@ impl Cli {
     }
 }
 
+/// The accelerator's timeouts from flags or variables, in seconds.
+struct AccelTimeouts {
+    idle: Option<u64>,
+    response: Option<u64>,
+    start: Option<u64>,
+}
+
+/// A number of seconds: the flag's, else the drop-in's text, else the default.
+fn seconds(flag: Option<u64>, text: Option<&String>, key: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+    let secs = match (flag, text) {
+        (Some(s), _) => s,
+        (None, Some(text)) => text.trim().parse().map_err(|_| ConfigError::BadSeconds(key, text.clone()))?,
+        (None, None) => default.as_secs(),
+    };
+    Ok(Duration::from_secs(secs.max(1)))
+}
+
 /// A whole-number drop-in setting, if the line is there.
 fn dropin_number(key: &'static str, text: Option<&str>) -> Result<Option<u64>, ConfigError> {
     text.map(|t| t.trim().parse::<u64>().map_err(|_| ConfigError::BadNumber { key, value: t.to_owned() })).transpose()
 }
 
 /// The accelerator's settings: flags and variables beat the drop-in's `persist*` settings.
-fn accel_settings(worker: Option<&PathBuf>, flag: bool, idle: Option<u64>, dir: Option<PathBuf>, dropin: &DropIn) -> Result<AccelSettings, ConfigError> {
-    let idle = match (idle, &dropin.persist_idle_timeout) {
+fn accel_settings(worker: Option<&PathBuf>, flag: bool, t: AccelTimeouts, dir: Option<PathBuf>, dropin: &DropIn) -> Result<AccelSettings, ConfigError> {
+    let idle = match (t.idle, &dropin.persist_idle_timeout) {
         (Some(s), _) => s,
         (None, Some(text)) => text.trim().parse().map_err(|_| ConfigError::BadIdleTimeout(text.clone()))?,
         (None, None) => DEFAULT_IDLE_TIMEOUT.as_secs(),
@@ -339,6 +376,8 @@ fn accel_settings(worker: Option<&PathBuf>, flag: bool, idle: Option<u64>, dir: 
         idle_timeout: Duration::from_secs(idle.max(1)),
         dir: dir.or_else(|| dropin.persist_dir.clone()),
         worker_socket: worker.cloned(),
+        timeout: seconds(t.response, dropin.persist_timeout.as_ref(), "persist-timeout", DEFAULT_PERSIST_TIMEOUT)?,
+        start_timeout: seconds(t.start, dropin.persist_start_timeout.as_ref(), "persist-start-timeout", DEFAULT_START_TIMEOUT)?,
     })
 }
 
@@ -448,6 +487,21 @@ mod tests {
         assert_eq!(cfg.env, vec![("B".into(), "file".into()), ("A".into(), "flag".into())]);
         let cli = Cli::try_parse_from(["cgi2wsgi", "--mode", "cgi", file.to_str().unwrap()]).unwrap();
         assert_eq!(cli.into_config(true).unwrap().venv, Some(PathBuf::from("/from-file")));
+    }
+
+    #[test]
+    fn accelerator_timeouts_and_access_log_from_the_drop_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("app.cgi");
+        std::fs::write(&file, "#!/x\n# cgi2wsgi: persist-timeout = 7\n# cgi2wsgi: access-log = logs/access.log\n").unwrap();
+        let cfg = Cli::try_parse_from(["cgi2wsgi", "--mode", "cgi", file.to_str().unwrap()]).unwrap().into_config(true).unwrap();
+        assert_eq!((cfg.persist.timeout, cfg.persist.start_timeout), (Duration::from_secs(7), DEFAULT_START_TIMEOUT));
+        assert_eq!(cfg.access_log, Some(dir.path().join("logs/access.log")));
+        let cli = Cli::try_parse_from(["cgi2wsgi", "--mode", "cgi", "--persist-timeout", "9", file.to_str().unwrap()]).unwrap();
+        assert_eq!(cli.into_config(true).unwrap().persist.timeout, Duration::from_secs(9), "the flag wins");
+        std::fs::write(&file, "#!/x\n# cgi2wsgi: persist-start-timeout = soon\n").unwrap();
+        let err = Cli::try_parse_from(["cgi2wsgi", "--mode", "cgi", file.to_str().unwrap()]).unwrap().into_config(true).unwrap_err();
+        assert_eq!(err.to_string(), "persist-start-timeout \"soon\": expected a whole number of seconds");
     }
 
     #[test]

@@ -77,6 +77,8 @@ pub struct Config {
     pub bind: Option<BindSpec>,
     pub socket_perms: SocketPerms,
     pub log_file: Option<PathBuf>,
+    /// `--access-log`: one line per request, appended (never stdout).
+    pub access_log: Option<PathBuf>,
     pub max_conns: Option<usize>,
     pub threads: usize,
     pub workers: Option<usize>,
@@ -135,6 +137,13 @@ pub struct RunAs {
 /// A CGI accelerator's worker with no request for this long exits.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// How long the relay waits for a byte of the worker's response before answering 504
+/// (Apache's own default `Timeout`).
+pub const DEFAULT_PERSIST_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a worker's start (the app's import) may take before the request is served
+/// in-process and the starting worker killed.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The CGI accelerator: `--persist` and friends, resolved; `worker_socket` is set only in
 /// its worker.
 #[derive(Debug, Clone)]
@@ -143,11 +152,22 @@ pub struct AccelSettings {
     pub idle_timeout: Duration,
     pub dir: Option<PathBuf>,
     pub worker_socket: Option<PathBuf>,
+    /// `--persist-timeout`: the relay's wait for the worker's response.
+    pub timeout: Duration,
+    /// `--persist-start-timeout`: the wait for a starting worker.
+    pub start_timeout: Duration,
 }
 
 impl Default for AccelSettings {
     fn default() -> Self {
-        AccelSettings { enabled: false, idle_timeout: DEFAULT_IDLE_TIMEOUT, dir: None, worker_socket: None }
+        AccelSettings {
+            enabled: false,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            dir: None,
+            worker_socket: None,
+            timeout: DEFAULT_PERSIST_TIMEOUT,
+            start_timeout: DEFAULT_START_TIMEOUT,
+        }
     }
 }
 

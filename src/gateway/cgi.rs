@@ -138,6 +138,12 @@ pub fn run(config: &Config) -> i32 {
             return 1;
         }
     };
+    if let Some(path) = &config.access_log {
+        // The response goes out either way: a log that cannot be opened is only a warning.
+        if let Err(e) = crate::sys::open_access_log(path) {
+            log::warn!("--access-log {}: {e}", path.display());
+        }
+    }
     // Captured above: HTTP_PROXY stays in the environ as the header it is.
     wsgi::boot::prepare_environment(config);
     let request = match Request::from_cgi_vars(params, config.max_body, config.script_name.as_deref()) {
@@ -160,9 +166,10 @@ pub fn run(config: &Config) -> i32 {
         }
     };
     let policy = wsgi::Policy::one_shot(wsgi::ProcessModel { multithread: false, multiprocess: true, run_once: true }, config.debug);
+    let started = std::time::Instant::now();
     let outcome = wsgi::serve(&app, &request, body_reader(request.body, config.max_body), stderr_sink(), Box::new(sink), &policy);
     crate::timings::stamp(crate::timings::Stamp::Response);
-    outcome.log(&request);
+    outcome.log(&request, started);
     // Unread body bytes are left to the server, which discards them.
     0
 }

@@ -3,6 +3,7 @@
 //! error page and the access-log line.
 
 use crate::http::request::Request;
+use std::fmt::Write as _;
 use std::io;
 
 /// Status and headers as the app gave them, already checked.
@@ -121,8 +122,13 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// The access-log line, the same for every gateway.
-    pub fn log(&self, request: &Request) {
+    /// The access-log line, the same for every gateway: at info level in the log, and in
+    /// `--access-log` when one is open. `started`: when the request was ready to run.
+    pub fn log(&self, request: &Request, started: std::time::Instant) {
+        if crate::sys::access_log_enabled() {
+            let line = access_line(self, request, std::time::SystemTime::now(), started.elapsed().as_micros(), std::process::id());
+            crate::sys::write_access_line(line.as_bytes());
+        }
         log::info!(
             "{} {} -> {} ({} bytes){}",
             request.get("REQUEST_METHOD").unwrap_or("?"),
@@ -132,6 +138,69 @@ impl Outcome {
             if self.disconnected { ", client gone" } else { "" }
         );
     }
+}
+
+/// One `--access-log` line: Apache's combined format plus the time taken in microseconds and
+/// the pid of the process that served it:
+/// `ADDR - USER [03/Dec/2026:15:16:51 +0000] "GET /path?q HTTP/1.1" 200 1234 "REFERER" "AGENT" 5123 4711`.
+/// Times are UTC; a missing value is `-`; quotes, backslashes, control and non-ASCII
+/// bytes in quoted values are written `\xHH` (as nginx does), so a line is always one line.
+pub fn access_line(outcome: &Outcome, request: &Request, now: std::time::SystemTime, micros: u128, pid: u32) -> String {
+    let field = |name: &str| request.get(name).filter(|v| !v.is_empty()).map_or_else(|| "-".to_owned(), escape);
+    let uri = if let Some(u) = request.get("REQUEST_URI") {
+        u.to_owned()
+    } else {
+        let mut u = format!("{}{}", request.get("SCRIPT_NAME").unwrap_or(""), request.get("PATH_INFO").unwrap_or(""));
+        if let Some(q) = request.get("QUERY_STRING").filter(|q| !q.is_empty()) {
+            u.push('?');
+            u.push_str(q);
+        }
+        u
+    };
+    let line = format!("{} {} {}", request.get("REQUEST_METHOD").unwrap_or("-"), uri, request.get("SERVER_PROTOCOL").unwrap_or("-"));
+    let status = outcome.status.get(..3).unwrap_or(&outcome.status);
+    format!(
+        "{} - {} [{}] \"{}\" {status} {} \"{}\" \"{}\" {micros} {pid}\n",
+        field("REMOTE_ADDR"),
+        field("REMOTE_USER"),
+        clf_time(now),
+        escape(&line),
+        outcome.body_bytes,
+        field("HTTP_REFERER"),
+        field("HTTP_USER_AGENT"),
+    )
+}
+
+fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            // Values are latin-1: one byte each.
+            c if c == '"' || c == '\\' || (c as u32) < 0x20 || (c as u32) >= 0x7f => {
+                let _ = write!(out, "\\x{:02X}", c as u32 & 0xff);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `03/Dec/2026:15:16:51 +0000` (the common log format's time, in UTC).
+fn clf_time(t: std::time::SystemTime) -> String {
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let secs = t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil_from_days, for days since 1970-01-01 (never negative here).
+    let z = days as i64 + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{day:02}/{}/{year}:{:02}:{:02}:{:02} +0000", MONTHS[(month - 1) as usize], rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// Where a response goes: CGI stdout, or FastCGI STDOUT records.
@@ -154,6 +223,29 @@ pub trait ResponseSink: Send {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn access_line_format() {
+        let request = Request::from_params(
+            [
+                ("REQUEST_METHOD", "GET"),
+                ("REQUEST_URI", "/a b?\"x\""),
+                ("SERVER_PROTOCOL", "HTTP/1.1"),
+                ("REMOTE_ADDR", "192.0.2.7"),
+                ("HTTP_USER_AGENT", "curl/8\u{e9}"),
+            ],
+            None,
+        )
+        .unwrap();
+        let outcome = Outcome { status: "404 Not Found".into(), body_bytes: 17, app_error: false, disconnected: false };
+        // 2026-12-03 15:16:51 UTC.
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_311_011);
+        assert_eq!(
+            access_line(&outcome, &request, t, 5123, 4711),
+            "192.0.2.7 - - [03/Dec/2026:15:16:51 +0000] \"GET /a b?\\x22x\\x22 HTTP/1.1\" 404 17 \"-\" \"curl/8\\xC3\\xA9\" 5123 4711\n"
+        );
+        assert_eq!(clf_time(std::time::UNIX_EPOCH + std::time::Duration::from_secs(951_782_400)), "29/Feb/2000:00:00:00 +0000");
+    }
 
     #[test]
     fn status_rules() {

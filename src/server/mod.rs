@@ -86,6 +86,17 @@ pub(crate) fn prepare(config: &Config) -> Result<&crate::config::appspec::AppSpe
         log::error!("cannot secure stdio: {e}");
         return Err(1);
     }
+    if let Some(path) = &config.access_log {
+        if let Err(e) = crate::sys::open_access_log(path) {
+            log::error!("--access-log {}: {e}", path.display());
+            return Err(1);
+        }
+    }
+    // SIGUSR1: reopen both (logrotate); every process forked from here inherits it.
+    if let Err(e) = crate::sys::reopen_on_sigusr1(config.log_file.as_deref()) {
+        log::error!("--log-file: {e}");
+        return Err(1);
+    }
     wsgi::boot::prepare_environment(config);
     config.app.as_ref().ok_or_else(|| {
         log::error!("{}", crate::error::ConfigError::NoApp);
@@ -106,6 +117,8 @@ pub(crate) fn ready_to_serve(listener: &Listener) -> Result<(), i32> {
 
 /// Run the FastCGI responder until a stop signal. Returns the exit status.
 pub fn run(config: &Config) -> i32 {
+    // Read before any thread exists, and kept from the app (systemd's readiness protocol).
+    crate::sys::take_notify_socket();
     let workers = worker_count(config);
     let listener = match open_listener(config) {
         Ok(l) => l,
@@ -144,7 +157,31 @@ pub fn run(config: &Config) -> i32 {
             return 1;
         }
     };
-    serve(config, &listener, &app, spec, None)
+    crate::sys::notify(&format!("READY=1\nSTATUS=serving {spec} on {}\nMAINPID={}", listener.describe(), std::process::id()));
+    if crate::sys::notify_enabled() {
+        // STOPPING=1 when the stop begins, not once the requests in flight have drained.
+        let spawned = std::thread::Builder::new().name("sd-notify".into()).spawn(|| {
+            while !STOP.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            notify_stopping();
+        });
+        if let Err(e) = spawned {
+            log::warn!("cannot start the systemd notifier: {e}");
+        }
+    }
+    let code = serve(config, &listener, &app, spec, None);
+    // The drain may end before the notifier's next look.
+    notify_stopping();
+    code
+}
+
+/// STOPPING=1 for systemd, once.
+fn notify_stopping() {
+    static SENT: AtomicBool = AtomicBool::new(false);
+    if !SENT.swap(true, Ordering::SeqCst) {
+        crate::sys::notify("STOPPING=1\nSTATUS=stopping: finishing the requests in flight");
+    }
 }
 
 /// Serve with the app already imported, in this process, until a stop signal (or, in a

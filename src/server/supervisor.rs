@@ -79,6 +79,9 @@ pub fn run(plan: &Plan<'_>) -> i32 {
         log::error!("the app could not be started; see the log above");
         return 1;
     }
+    sys::notify(&format!("READY=1\nSTATUS={} worker(s) serving {} on {}\nMAINPID={}", plan.workers, plan.spec, plan.listener.describe(), std::process::id()));
+    // From zero: a SIGUSR1 that came while the first generation started is passed on too.
+    let mut reopens = 0;
     let mut draining: Vec<(libc::pid_t, Instant)> = Vec::new();
     let mut watch = plan.config.reload.then(|| Watcher::new(plan.config, plan.spec));
     let mut backoff = crash_backoff();
@@ -86,6 +89,14 @@ pub fn run(plan: &Plan<'_>) -> i32 {
         sleep_tick();
         if STOP.load(Ordering::SeqCst) {
             break;
+        }
+        if sys::reopen_count() != reopens {
+            // Our own descriptors were reopened by the handler; the zygotes pass it on.
+            reopens = sys::reopen_count();
+            log::info!("SIGUSR1: log files reopened");
+            for pid in draining.iter().map(|(p, _)| *p).chain([current.zygote]) {
+                kill(pid, libc::SIGUSR1);
+            }
         }
         if watch.as_mut().is_some_and(Watcher::changed) {
             log::warn!("app files changed: reloading");
@@ -119,6 +130,7 @@ pub fn run(plan: &Plan<'_>) -> i32 {
             }
         }
     }
+    sys::notify("STOPPING=1\nSTATUS=stopping: finishing the requests in flight");
     stop_generations(&current, &draining, graceful);
     0
 }
@@ -129,6 +141,7 @@ fn reload(plan: &Plan<'_>, current: &mut Generation, draining: &mut Vec<(libc::p
     match spawn_generation(plan).map(|mut g| (wait_ready(&mut g), g)) {
         Ok((true, next)) => {
             log::warn!("reloaded: new workers are serving; the old ones finish their requests");
+            sys::notify(&format!("STATUS={} worker(s) serving {} on {} (reloaded)", plan.workers, plan.spec, plan.listener.describe()));
             kill(current.zygote, libc::SIGTERM);
             draining.push((current.zygote, Instant::now()));
             *current = next;
@@ -206,6 +219,8 @@ struct Slot {
 
 /// The zygote: import the app (unless `--lazy-apps`), fork the workers, keep them.
 fn zygote(plan: &Plan<'_>, ready: ReadySignal) -> i32 {
+    // Counted from our fork: a SIGUSR1 while the workers start is passed on to them too.
+    let mut reopens = sys::reopen_count();
     sys::set_signal(libc::SIGHUP, None);
     let app = if plan.config.lazy_apps {
         None
@@ -229,6 +244,12 @@ fn zygote(plan: &Plan<'_>, ready: ReadySignal) -> i32 {
     let mut stopping: Option<Instant> = None;
     loop {
         sleep_tick();
+        if sys::reopen_count() != reopens {
+            reopens = sys::reopen_count();
+            for s in &slots {
+                kill(s.pid, libc::SIGUSR1);
+            }
+        }
         if STOP.load(Ordering::SeqCst) && stopping.is_none() {
             stopping = Some(Instant::now());
             for s in &slots {

@@ -9,6 +9,8 @@
 mod backoff;
 mod epoll;
 mod fd;
+mod logs;
+mod notify;
 mod process;
 mod stream;
 mod user;
@@ -19,8 +21,11 @@ pub use fd::{
     claim_stdout, flock_exclusive, inherited_stdout, is_listening_socket, isatty, ready_pipe, secure_stdio, wait_readable, wait_writable, with_umask,
     ReadySignal, ReadyWait,
 };
+pub use logs::{access_log_enabled, open_access_log, reopen_count, reopen_on_sigusr1, rotate_stdio, write_access_line};
+pub use notify::{notify, notify_enabled, take_notify_socket};
 pub use process::{
-    allocator_release_at_once, detach_on_exec, die_with_parent, exit_now, fork, kill, monotonic_ns, page_size, process_params, raise, reap, set_signal, Fork,
+    allocator_release_at_once, detach_on_exec, die_with_parent, exit_now, fork, kill, kill_group, monotonic_ns, page_size, process_params, raise, reap,
+    set_signal, Fork,
 };
 pub use stream::Stream;
-pub use user::{chown, drop_privileges, egid, euid, lookup_gid, lookup_uid, lookup_user, peer_cred};
+pub use user::{chown, drop_privileges, egid, euid, home_of, lookup_gid, lookup_uid, lookup_user, peer_cred};

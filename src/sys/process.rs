@@ -39,6 +39,16 @@ pub fn kill(pid: libc::pid_t, sig: libc::c_int) {
     }
 }
 
+/// Send `sig` to the process group `pgid` (a process started in a session of its own,
+/// with what it started in turn).
+pub fn kill_group(pgid: libc::pid_t, sig: libc::c_int) {
+    // Never 0 or 1 or below: our own group, or init's.
+    if pgid > 1 {
+        // SAFETY: kill has no memory preconditions; a negative pid names the group.
+        unsafe { libc::kill(-pgid, sig) };
+    }
+}
+
 /// Send `sig` to this thread.
 pub fn raise(sig: libc::c_int) {
     // SAFETY: raise has no memory preconditions.

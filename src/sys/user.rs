@@ -55,6 +55,25 @@ pub fn lookup_user(name: &str) -> Result<Option<User>, String> {
     }
 }
 
+/// The home directory of `uid` in the password database (getpwuid_r), if it has one.
+pub fn home_of(uid: u32) -> Option<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: a zeroed passwd is a valid out-parameter for getpwuid_r.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: getpwuid_r fills `pw`, pointing into `buf` (which outlives every read below),
+    // and sets `found` to `&pw` on success or NULL when there is no entry.
+    let rc = unsafe { libc::getpwuid_r(uid, &raw mut pw, buf.as_mut_ptr(), buf.len(), &raw mut found) };
+    if rc != 0 || found.is_null() || pw.pw_dir.is_null() {
+        return None;
+    }
+    // SAFETY: non-null, a C string inside `buf`.
+    let dir = unsafe { CStr::from_ptr(pw.pw_dir) };
+    let dir = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(dir.to_bytes()));
+    dir.is_absolute().then_some(dir)
+}
+
 /// A user name or uid → uid.
 pub fn lookup_uid(name: &str) -> Result<u32, String> {
     if let Ok(n) = name.parse() {

@@ -112,8 +112,9 @@ pub fn run(conn: &Conn, app: &wsgi::App, settings: &Settings, ready: Ready) -> S
     conn.lock().stdout_written = false;
     let ended = Arc::new(AtomicBool::new(false));
     let sink = FastCgiSink { conn: conn.clone(), id, pending_head: Vec::new(), held: Vec::new(), ended: ended.clone() };
+    let started = std::time::Instant::now();
     match spool.into_reader() {
-        Ok(body) => wsgi::serve(app, &request, body, errors_sink(conn.clone(), id), Box::new(sink), &settings.policy).log(&request),
+        Ok(body) => wsgi::serve(app, &request, body, errors_sink(conn.clone(), id), Box::new(sink), &settings.policy).log(&request, started),
         Err(e) => log::error!("request {id}: {e}"),
     }
     conn.after_request(settings, id, keep_conn, ended.load(Ordering::SeqCst), request.role)

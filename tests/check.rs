@@ -64,11 +64,18 @@ fn drop_ins_run_by_their_bare_name_answer_200() {
     assert_eq!(r.body, b"Hello World\n");
 }
 
-/// The accelerator's workers whose stamps are in `dir`: stopped by pid when dropped.
-struct Workers(PathBuf);
+/// The accelerator's workers whose stamps are in `dir`: every one seen is stopped by pid
+/// when dropped (a worker retired by a newer one has no stamp left, but may still run).
+struct Workers(PathBuf, std::cell::RefCell<Vec<i32>>);
 
 impl Workers {
     fn pids(&self) -> Vec<i32> {
+        let pids = self.current();
+        self.1.borrow_mut().extend(&pids);
+        pids
+    }
+
+    fn current(&self) -> Vec<i32> {
         let stamps = std::fs::read_dir(&self.0).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "stamp"));
         let pids = stamps.filter_map(|p| std::fs::read_to_string(p).ok()?.lines().find_map(|l| l.strip_prefix("pid "))?.parse().ok());
         // Only processes that still are workers (a pid may be reused).
@@ -78,9 +85,18 @@ impl Workers {
 
 impl Drop for Workers {
     fn drop(&mut self) {
-        for pid in self.pids() {
-            // SAFETY: a worker this test started (its pid comes from its stamp, its cmdline checked).
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+        self.pids();
+        let seen = self.1.borrow().clone();
+        for &pid in &seen {
+            if std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains("--persist-worker")) {
+                // SAFETY: a worker this test started (its pid came from its stamp, its cmdline checked).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        // Gone before the next test looks for workers (a killed one's cmdline empties at once).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while seen.iter().any(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
 }
@@ -89,17 +105,27 @@ impl Drop for Workers {
 fn a_bare_name_drop_in_with_persist_starts_its_worker_and_is_relayed() {
     let dir = site();
     let persist = dir.path().join("persist");
-    let workers = Workers(persist.clone());
+    let workers = Workers(persist.clone(), std::cell::RefCell::default());
     let pythonpath = format!("# cgi2wsgi: pythonpath = {}", examples_dir());
     let persist_line = format!("# cgi2wsgi: persist-dir = {}", persist.display());
     drop_in(dir.path(), "app.cgi", &[&pythonpath, "# cgi2wsgi: persist = on", &persist_line, "from hello import application"]);
+    // Deployed a while ago: a file written within a clock tick of the worker's import counts
+    // as changed since (never stale code), which would replace the worker on the next request.
+    let ago = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    std::fs::File::options().write(true).open(dir.path().join("app.cgi")).unwrap().set_modified(ago).unwrap();
     for _ in 0..2 {
         let r = exec_bare(dir.path(), "app.cgi", &[], "");
         assert_eq!(r.status, 200, "{}", r.stderr);
         assert_eq!(r.body, b"Hello World\n");
         assert!(!r.stderr.contains("--persist:"), "served in-process: {}", r.stderr);
+        workers.pids();
     }
     assert_eq!(workers.pids().len(), 1, "one worker, started by the first request and relayed to by the second");
+    assert_eq!(
+        workers.1.borrow().iter().collect::<std::collections::BTreeSet<_>>().len(),
+        1,
+        "the second request was relayed to the first worker, not a replacement"
+    );
 }
 
 #[test]

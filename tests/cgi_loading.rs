@@ -60,26 +60,36 @@ fn no_app_configured_is_500_saying_how_to_configure_one() {
 // 17. builtin:doctor.
 
 #[test]
-fn doctor_html_warns_about_missing_authorization_under_apache() {
-    let r = get(&["--app", "builtin:doctor"], "", &[("SERVER_SOFTWARE", "Apache/2.4")]);
+fn doctor_html_warns_about_a_stripped_authorization_header() {
+    // Apache authenticated the request (mod_auth_basic sets AUTH_TYPE and REMOTE_USER) but
+    // hid the header: the app's own auth would fail.
+    let authed = [("SERVER_SOFTWARE", "Apache/2.4"), ("AUTH_TYPE", "Basic"), ("REMOTE_USER", "ada")];
+    let r = get(&["--app", "builtin:doctor"], "", &authed);
     assert_eq!(r.status, 200, "{}", r.stderr);
     assert!(r.header("Content-Type").is_some_and(|c| c.starts_with("text/html")), "{:?}", r.headers);
     let body = body_text(&r);
     assert!(body.contains("authorization-header-absent"), "{body}");
     // With the header present, the warning goes away.
-    let r = get(&["--app", "builtin:doctor"], "", &[("SERVER_SOFTWARE", "Apache/2.4"), ("HTTP_AUTHORIZATION", "Bearer x")]);
+    let r = get(&["--app", "builtin:doctor"], "", &[authed[0], authed[1], authed[2], ("HTTP_AUTHORIZATION", "Basic YWRhOng=")]);
     assert!(!body_text(&r).contains("authorization-header-absent"));
+    // No evidence a header was sent (the client sent none): no warning either.
+    let r = get(&["--app", "builtin:doctor"], "", &[("SERVER_SOFTWARE", "Apache/2.4")]);
+    assert_eq!(r.status, 200, "{}", r.stderr);
+    assert!(!body_text(&r).contains("authorization-header-absent"), "{}", body_text(&r));
 }
 
 #[test]
 fn doctor_json_has_the_environ_and_warnings() {
-    let r = get(&["--app", "builtin:doctor"], "format=json", &[("SERVER_SOFTWARE", "Apache/2.4")]);
+    // ?authorization=sent: the person testing says the request carried the header.
+    let r = get(&["--app", "builtin:doctor"], "format=json&authorization=sent", &[("SERVER_SOFTWARE", "Apache/2.4")]);
     assert_eq!(r.status, 200, "{}", r.stderr);
     assert!(r.header("Content-Type").is_some_and(|c| c.starts_with("application/json")), "{:?}", r.headers);
     let j = r.json();
     assert_eq!(j["environ"]["REQUEST_METHOD"], "GET");
     let warnings = j["warnings"].as_array().expect("warnings array");
     assert!(warnings.iter().any(|w| w["code"] == "authorization-header-absent"), "{warnings:?}");
+    let r = get(&["--app", "builtin:doctor"], "format=json", &[("SERVER_SOFTWARE", "Apache/2.4")]);
+    assert_eq!(r.json()["warnings"].as_array().map(Vec::len), Some(0), "{}", body_text(&r));
 }
 
 // 18. Command-line errors.

@@ -471,11 +471,16 @@ fn django_checks(server: &Server, project: &std::path::Path) {
         assert!(cookie(&r, "csrftoken").is_some(), "no csrftoken cookie: {:?}", r.headers);
         assert!(csrf_token(&html).is_some(), "no csrfmiddlewaretoken in {html}");
     });
-    c.check("POST with the CSRF token and cookie succeeds", || {
+    c.check("POST with the CSRF token, cookie and a browser's Origin succeeds", || {
         let page = http::get(port, "/app/");
         let (cookie, token) = (cookie(&page, "csrftoken").unwrap(), csrf_token(&page.text()).unwrap());
         let body = format!("csrfmiddlewaretoken={token}&name=Ada");
-        let r = http::request(port, "POST", "/app/", &[("Cookie", &cookie), ("Content-Type", "application/x-www-form-urlencoded")], body.as_bytes());
+        // A browser sends Origin with the port (the server listens on a free, non-default
+        // one): Django compares it with HTTP_HOST, so a front end that drops the port
+        // (Debian's fastcgi_params: HTTP_HOST $host) gets a 403 here.
+        let origin = format!("http://127.0.0.1:{port}");
+        let headers = [("Cookie", cookie.as_str()), ("Content-Type", "application/x-www-form-urlencoded"), ("Origin", &origin)];
+        let r = http::request(port, "POST", "/app/", &headers, body.as_bytes());
         assert_eq!(r.status, 200, "{}", r.text());
         assert!(r.text().contains("Thanks, Ada!"), "{}", r.text());
     });
@@ -637,8 +642,12 @@ fn doctor_in_headless_chromium() {
     c.check("broken mount: the environ table and the PATH_INFO warning", || {
         let dom = chromium(&format!("http://127.0.0.1:{port}/broken/users/42?x=1"), &["--dump-dom".into()], &profile);
         assert!(dom.contains("<h1>cgi2wsgi doctor</h1>"), "not the doctor page: {dom}");
-        assert!(dom.contains("<h2>1 warning(s)</h2>"), "{dom}");
+        // Both omissions of a bare `include fastcgi_params;`: PATH_INFO, and the port that
+        // Debian's HTTP_HOST $host drops (the recipe's location fixes both).
+        assert!(dom.contains("<h2>2 warning(s)</h2>"), "{dom}");
         assert!(dom.contains("id=\"script-name-path-info-disagree\""), "{dom}");
+        assert!(dom.contains("id=\"http-host-without-port\""), "{dom}");
+        assert!(dom.contains("fastcgi_param HTTP_HOST $host$port_suffix;"), "the fix is not shown: {dom}");
         assert!(dom.contains("links the app builds will point elsewhere"), "{dom}");
         assert!(dom.contains("fastcgi_param PATH_INFO $fastcgi_path_info;"), "the fix is not shown: {dom}");
         // The environ table: a row per variable, values as the app sees them.

@@ -21,6 +21,14 @@ fn decode_path(raw: &str) -> String {
     crate::http::request::latin1(&crate::http::request::percent_decode(raw.as_bytes()))
 }
 
+/// Whether a Host header value carries a port (`host:8080`, `[::1]:8080`; not `[::1]`).
+fn host_has_port(host: &str) -> bool {
+    match host.rfind(']') {
+        Some(end) => host[end + 1..].starts_with(':'),
+        None => host.contains(':'),
+    }
+}
+
 /// Everything that looks wrong, each with the configuration line that fixes it.
 pub fn warnings(env: &BTreeMap<String, String>) -> Vec<Warning> {
     let mut out = Vec::new();
@@ -61,12 +69,37 @@ pub fn warnings(env: &BTreeMap<String, String>) -> Vec<Warning> {
             fix: "Apache: SetEnv HTTPS on in the TLS virtual host; nginx: fastcgi_param HTTPS $https if_not_empty; behind a proxy, use a proxy-fix middleware for X-Forwarded-Proto",
         });
     }
-    if !env.contains_key("HTTP_AUTHORIZATION") && get(env, "SERVER_SOFTWARE").starts_with("Apache") {
+    let https_warned = out.last().is_some_and(|w| w.code == "https-not-detected");
+    let (host, port) = (get(env, "HTTP_HOST"), get(env, "SERVER_PORT"));
+    let default_port = if scheme == "https" || get(env, "HTTPS").eq_ignore_ascii_case("on") { "443" } else { "80" };
+    if !host.is_empty() && !port.is_empty() && !host_has_port(host) && port != default_port && !https_warned {
+        out.push(Warning {
+            code: "http-host-without-port",
+            message: format!(
+                "HTTP_HOST {host:?} has no port but the server listens on {port}: URLs the app builds lose the port, and Django's CSRF check refuses every POST (Origin http://{host}:{port} is not http://{host}). Debian's fastcgi_params (and scgi_params, uwsgi_params) end with HTTP_HOST $host, which drops the port"
+            ),
+            fix: "nginx, keeping Debian's $host (the validated name, not the raw client Host): in the http block map $server_port $port_suffix { 80 \"\"; 443 \"\"; default \":$server_port\"; } and in the location, after include fastcgi_params: fastcgi_param HTTP_HOST $host$port_suffix; (nginx 1.30+: fastcgi_param HTTP_HOST $host$is_request_port$request_port;). fastcgi_param HTTP_HOST $http_host; also works but forwards whatever Host the client sent. Behind another proxy SERVER_PORT is not the public port: pass the public Host on instead",
+        });
+    }
+    // Missing HTTP_AUTHORIZATION is a fault only when something says a header was sent:
+    // the server authenticated the request (REMOTE_USER / AUTH_TYPE) or the person testing
+    // says so (?authorization=sent, with curl -u). Otherwise the client simply sent none.
+    let server_authenticated = !get(env, "REMOTE_USER").is_empty() || !get(env, "AUTH_TYPE").is_empty();
+    let said_sent = get(env, "QUERY_STRING").split('&').any(|kv| kv == "authorization=sent");
+    if !env.contains_key("HTTP_AUTHORIZATION") && (server_authenticated || said_sent) {
+        let why = if server_authenticated {
+            format!(
+                "the server authenticated this request (AUTH_TYPE {:?}, REMOTE_USER {:?}) but passed no HTTP_AUTHORIZATION",
+                get(env, "AUTH_TYPE"),
+                get(env, "REMOTE_USER")
+            )
+        } else {
+            "the request says it sent an Authorization header (?authorization=sent) but none arrived".to_owned()
+        };
         out.push(Warning {
             code: "authorization-header-absent",
-            message: "no HTTP_AUTHORIZATION: Apache hides the Authorization header from CGI and FastCGI apps, so token or Basic auth handled by the app fails"
-                .into(),
-            fix: "Apache 2.4.13+: CGIPassAuth On (in the <Directory> or .htaccess); mod_fcgid: FcgidPassHeader Authorization",
+            message: format!("{why}: the server hides the Authorization header from CGI and FastCGI apps, so token or Basic auth handled by the app fails"),
+            fix: "Apache 2.4.13+: CGIPassAuth On (in the <Directory> or .htaccess); mod_fcgid: FcgidPassHeader Authorization; mod_proxy_fcgi passes it as is",
         });
     }
     out
@@ -162,9 +195,43 @@ mod tests {
     }
 
     #[test]
-    fn apache_without_authorization() {
-        assert_eq!(codes(&[("SERVER_SOFTWARE", "Apache/2.4.62")]), vec!["authorization-header-absent"]);
-        assert!(codes(&[("SERVER_SOFTWARE", "Apache/2.4.62"), ("HTTP_AUTHORIZATION", "Bearer x")]).is_empty());
+    fn authorization_absent_only_with_evidence() {
+        // No header and nothing saying one was sent: the client sent none, no warning.
+        assert!(codes(&[("SERVER_SOFTWARE", "Apache/2.4.62")]).is_empty());
+        assert!(codes(&[("SERVER_SOFTWARE", "Apache/2.4.62"), ("QUERY_STRING", "authorization=sentx")]).is_empty());
+        // The server authenticated (mod_auth_basic) but stripped the header.
+        let basic = [("SERVER_SOFTWARE", "Apache/2.4.62"), ("AUTH_TYPE", "Basic"), ("REMOTE_USER", "ada")];
+        assert_eq!(codes(&basic), vec!["authorization-header-absent"]);
+        assert!(warnings(&env(&basic))[0].message.contains("\"ada\""));
+        assert_eq!(codes(&[("REMOTE_USER", "ada")]), vec!["authorization-header-absent"]);
+        // The tester says the request carried one.
+        assert_eq!(codes(&[("QUERY_STRING", "format=json&authorization=sent")]), vec!["authorization-header-absent"]);
+        // The header arrived: nothing to say.
+        assert!(codes(&[("AUTH_TYPE", "Basic"), ("REMOTE_USER", "ada"), ("HTTP_AUTHORIZATION", "Basic eDp5")]).is_empty());
+        assert!(codes(&[("QUERY_STRING", "authorization=sent"), ("HTTP_AUTHORIZATION", "Bearer x")]).is_empty());
+    }
+
+    #[test]
+    fn http_host_without_the_port() {
+        let c = |host: &str, port: &str, scheme: &str| codes(&[("HTTP_HOST", host), ("SERVER_PORT", port), ("wsgi.url_scheme", scheme)]);
+        // Debian's HTTP_HOST $host behind nginx on :8080.
+        assert_eq!(c("example.com", "8080", "http"), vec!["http-host-without-port"]);
+        assert_eq!(c("example.com", "8443", "https"), vec!["http-host-without-port"]);
+        assert_eq!(c("[::1]", "8080", "http"), vec!["http-host-without-port"]);
+        assert_eq!(c("example.com", "443", "http").len(), 1, "port 443 over http is the https warning alone");
+        // The scheme's default port, or the port kept.
+        assert!(c("example.com", "80", "http").is_empty());
+        assert!(c("example.com", "443", "https").is_empty());
+        assert!(c("example.com:8080", "8080", "http").is_empty());
+        assert!(c("[::1]:8080", "8080", "http").is_empty());
+        // Behind a proxy the public port may differ from SERVER_PORT: a port is a port.
+        assert!(c("example.com:443", "8080", "http").is_empty());
+        // Nothing to compare.
+        assert!(codes(&[("SERVER_PORT", "8080")]).is_empty());
+        assert!(codes(&[("HTTP_HOST", "example.com")]).is_empty());
+        let w = warnings(&env(&[("HTTP_HOST", "example.com"), ("SERVER_PORT", "8080"), ("wsgi.url_scheme", "http")])).remove(0);
+        assert!(w.message.contains("http://example.com:8080"), "{}", w.message);
+        assert!(w.fix.contains("map $server_port $port_suffix") && w.fix.contains("fastcgi_param HTTP_HOST $host$port_suffix;"), "{}", w.fix);
     }
 
     #[test]

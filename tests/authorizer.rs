@@ -317,15 +317,7 @@ fn not_importable(fx: &Fixture, bind: &Bind) {
         }
     }
     let mut child = cmd.arg(&broken).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("cgi2wsgi with an app that cannot be imported is still running");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_exit(&mut child, Duration::from_secs(30), "cgi2wsgi with an app that cannot be imported");
     assert!(std::fs::read_to_string(&log).unwrap_or_default().contains("this app cannot be imported"));
 }
 

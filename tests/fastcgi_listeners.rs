@@ -13,7 +13,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 // ---------------------------------------------------------------------------------------
 // 12. Spawned with the listening socket on fd 0 (mod_fcgid, lighttpd bin-path)
@@ -202,18 +202,7 @@ fn stale_socket_is_replaced_and_a_regular_file_is_refused() {
     let mut cmd = base_command(dir.path(), &hello_app());
     cmd.arg("--bind").arg(format!("unix:{}", path.display()));
     let mut child = cmd.spawn().unwrap();
-    let deadline = Instant::now() + START_DEADLINE;
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the server did not exit on a non-socket --bind path");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = common::wait_exit(&mut child, START_DEADLINE, "a server given a non-socket --bind path");
     let stderr = read_lossy(&dir.path().join("stderr"));
     assert!(!status.success(), "exit status {status}; stderr: {stderr}");
     assert!(stderr.contains("not a socket") && stderr.contains(&path.display().to_string()), "stderr: {stderr}");

@@ -175,18 +175,7 @@ fn a_failed_import_exits_nonzero_without_ready() {
         let mut cmd = base_command(dir.path(), app.to_str().unwrap());
         cmd.arg("--bind").arg(format!("unix:{}", sock.display())).args(["--workers", workers]).env("NOTIFY_SOCKET", &notify.path);
         let mut child = cmd.spawn().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("a server whose app cannot load is still running after 30 s (workers {workers})");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let status = common::wait_exit(&mut child, Duration::from_secs(30), &format!("a server whose app cannot load (workers {workers})"));
         assert!(!status.success(), "workers {workers}: {status}");
         let mut seen = Vec::new();
         assert_eq!(notify.wait_for("READY=1", Duration::from_millis(300), &mut seen), None, "{seen:?}");
